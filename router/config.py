@@ -1,0 +1,340 @@
+"""The config file: strict schema, cross-reference checks, every problem reported at once.
+
+Two phases, as in TensorZero: the YAML (read by `yaml12`) is validated against
+pydantic models with ``extra="forbid"`` and strict types, then `cross_check`
+verifies references (a model's provider exists, routes and panels name catalog
+models). Problems from both phases are collected into one `ConfigError`, each
+with file, line and dotted path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from router import yaml12
+from router.errors import ConfigError, Problem
+
+Protocol = Literal["openai", "anthropic", "gemini", "sim"]
+Tier = Literal["frontier", "strong", "standard", "budget"]
+TIER_RANK: Mapping[str, int] = {"frontier": 3, "strong": 2, "standard": 1, "budget": 0}
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+Name = Annotated[str, Field(pattern=_NAME)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TimeoutsConfig(_Strict):
+    """The four clocks of an attempt, in seconds."""
+
+    connect_s: PositiveSeconds = 5.0
+    first_byte_s: PositiveSeconds = 30.0
+    idle_s: PositiveSeconds = 30.0
+    total_s: PositiveSeconds = 300.0
+
+
+class BreakerConfig(_Strict):
+    """Circuit breaker settings for one provider."""
+
+    scope: Literal["provider", "model"] = "model"
+    fail_max: Annotated[int, Field(ge=1, le=1000)] = 5
+    failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    rate_window_s: PositiveSeconds = 30.0
+    rate_min_calls: Annotated[int, Field(ge=1, le=100_000)] = 20
+    reset_timeout_s: PositiveSeconds = 30.0
+    max_reset_timeout_s: PositiveSeconds = 300.0
+    success_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+
+
+class SimProfile(_Strict):
+    """Fault profile of a built-in simulated provider."""
+
+    latency_ms: Annotated[float, Field(ge=0, le=600_000)] = 40.0
+    chunk_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    down: bool = False
+    hang: bool = False
+    rate_limited_retry_after_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    malformed: bool = False
+    cut_stream_after: Annotated[int, Field(ge=0)] | None = None
+    seed: int = 0
+
+
+class ProviderConfig(_Strict):
+    """One upstream API."""
+
+    protocol: Protocol
+    base_url: str | None = None
+    api_key_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    region: Annotated[str, Field(min_length=1, max_length=64)]
+    allow_http: bool = False
+    forward_trace_context: bool = False
+    max_inflight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    sim: SimProfile | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (user:pass@)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment (keys go in headers)")
+        return value.rstrip("/")
+
+
+class PriceConfig(_Strict):
+    """USD per million tokens (the default catalog's prices are examples: edit them)."""
+
+    input_per_mtok: Annotated[float, Field(ge=0, le=100_000)]
+    output_per_mtok: Annotated[float, Field(ge=0, le=100_000)]
+
+
+class ModelConfig(_Strict):
+    """One catalog entry."""
+
+    provider: Name
+    upstream_id: Annotated[str, Field(min_length=1, max_length=256)]
+    vendor: Annotated[str, Field(min_length=1, max_length=64)]
+    origin: Annotated[str, Field(min_length=2, max_length=8)]
+    tier: Tier
+    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")]] = []
+    context_window: Annotated[int, Field(ge=1, le=100_000_000)]
+    max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
+    price: PriceConfig
+
+
+class PanelConfig(_Strict):
+    """A fusion panel."""
+
+    panelists: Annotated[list[Name], Field(min_length=1, max_length=5)]
+    judges: list[Name] = []
+    synthesizers: Annotated[list[Name], Field(min_length=1)]
+    quorum: Annotated[int, Field(ge=1, le=5)] | None = None
+    substitutes: list[Name] = []
+    deadline_s: PositiveSeconds = 120.0
+    degrade: Literal["error", "best_single"] = "error"
+    hedge_after_s: PositiveSeconds | None = None
+    judge_prompt: str | None = None
+    synthesizer_prompt: str | None = None
+
+
+class ServerConfig(_Strict):
+    """The sidecar's own listener and limits."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    auth_token_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=10 * 1024 * 1024)] = 1024 * 1024
+    max_inflight: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_messages: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    shutdown_grace_s: PositiveSeconds = 20.0
+    deadline_s: PositiveSeconds = 300.0
+
+
+class RouterConfig(_Strict):
+    """The whole file."""
+
+    jurisdiction: Annotated[str, Field(min_length=1, max_length=16)]
+    policies: str = "policies"
+    server: ServerConfig = ServerConfig()
+    providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
+    models: Annotated[dict[Name, ModelConfig], Field(min_length=1)]
+    routes: dict[Name, Annotated[list[Name], Field(min_length=1)]] = {}
+    panels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")], PanelConfig] = {}
+
+
+class LoadedConfig(BaseModel):
+    """A validated config and where it came from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    config: RouterConfig
+    source: str
+    base_dir: Path
+    embedded: bool
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def policies_dir(self) -> Path:
+        """The folder of policy files, relative to the config file's folder."""
+        if self.embedded:
+            return shipped_policies_dir()
+        path = Path(self.config.policies)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _schema_problems(exc: ValidationError, file: str, doc: yaml12.LoadedYaml) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = _dotted(loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(file, path, message, doc.line_of(path)))
+    return problems
+
+
+def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> list[Problem]:
+    """Dangling references, on the raw data so they are found even beside schema errors."""
+    problems: list[Problem] = []
+
+    def add(path: str, message: str) -> None:
+        problems.append(Problem(file, path, message, doc.line_of(path)))
+
+    providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    assert isinstance(providers, dict)  # noqa: S101  # narrowed above, for mypy
+    assert isinstance(models, dict)  # noqa: S101
+    for name, provider in providers.items():
+        if not isinstance(provider, dict):
+            continue
+        protocol = provider.get("protocol")
+        if protocol == "sim":
+            if provider.get("base_url") is not None:
+                add(f"providers.{name}.base_url", "a sim provider takes no base_url")
+        elif protocol in ("openai", "anthropic", "gemini"):
+            if provider.get("sim") is not None:
+                add(f"providers.{name}.sim", "only a sim provider takes a fault profile")
+            url = provider.get("base_url")
+            if url is None:
+                add(f"providers.{name}.base_url", "required for this protocol")
+            elif isinstance(url, str) and url.startswith("http://") and not provider.get("allow_http"):
+                add(
+                    f"providers.{name}.base_url",
+                    "plain http needs allow_http: true (only for self-hosted models on a trusted network)",
+                )
+    for name, model in models.items():
+        if isinstance(model, dict) and isinstance(model.get("provider"), str):
+            if model["provider"] not in providers:
+                add(f"models.{name}.provider", f"unknown provider {model['provider']!r}")
+    routes = data.get("routes") if isinstance(data.get("routes"), dict) else {}
+    assert isinstance(routes, dict)  # noqa: S101
+    for alias, chain in routes.items():
+        if alias in models:
+            add(f"routes.{alias}", "a route alias must not shadow a catalog model")
+        if isinstance(chain, list):
+            for i, target in enumerate(chain):
+                if isinstance(target, str) and target not in models:
+                    add(f"routes.{alias}[{i}]", f"unknown model {target!r}")
+            if len(set(map(str, chain))) != len(chain):
+                add(f"routes.{alias}", "lists a model twice")
+    panels = data.get("panels") if isinstance(data.get("panels"), dict) else {}
+    assert isinstance(panels, dict)  # noqa: S101
+    for pname, panel in panels.items():
+        if not isinstance(panel, dict):
+            continue
+        for key in ("panelists", "judges", "synthesizers", "substitutes"):
+            members = panel.get(key)
+            if not isinstance(members, list):
+                continue
+            for i, target in enumerate(members):
+                if isinstance(target, str) and target not in models:
+                    add(f"panels.{pname}.{key}[{i}]", f"unknown model {target!r}")
+            if len(set(map(str, members))) != len(members):
+                add(f"panels.{pname}.{key}", "lists a model twice")
+        panelists = panel.get("panelists")
+        quorum = panel.get("quorum")
+        if isinstance(panelists, list) and isinstance(quorum, int) and quorum > len(panelists):
+            add(f"panels.{pname}.quorum", f"quorum {quorum} is larger than the panel ({len(panelists)})")
+    return problems
+
+
+def parse_config(doc: yaml12.LoadedYaml, file: str) -> RouterConfig:
+    """Validate loaded YAML into a `RouterConfig`, or raise `ConfigError` with every problem."""
+    if not isinstance(doc.data, dict):
+        raise ConfigError([Problem(file, "", "the config must be a mapping", 1)])
+    problems: list[Problem] = []
+    config: RouterConfig | None = None
+    try:
+        config = RouterConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        problems.extend(_schema_problems(exc, file, doc))
+    problems.extend(cross_check(doc.data, file, doc))
+    if problems or config is None:
+        problems.sort(key=lambda p: (p.line or 0, p.path))
+        raise ConfigError(problems)
+    return config
+
+
+def key_warnings(config: RouterConfig, file: str, environ: Mapping[str, str]) -> list[Problem]:
+    """Providers whose key variable is unset (an error for `serve`, a warning for `check`)."""
+    return [
+        Problem(file, f"providers.{name}.api_key_env", f"environment variable {p.api_key_env} is not set", severity="warning")
+        for name, p in config.providers.items()
+        if p.api_key_env and not environ.get(p.api_key_env)
+    ]
+
+
+_EMBEDDED = "default.yaml"
+
+
+def shipped_policies_dir() -> Path:
+    """The shipped `policies/` folder: in the wheel's package data, or the checkout's top level."""
+    packaged = Path(str(resources.files("router"))) / "data" / "policies"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "policies"
+
+
+def load_config(path: str | os.PathLike[str] | None) -> LoadedConfig:
+    """Load `path`, or the embedded default when `path` is None."""
+    if path is None:
+        text = resources.files("router").joinpath(f"data/{_EMBEDDED}").read_text("utf-8")
+        source = f"<embedded {_EMBEDDED}>"
+        try:
+            doc = yaml12.loads(text)
+        except yaml12.YamlLoadError as exc:  # pragma: no cover - the embedded file is tested
+            raise ConfigError([Problem(source, "", exc.message, exc.line)]) from None
+        return LoadedConfig(
+            config=parse_config(doc, source), source=source, base_dir=Path.cwd(), embedded=True
+        )
+    file = Path(path)
+    try:
+        doc = yaml12.load_file(file)
+    except yaml12.YamlLoadError as exc:
+        raise ConfigError([Problem(str(file), "", exc.message, exc.line)]) from None
+    config = parse_config(doc, str(file))
+    return LoadedConfig(
+        config=config,
+        source=str(file),
+        base_dir=file.resolve().parent,
+        embedded=False,
+        warnings=tuple(key_warnings(config, str(file), os.environ)),
+    )
+
+
+JURISDICTION_RE = re.compile(r"^[a-z]{2,8}(?:-[a-z0-9]{1,8})?$")

@@ -1,0 +1,420 @@
+"""The router's whole error tree, and the one place each error gets its HTTP shape.
+
+::
+
+    RouterError                          base; never raised itself
+    ├── ConfigError                      startup, `check` or reload; never reaches a client
+    │   └── PolicyError                  a policy file is invalid
+    ├── RequestError             4xx     the caller's fault
+    │   ├── InvalidRequest         400   invalid_request, invalid_json, duplicate_key,
+    │   │                                forbidden_field, unsupported_parameter
+    │   ├── Unauthorized           401   unauthorized
+    │   ├── PolicyDenied           403   policy_denied (names the rule)
+    │   ├── UnknownModel           404   unknown_model
+    │   ├── PayloadTooLarge        413   payload_too_large
+    │   ├── UnsupportedMediaType   415   unsupported_media_type
+    │   └── UpstreamRejected       4xx   upstream_rejected, context_length_exceeded,
+    │                                    content_policy (the provider refused our payload)
+    ├── ProviderError                    one upstream attempt failed (see `Outcome`)
+    │   ├── ProviderTimeout              connect / first byte / stream idle clock ran out
+    │   ├── ProviderUnavailable          connect error, reset, 5xx, 529, redirect
+    │   ├── ProviderMalformed            a body or stream we cannot parse
+    │   ├── StreamTruncated              the stream ended without its terminal marker
+    │   ├── ProviderRateLimited          429 (.retry_after, .quota_exhausted)
+    │   ├── ProviderAuthFailed           401/403 from the provider: our key is bad
+    │   ├── ProviderRejected             400/404/413/422: the caller's payload
+    │   └── BreakerOpen                  not called at all
+    └── ServiceError             5xx     the request as a whole could not be served
+        ├── Overloaded             503   overloaded (shed, with Retry-After)
+        ├── NoEligibleModel        503   no_eligible_model
+        ├── AllUpstreamsUnavailable 503  all_upstreams_unavailable (every breaker open)
+        ├── AllProvidersFailed     502   all_providers_failed (.attempts)
+        ├── PanelExhausted         502   panel_exhausted (.seats)
+        └── DeadlineExceeded       504   deadline_exceeded
+
+Every class carries a stable snake_case ``code``; it is the ``error.code`` of the
+JSON body, the ``error.type`` of spans and the ``code`` field of logs. Messages
+never carry secrets, upstream URLs or raw upstream bodies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class Outcome(enum.StrEnum):
+    """How an upstream attempt ended, decided before retry, failover or breaker see it."""
+
+    SUCCESS = "success"
+    PROVIDER_FAULT = "provider_fault"
+    THROTTLED = "throttled"
+    CALLER_FAULT = "caller_fault"
+    NEUTRAL = "neutral"
+
+
+class RouterError(Exception):
+    """Base of every error the router raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    error_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> Mapping[str, str]:
+        """Extra response headers this error asks for (e.g. Retry-After)."""
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI-shaped JSON error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+
+# --- configuration ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem: where it is and what is wrong."""
+
+    file: str
+    path: str
+    message: str
+    line: int | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        path = self.path or "<root>"
+        return f"{where}: {path}: {self.message}"
+
+
+class ConfigError(RouterError):
+    """The config (or a policy) is invalid; carries every problem found."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems) or "invalid config")
+
+
+class PolicyError(ConfigError):
+    """A policy file is invalid."""
+
+    code = "policy_invalid"
+
+
+# --- the caller's fault -------------------------------------------------------
+
+
+class RequestError(RouterError):
+    """The caller sent something we will not serve."""
+
+    status = 400
+    code = "invalid_request"
+    error_type = "invalid_request_error"
+
+
+class InvalidRequest(RequestError):
+    """The request is malformed or names something unsupported."""
+
+    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None):
+        super().__init__(message, param=param)
+        self.code = code  # type: ignore[misc]  # instance-level refinement of the stable code
+
+
+class Unauthorized(RequestError):
+    """Missing or wrong inbound bearer token."""
+
+    status = 401
+    code = "unauthorized"
+    error_type = "authentication_error"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class PolicyDenied(RequestError):
+    """Policy forbids the requested model for this request's jurisdiction."""
+
+    status = 403
+    code = "policy_denied"
+    error_type = "permission_error"
+
+    def __init__(self, message: str, *, rule_id: str, param: str | None = "model") -> None:
+        super().__init__(message, param=param)
+        self.rule_id = rule_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["rule_id"] = self.rule_id
+        return body
+
+
+class UnknownModel(RequestError):
+    """The model is neither a catalog model, a route nor a panel."""
+
+    status = 404
+    code = "unknown_model"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"unknown model {model!r}: not a catalog model, route or fusion panel "
+            "(GET /v1/models lists them)",
+            param="model",
+        )
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is over the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    """The request body is not declared as JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UpstreamRejected(RequestError):
+    """The provider refused the caller's payload; we pass the refusal on, sanitized."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]  # mirrors the provider's 4xx
+        self.code = code  # type: ignore[misc]
+
+
+# --- one upstream attempt -----------------------------------------------------
+
+
+class ProviderError(RouterError):
+    """One upstream attempt failed; `outcome` says how it counts."""
+
+    code = "provider_error"
+    outcome: ClassVar[Outcome] = Outcome.PROVIDER_FAULT
+
+    def __init__(self, message: str, *, provider: str, upstream_status: int | None = None):
+        super().__init__(message)
+        self.provider = provider
+        self.upstream_status = upstream_status
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        """Only provider faults move a breaker towards open."""
+        return self.outcome is Outcome.PROVIDER_FAULT
+
+
+class ProviderTimeout(ProviderError):
+    """A clock ran out: connect, first byte, stream idle."""
+
+    code = "provider_timeout"
+
+    def __init__(self, message: str, *, provider: str, phase: str) -> None:
+        super().__init__(message, provider=provider)
+        self.phase = phase
+
+
+class ProviderUnavailable(ProviderError):
+    """Connection refused or reset, DNS, TLS, 5xx, 529 or an unexpected redirect."""
+
+    code = "provider_unavailable"
+
+
+class ProviderMalformed(ProviderError):
+    """The provider answered with something we cannot parse."""
+
+    code = "provider_malformed"
+
+
+class StreamTruncated(ProviderError):
+    """The stream ended before its protocol's terminal marker."""
+
+    code = "stream_truncated"
+
+
+class ProviderRateLimited(ProviderError):
+    """429: rate limited (maybe with Retry-After) or quota exhausted."""
+
+    code = "provider_rate_limited"
+    outcome = Outcome.THROTTLED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retry_after: float | None = None,
+        quota_exhausted: bool = False,
+    ) -> None:
+        super().__init__(message, provider=provider, upstream_status=429)
+        self.retry_after = retry_after
+        self.quota_exhausted = quota_exhausted
+
+
+class ProviderAuthFailed(ProviderError):
+    """401/403 from the provider: our credential is wrong; other providers may serve."""
+
+    code = "provider_auth_failed"
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the payload (400/404/413/422): a caller fault."""
+
+    code = "provider_rejected"
+    outcome = Outcome.CALLER_FAULT
+
+    def __init__(
+        self, message: str, *, provider: str, upstream_status: int, reason: str = "invalid_request"
+    ) -> None:
+        super().__init__(message, provider=provider, upstream_status=upstream_status)
+        self.reason = reason  # invalid_request | context_length_exceeded | content_policy
+
+    def to_request_error(self) -> UpstreamRejected:
+        """What the caller sees: the provider's status and a sanitized reason."""
+        code = "upstream_rejected" if self.reason == "invalid_request" else self.reason
+        status = self.upstream_status if self.upstream_status in (400, 404, 413, 422) else 400
+        return UpstreamRejected(
+            f"provider {self.provider!r} rejected the request ({self.reason})",
+            status=status,
+            code=code,
+        )
+
+
+class BreakerOpen(ProviderError):
+    """The target's breaker is open (or its half-open probe is taken): not called."""
+
+    code = "breaker_open"
+    outcome = Outcome.NEUTRAL
+
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after
+
+
+# --- the request as a whole ----------------------------------------------------
+
+
+class ServiceError(RouterError):
+    """The request was valid but could not be served."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+class _RetryAfterMixin:
+    retry_after: float | None
+
+    def headers(self) -> Mapping[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class Overloaded(_RetryAfterMixin, ServiceError):
+    """Too many requests in flight: shed rather than queue."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NoEligibleModel(ServiceError):
+    """Policy left no target for this request."""
+
+    code = "no_eligible_model"
+
+
+class AllUpstreamsUnavailable(_RetryAfterMixin, ServiceError):
+    """Every allowed target is open or cooling down; never routed outside policy."""
+
+    code = "all_upstreams_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One upstream attempt as reported to the caller and the logs."""
+
+    provider: str
+    model: str
+    outcome: str
+    code: str
+    status: int | None
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "outcome": self.outcome,
+            "code": self.code,
+            "status": self.status,
+            "duration_ms": round(self.duration_ms, 1),
+        }
+
+
+class AllProvidersFailed(ServiceError):
+    """Every attempt failed; the attempts are listed."""
+
+    status = 502
+    code = "all_providers_failed"
+
+    def __init__(self, message: str, *, attempts: Sequence[AttemptRecord]) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["attempts"] = [a.as_dict() for a in self.attempts]
+        return body
+
+
+class PanelExhausted(ServiceError):
+    """A fusion panel could not seat its quorum."""
+
+    status = 502
+    code = "panel_exhausted"
+
+    def __init__(self, message: str, *, seats: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.seats = tuple(seats)
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["seats"] = list(self.seats)
+        return body
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before an answer was complete."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx and 529 are worth another attempt; everything else is decided by class."""
+    return status >= 500

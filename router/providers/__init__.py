@@ -1,0 +1,54 @@
+"""The provider registry: one adapter instance per configured provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+
+from router.config import RouterConfig, SimProfile
+from router.providers.anthropic import AnthropicProvider
+from router.providers.base import Provider, Secret
+from router.providers.gemini import GeminiProvider
+from router.providers.openai import OpenAIProvider
+from router.providers.sim import SimProvider
+
+__all__ = [
+    "AnthropicProvider",
+    "GeminiProvider",
+    "OpenAIProvider",
+    "Provider",
+    "Secret",
+    "SimProvider",
+    "build_providers",
+    "resolve_keys",
+]
+
+
+def resolve_keys(config: RouterConfig, environ: Mapping[str, str]) -> dict[str, Secret | None]:
+    """Each provider's key, read once from the environment variable its config names."""
+    return {
+        name: Secret(environ[p.api_key_env]) if p.api_key_env and environ.get(p.api_key_env) else None
+        for name, p in config.providers.items()
+    }
+
+
+def build_providers(
+    config: RouterConfig, session: aiohttp.ClientSession, keys: Mapping[str, Secret | None]
+) -> dict[str, Provider]:
+    """Adapters for every provider in `config`, sharing the app's pooled `session`."""
+    providers: dict[str, Provider] = {}
+    for name, p in config.providers.items():
+        key = keys.get(name)
+        if p.protocol == "sim":
+            providers[name] = SimProvider(name, p.sim or SimProfile())
+        elif p.protocol == "openai":
+            assert p.base_url is not None  # noqa: S101  # guaranteed by config.cross_check
+            providers[name] = OpenAIProvider(name, session, p.base_url, key)
+        elif p.protocol == "anthropic":
+            assert p.base_url is not None  # noqa: S101
+            providers[name] = AnthropicProvider(name, session, p.base_url, key)
+        else:
+            assert p.base_url is not None  # noqa: S101
+            providers[name] = GeminiProvider(name, session, p.base_url, key)
+    return providers

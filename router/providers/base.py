@@ -1,0 +1,278 @@
+"""The Provider protocol, and the one place where upstream failures become router errors.
+
+Adapters call `send()` to make the HTTP request with the attempt's clocks,
+`read_json()` / `iter_sse()` to read it, and `error_for_status()` to classify a
+non-2xx answer. Every aiohttp, socket and timeout exception is mapped in
+`map_upstream_errors()` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from router.errors import (
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderMalformed,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from router.types import Completion, ProviderCall, StreamEvent
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MAX_SSE_LINE = 1024 * 1024
+RETRY_AFTER_CAP_S = 86_400.0
+
+
+class Provider(Protocol):
+    """**Protocol**: something that can answer a chat call, whole or streamed."""
+
+    name: str
+    protocol: str
+
+    async def complete(self, call: ProviderCall, /) -> Completion:
+        """One attempt, non-streaming."""
+        ...
+
+    def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:
+        """One attempt, streaming; ends with `StreamEnd` or raises a `ProviderError`."""
+        ...
+
+
+class Secret:
+    """A credential that never prints."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The raw value, for building one outbound header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@contextlib.contextmanager
+def map_upstream_errors(provider: str, phase: str) -> Iterator[None]:
+    """Translate transport exceptions raised inside the block into `ProviderError`s."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except TimeoutError:
+        raise ProviderTimeout(f"{provider}: no answer within the {phase} timeout", provider=provider, phase=phase) from None
+    except aiohttp.ServerTimeoutError:
+        raise ProviderTimeout(f"{provider}: {phase} timeout", provider=provider, phase=phase) from None
+    except aiohttp.ClientConnectorCertificateError:
+        raise ProviderUnavailable(f"{provider}: TLS certificate verification failed", provider=provider) from None
+    except aiohttp.ClientConnectorDNSError:
+        raise ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider) from None
+    except aiohttp.ClientConnectorError:
+        raise ProviderUnavailable(f"{provider}: connection failed", provider=provider) from None
+    except aiohttp.ClientPayloadError:
+        raise ProviderUnavailable(f"{provider}: response body was cut off", provider=provider) from None
+    except aiohttp.ServerDisconnectedError:
+        raise ProviderUnavailable(f"{provider}: server disconnected", provider=provider) from None
+    except aiohttp.ClientResponseError as exc:
+        raise ProviderMalformed(f"{provider}: invalid HTTP response ({exc.status})", provider=provider) from None
+    except aiohttp.ClientError:
+        raise ProviderUnavailable(f"{provider}: transport error", provider=provider) from None
+    except ssl.SSLError:
+        raise ProviderUnavailable(f"{provider}: TLS error", provider=provider) from None
+    except ConnectionError:
+        raise ProviderUnavailable(f"{provider}: connection reset", provider=provider) from None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds only; dates are rare for LLM APIs)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return min(seconds, RETRY_AFTER_CAP_S)
+
+
+_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "prompt is too long", "too many tokens")
+_CONTENT_MARKERS = ("content_policy", "content_filter", "safety", "responsible_ai")
+_QUOTA_MARKERS = ("insufficient_quota", "enforced_spend_limit", "billing", "perday", "per_day", "limit: 0", "quota exceeded for quota metric")
+
+
+def _error_text(body: bytes) -> str:
+    """Lower-cased error identifiers from any of the three protocols' error bodies."""
+    try:
+        data = json.loads(body[:65536])
+    except (ValueError, RecursionError):
+        return body[:2048].decode("utf-8", "replace").lower()
+    return json.dumps(data)[:8192].lower()
+
+
+def error_for_status(provider: str, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+    """Classify a non-2xx upstream answer. The body is read for identifiers, never passed on."""
+    text = _error_text(body)
+    if 300 <= status < 400:
+        return ProviderUnavailable(f"{provider}: unexpected redirect ({status}), not followed", provider=provider, upstream_status=status)
+    if status == 429:
+        quota = any(m in text for m in _QUOTA_MARKERS)
+        return ProviderRateLimited(
+            f"{provider}: {'quota exhausted' if quota else 'rate limited'}",
+            provider=provider,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+            quota_exhausted=quota,
+        )
+    if status in (401, 403):
+        return ProviderAuthFailed(f"{provider}: credential rejected ({status})", provider=provider, upstream_status=status)
+    if status in (400, 404, 413, 422):
+        if any(m in text for m in _CONTEXT_MARKERS):
+            reason = "context_length_exceeded"
+        elif any(m in text for m in _CONTENT_MARKERS):
+            reason = "content_policy"
+        else:
+            reason = "invalid_request"
+        return ProviderRejected(f"{provider}: request rejected ({status})", provider=provider, upstream_status=status, reason=reason)
+    if status == 408:
+        return ProviderTimeout(f"{provider}: upstream timeout (408)", provider=provider, phase="upstream")
+    return ProviderUnavailable(f"{provider}: upstream error ({status})", provider=provider, upstream_status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTarget:
+    """Where and how an adapter sends: URL and headers prepared once at startup."""
+
+    url: str
+    headers: Mapping[str, str]
+
+
+@contextlib.asynccontextmanager
+async def send(
+    session: aiohttp.ClientSession,
+    provider: str,
+    target: HttpTarget,
+    payload: Mapping[str, Any],
+    call: ProviderCall,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST `payload` and yield the 2xx response; headers must arrive within the first-byte clock."""
+    headers = dict(target.headers)
+    headers.update(call.extra_headers)
+    timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect, sock_connect=call.timeouts.connect)
+    data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    with map_upstream_errors(provider, "connect"):
+        try:
+            async with asyncio.timeout(call.timeouts.first_byte):
+                response = await session.post(
+                    target.url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                )
+        except TimeoutError:
+            raise ProviderTimeout(f"{provider}: no response headers within the first-byte timeout", provider=provider, phase="first_byte") from None
+    try:
+        if response.status >= 300:
+            with map_upstream_errors(provider, "idle"):
+                async with asyncio.timeout(call.timeouts.idle):
+                    body = await response.content.read(65536)
+            raise error_for_status(provider, response.status, response.headers, body)
+        yield response
+    finally:
+        response.release()
+
+
+async def read_json(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> Any:
+    """Read a whole JSON body with the idle clock and the size cap."""
+    with map_upstream_errors(provider, "idle"):
+        async with asyncio.timeout(call.timeouts.idle):
+            body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            # a body read may return early; keep reading until EOF or the cap
+            while not response.content.at_eof() and len(body) <= MAX_RESPONSE_BYTES:
+                more = await response.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+                if not more:
+                    break
+                body += more
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise ProviderMalformed(f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise ProviderMalformed(f"{provider}: response body is not valid JSON", provider=provider) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One server-sent event."""
+
+    event: str
+    data: str
+
+
+async def iter_sse(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> AsyncIterator[SseEvent]:
+    """Server-sent events with the first-byte clock on the first one and the idle clock after."""
+    event, data_lines = "", []
+    total = 0
+    first = True
+    started = time.monotonic()
+    content = response.content
+    while True:
+        if first:
+            budget = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
+            phase = "first_byte"
+        else:
+            budget, phase = call.timeouts.idle, "idle"
+        with map_upstream_errors(provider, phase):
+            try:
+                async with asyncio.timeout(budget):
+                    raw = await content.readline()
+            except ValueError:
+                raise ProviderMalformed(f"{provider}: stream line too long", provider=provider) from None
+        if not raw:
+            return
+        total += len(raw)
+        if total > MAX_RESPONSE_BYTES:
+            raise ProviderMalformed(f"{provider}: stream larger than {MAX_RESPONSE_BYTES} bytes", provider=provider)
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data_lines:
+                first = False
+                yield SseEvent(event or "message", "\n".join(data_lines))
+            event, data_lines = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event = value
+        elif field == "data":
+            data_lines.append(value)
+
+
+def parse_event_json(event: SseEvent, provider: str) -> Any:
+    """The JSON in one SSE data field; a malformed one is a provider fault."""
+    try:
+        return json.loads(event.data)
+    except (ValueError, RecursionError):
+        raise ProviderMalformed(f"{provider}: malformed stream event", provider=provider) from None
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (4 characters a token) for providers that report no usage."""
+    return max(1, len(text) // 4) if text else 0

@@ -1,0 +1,168 @@
+"""Adapter for the OpenAI chat-completions wire format (OpenAI, OpenRouter, DeepSeek, vLLM, Ollama…)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from router.errors import ProviderMalformed, ProviderUnavailable, StreamTruncated
+from router.providers.base import (
+    HttpTarget,
+    Secret,
+    error_for_status,
+    estimate_tokens,
+    iter_sse,
+    parse_event_json,
+    read_json,
+    send,
+)
+from router.types import (
+    ChatRequest,
+    Completion,
+    FinishReason,
+    ProviderCall,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "eos": "stop",
+}
+
+
+def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of a chat-completions call."""
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.user is not None:
+        body["user"] = request.user
+    if request.json_output:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _usage(data: Any, fallback_in: int, fallback_out: int) -> Usage:
+    if isinstance(data, dict):
+        pt, ct = data.get("prompt_tokens"), data.get("completion_tokens")
+        if isinstance(pt, int) and isinstance(ct, int) and pt >= 0 and ct >= 0:
+            return Usage(pt, ct)
+    return Usage(fallback_in, fallback_out)
+
+
+def _prompt_estimate(request: ChatRequest) -> int:
+    return sum(estimate_tokens(m.content) for m in request.messages)
+
+
+def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
+    """A `Completion` from a chat-completion JSON body; anything off-shape is malformed."""
+    try:
+        if "error" in data and "choices" not in data:
+            raise ProviderUnavailable(f"{provider}: error in a 200 response", provider=provider)
+        choice = data["choices"][0]
+        message = choice["message"]
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError
+        finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+        model = data.get("model")
+        response_id = data.get("id")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise ProviderMalformed(f"{provider}: response is not a chat completion", provider=provider) from None
+    return Completion(
+        text=text,
+        finish_reason=finish,
+        usage=_usage(data.get("usage"), _prompt_estimate(request), estimate_tokens(text)),
+        response_model=model if isinstance(model, str) else "",
+        response_id=response_id if isinstance(response_id, str) else None,
+    )
+
+
+class OpenAIProvider:
+    """Speaks `POST {base_url}/chat/completions` with a bearer key."""
+
+    protocol = "openai"
+
+    def __init__(self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None) -> None:
+        self.name = name
+        self._session = session
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        self._target = HttpTarget(f"{base_url}/chat/completions", headers)
+        stream_headers = dict(headers, Accept="text/event-stream")
+        self._stream_target = HttpTarget(self._target.url, stream_headers)
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(name={self.name!r})"
+
+    async def complete(self, call: ProviderCall, /) -> Completion:
+        payload = to_wire(call.request, call.upstream_model, stream=False)
+        async with send(self._session, self.name, self._target, payload, call) as response:
+            data = await read_json(response, self.name, call)
+        return from_wire(data, call.request, self.name)
+
+    async def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:
+        payload = to_wire(call.request, call.upstream_model, stream=True)
+        async with send(self._session, self.name, self._stream_target, payload, call) as response:
+            finish: FinishReason | None = None
+            usage_data: Any = None
+            model, response_id = "", None
+            out_chars = 0
+            async for event in iter_sse(response, self.name, call):
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = parse_event_json(event, self.name)
+                if not isinstance(chunk, dict):
+                    raise ProviderMalformed(f"{self.name}: malformed stream chunk", provider=self.name)
+                if "error" in chunk:
+                    err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    status = err.get("code") if isinstance(err.get("code"), int) else 502
+                    raise error_for_status(self.name, status if status >= 400 else 502, {}, event.data.encode())
+                model = chunk.get("model") or model
+                response_id = chunk.get("id") or response_id
+                if chunk.get("usage"):
+                    usage_data = chunk["usage"]
+                choices = chunk.get("choices") or []
+                if not isinstance(choices, list):
+                    raise ProviderMalformed(f"{self.name}: malformed stream chunk", provider=self.name)
+                for choice in choices[:1]:
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        out_chars += len(text)
+                        yield TextDelta(text)
+                    if choice.get("finish_reason"):
+                        finish = _FINISH.get(choice["finish_reason"], "stop")
+            else:
+                if finish is None:
+                    raise StreamTruncated(f"{self.name}: stream ended without [DONE] or finish_reason", provider=self.name)
+            yield StreamEnd(
+                finish_reason=finish or "stop",
+                usage=_usage(usage_data, _prompt_estimate(call.request), max(1, out_chars // 4) if out_chars else 0),
+                response_model=model if isinstance(model, str) else "",
+                response_id=response_id if isinstance(response_id, str) else None,
+            )

@@ -1,0 +1,127 @@
+"""Frozen value objects that cross module boundaries: requests, completions, stream events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message, text only."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat request, independent of any wire protocol."""
+
+    model: str
+    messages: tuple[Message, ...]
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    user: str | None = None
+    include_usage: bool = False
+    json_output: bool = False
+
+    @property
+    def system_text(self) -> str:
+        """All system messages joined, for protocols that take the system prompt apart."""
+        return "\n\n".join(m.content for m in self.messages if m.role == "system")
+
+    @property
+    def dialogue(self) -> tuple[Message, ...]:
+        """The non-system messages in order."""
+        return tuple(m for m in self.messages if m.role != "system")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one upstream call (or a sum of them)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer from one provider call."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    response_model: str
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of streamed answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The protocol's terminal marker was seen: the stream is complete."""
+
+    finish_reason: FinishReason
+    usage: Usage
+    response_model: str
+    response_id: str | None = None
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The clocks of one attempt, in seconds."""
+
+    connect: float = 5.0
+    first_byte: float = 30.0
+    idle: float = 30.0
+    total: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCall:
+    """Everything an adapter needs for one attempt; nothing about routing."""
+
+    request: ChatRequest
+    upstream_model: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    extra_headers: tuple[tuple[str, str], ...] = ()

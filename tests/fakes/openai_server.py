@@ -1,0 +1,144 @@
+"""A fake OpenAI chat-completions server; responses are built from the official `openai` types."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from tests.fakes.script import (
+    Answer,
+    Call,
+    CutStream,
+    Delay,
+    Hang,
+    InBandError,
+    Malformed,
+    Reset,
+    StallStream,
+    Status,
+    Wall,
+)
+
+
+def completion_json(model: str, answer: Answer) -> str:
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "finish_reason": answer.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": answer.input_tokens,
+                "completion_tokens": answer.output_tokens,
+                "total_tokens": answer.input_tokens + answer.output_tokens,
+            },
+        }
+    ).model_dump_json(exclude_unset=True)
+
+
+def chunk_json(model: str, *, text: str | None = None, finish: str | None = None, usage: tuple[int, int] | None = None) -> str:
+    choices = []
+    if text is not None or finish is not None:
+        delta = {"content": text} if text is not None else {}
+        choices.append({"index": 0, "delta": delta, "finish_reason": finish})
+    data: dict[str, object] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
+    if usage is not None:
+        data["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+    return ChatCompletionChunk.model_validate(data).model_dump_json(exclude_unset=True)
+
+
+def error_json(status: Status) -> str:
+    return json.dumps(
+        {"error": {"message": status.message, "type": "invalid_request_error" if status.status < 500 else "server_error", "code": status.code, "param": None}}
+    )
+
+
+async def _sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+async def _send(response: web.StreamResponse, data: str) -> None:
+    await response.write(f"data: {data}\n\n".encode())
+
+
+def make_app(wall: Wall) -> web.Application:
+    """The fake's aiohttp app; every call is recorded on `wall`."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.Response(status=400, text=error_json(Status(400, "bad json")), content_type="application/json")
+        model = str(body.get("model"))
+        stream = bool(body.get("stream"))
+        wall.record(Call("openai", request.path, model, stream, dict(request.headers), body, Wall.now(), request.query_string))
+        behaviour = wall.next_for(model)
+        if isinstance(behaviour, Delay):
+            await asyncio.sleep(behaviour.seconds)
+            behaviour = behaviour.then
+        if isinstance(behaviour, Hang):
+            await asyncio.sleep(behaviour.seconds)
+            return web.Response(status=504)
+        if isinstance(behaviour, Reset):
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(0.05)
+            return web.Response(status=500)
+        if isinstance(behaviour, Status):
+            headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
+            return web.Response(status=behaviour.status, text=error_json(behaviour), content_type="application/json", headers=headers)
+        if isinstance(behaviour, Malformed):
+            if stream:
+                response = await _sse(request)
+                await _send(response, "{not json")
+                return response
+            return web.Response(status=200, text="{not json", content_type="application/json")
+        if isinstance(behaviour, Answer):
+            if not stream:
+                return web.Response(status=200, text=completion_json(model, behaviour), content_type="application/json")
+            response = await _sse(request)
+            words = behaviour.text.split(" ")
+            for i, word in enumerate(words):
+                if i and behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+                await _send(response, chunk_json(model, text=word if i == 0 else " " + word))
+            await _send(response, chunk_json(model, text="", finish=behaviour.finish_reason))
+            await _send(response, chunk_json(model, usage=(behaviour.input_tokens, behaviour.output_tokens)))
+            await _send(response, "[DONE]")
+            return response
+        if isinstance(behaviour, CutStream | StallStream | InBandError):
+            response = await _sse(request)
+            for word in behaviour.text.split(" ")[: behaviour.after]:
+                await _send(response, chunk_json(model, text=word + " "))
+            if isinstance(behaviour, StallStream):
+                await asyncio.sleep(behaviour.seconds)
+            elif isinstance(behaviour, InBandError):
+                await _send(response, json.dumps({"error": {"message": "overloaded", "code": 502}}))
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        raise AssertionError(behaviour)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app

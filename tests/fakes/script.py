@@ -1,0 +1,133 @@
+"""Scripted behaviours for fake provider servers, and the log of every call they receive.
+
+A fake server looks up the model named in a request, takes the next behaviour
+of that model's script (the last one repeats), records the call, and acts it
+out on the wire in its own protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer normally with `text` (streamed word by word when asked to stream)."""
+
+    text: str = "Hello from the fake."
+    input_tokens: int = 11
+    output_tokens: int = 7
+    chunk_delay: float = 0.0
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with an HTTP error status and a protocol-shaped error body."""
+
+    status: int
+    message: str = "fake upstream error"
+    code: str | None = None
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Accept the request and say nothing for `seconds`."""
+
+    seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Wait `seconds` before answering with `then`."""
+
+    seconds: float
+    then: Answer = field(default_factory=Answer)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Answer 200 with a body that is not the protocol's JSON."""
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Close the connection without an answer."""
+
+
+@dataclass(frozen=True)
+class CutStream:
+    """Stream `after` chunks, then close without the terminal marker."""
+
+    after: int = 2
+    text: str = "one two three four five six"
+
+
+@dataclass(frozen=True)
+class StallStream:
+    """Stream `after` chunks, then go silent for `seconds`."""
+
+    after: int = 2
+    seconds: float = 3600.0
+    text: str = "one two three four five six"
+
+
+@dataclass(frozen=True)
+class InBandError:
+    """Stream `after` chunks, then send the protocol's in-band error event."""
+
+    after: int = 1
+    text: str = "one two three"
+
+
+Behaviour = Answer | Status | Hang | Delay | Malformed | Reset | CutStream | StallStream | InBandError
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the fake received it."""
+
+    protocol: str
+    path: str
+    model: str
+    stream: bool
+    headers: dict[str, str]
+    body: Any
+    at: float
+    query: str = ""
+
+
+class Wall:
+    """Scripts per model, and the log of every call received."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._scripts: dict[str, list[Behaviour]] = defaultdict(list)
+        self.default: Behaviour = Answer()
+
+    def script(self, model: str, behaviours: Iterable[Behaviour] | Behaviour) -> None:
+        """Set what `model` does: a list is played in order, its last entry repeating."""
+        items = [behaviours] if not isinstance(behaviours, Iterable) else list(behaviours)
+        self._scripts[model] = items
+
+    def next_for(self, model: str) -> Behaviour:
+        """The behaviour for the next call to `model`."""
+        items = self._scripts.get(model)
+        if not items:
+            return self.default
+        return items.pop(0) if len(items) > 1 else items[0]
+
+    def record(self, call: Call) -> None:
+        self.calls.append(call)
+
+    def calls_to(self, model: str) -> list[Call]:
+        return [c for c in self.calls if c.model == model]
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
