@@ -1,0 +1,94 @@
+"""`create_app()`: wires config, catalog, providers and handlers into an aiohttp application.
+
+No globals: every resource lives on the app under a typed `AppKey`, and each
+resource with a lifetime (the pooled `ClientSession`, the providers built on
+it) has one cleanup context.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+import aiohttp
+from aiohttp import web
+
+from router import handlers, middlewares
+from router.catalog import Catalog
+from router.config import LoadedConfig
+from router.errors import ConfigError, Problem
+from router.inbound import Limits
+from router.providers import Provider, Secret, build_providers, resolve_keys
+from router.routing import Router
+from router.state import CATALOG, CONFIG, KEYS, RUNTIME, SETTINGS, Runtime, Settings
+
+
+def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None) -> Settings:
+    server = loaded.config.server
+    token = None
+    if server.auth_token_env:
+        value = environ.get(server.auth_token_env)
+        if not value:
+            raise ConfigError(
+                [Problem(loaded.source, "server.auth_token_env", f"environment variable {server.auth_token_env} is not set")]
+            )
+        token = Secret(value)
+    bind = host or server.host
+    hosts = {"localhost", "127.0.0.1", "[::1]", "::1", bind}
+    return Settings(
+        auth_token=token,
+        allowed_hosts=frozenset(h.lower() for h in hosts),
+        limits=Limits(max_messages=server.max_messages),
+        max_inflight=server.max_inflight,
+        max_body_bytes=server.max_body_bytes,
+        default_deadline_s=server.deadline_s,
+    )
+
+
+def _check_keys(loaded: LoadedConfig, environ: Mapping[str, str]) -> None:
+    missing = [
+        Problem(loaded.source, f"providers.{name}.api_key_env", f"environment variable {p.api_key_env} is not set")
+        for name, p in loaded.config.providers.items()
+        if p.api_key_env and not environ.get(p.api_key_env)
+    ]
+    if missing:
+        raise ConfigError(missing)
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled ClientSession for every upstream call, closed with the app."""
+    runtime = app[RUNTIME]
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
+    runtime.session = session
+    runtime.providers = build_providers(app[CONFIG].config, session, app[KEYS])
+    runtime.router = Router(runtime.providers)
+    try:
+        yield
+    finally:
+        runtime.router = None
+        await session.close()
+
+
+def create_app(
+    loaded: LoadedConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    host: str | None = None,
+) -> web.Application:
+    """The sidecar as an aiohttp application; raises `ConfigError` if it cannot serve."""
+    env = os.environ if environ is None else environ
+    _check_keys(loaded, env)
+    settings = _settings(loaded, env, host)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middlewares.request_context, middlewares.guard],
+        handler_args={"max_field_size": 8190, "max_line_size": 8190},
+    )
+    app[CONFIG] = loaded
+    app[CATALOG] = Catalog.from_config(loaded.config)
+    app[SETTINGS] = settings
+    app[RUNTIME] = Runtime()
+    app[KEYS] = resolve_keys(loaded.config, env)
+    app.cleanup_ctx.append(_client_session)
+    handlers.add_routes(app)
+    return app

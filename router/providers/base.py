@@ -27,6 +27,7 @@ from router.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    StreamTruncated,
 )
 from router.types import Completion, ProviderCall, StreamEvent
 
@@ -89,7 +90,7 @@ def map_upstream_errors(provider: str, phase: str) -> Iterator[None]:
     except aiohttp.ClientConnectorError:
         raise ProviderUnavailable(f"{provider}: connection failed", provider=provider) from None
     except aiohttp.ClientPayloadError:
-        raise ProviderUnavailable(f"{provider}: response body was cut off", provider=provider) from None
+        raise StreamTruncated(f"{provider}: the response ended before it was complete", provider=provider) from None
     except aiohttp.ServerDisconnectedError:
         raise ProviderUnavailable(f"{provider}: server disconnected", provider=provider) from None
     except aiohttp.ClientResponseError as exc:
@@ -115,9 +116,26 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(seconds, RETRY_AFTER_CAP_S)
 
 
-_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "prompt is too long", "too many tokens")
+_CONTEXT_MARKERS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "exceed context limit",
+    "prompt is too long",
+    "too many tokens",
+)
 _CONTENT_MARKERS = ("content_policy", "content_filter", "safety", "responsible_ai")
-_QUOTA_MARKERS = ("insufficient_quota", "enforced_spend_limit", "billing", "perday", "per_day", "limit: 0", "quota exceeded for quota metric")
+_QUOTA_MARKERS = (
+    "insufficient_quota",
+    "enforced_spend_limit",
+    "billing",
+    "credit balance",
+    "usage limits",
+    "perday",
+    "per_day",
+    "limit: 0",
+    "quota exceeded for quota metric",
+)
 
 
 def _error_text(body: bytes) -> str:
@@ -144,6 +162,9 @@ def error_for_status(provider: str, status: int, headers: Mapping[str, str], bod
         )
     if status in (401, 403):
         return ProviderAuthFailed(f"{provider}: credential rejected ({status})", provider=provider, upstream_status=status)
+    if status in (400, 402) and any(m in text for m in _QUOTA_MARKERS):
+        # Anthropic reports an exhausted account as a 400: it is the account's fault, not the caller's
+        return ProviderRateLimited(f"{provider}: quota exhausted", provider=provider, quota_exhausted=True)
     if status in (400, 404, 413, 422):
         if any(m in text for m in _CONTEXT_MARKERS):
             reason = "context_length_exceeded"

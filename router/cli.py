@@ -1,0 +1,123 @@
+"""The command line: `serve`, `check`, `demo` (and `python -m router` is the same program)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from router import __version__, logs
+from router.config import LoadedConfig, load_config
+from router.errors import ConfigError
+
+
+def _config_path(arg: str | None) -> str | None:
+    return arg or os.environ.get("ROUTER_CONFIG") or None
+
+
+def _print_problems(error: ConfigError, stream: object = sys.stderr) -> None:
+    for problem in error.problems:
+        print(f"{problem.severity}: {problem}", file=stream)  # type: ignore[call-overload]
+
+
+def _load(path: str | None) -> LoadedConfig:
+    loaded = load_config(path)
+    jurisdiction = os.environ.get("ROUTER_JURISDICTION")
+    if jurisdiction:
+        config = loaded.config.model_copy(update={"jurisdiction": jurisdiction.strip().lower()})
+        loaded = loaded.model_copy(update={"config": config})
+    return loaded
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM/SIGINT, then drain in-flight requests."""
+    from router.app import create_app
+
+    logs.configure(os.environ.get("ROUTER_LOG_LEVEL", "info"))
+    log = logs.get_logger()
+    try:
+        loaded = _load(_config_path(args.config))
+        host = args.host or os.environ.get("ROUTER_HOST") or loaded.config.server.host
+        port = args.port if args.port is not None else int(os.environ.get("ROUTER_PORT") or loaded.config.server.port)
+        app = create_app(loaded, host=host)
+    except ConfigError as exc:
+        _print_problems(exc)
+        log.error("config.invalid", problems=[str(p) for p in exc.problems])
+        return 2
+    if loaded.embedded:
+        log.warning(
+            "config.embedded_default",
+            message="NO CONFIG GIVEN: serving the EMBEDDED DEFAULT (simulated providers, example prices). "
+            "Pass --config or set ROUTER_CONFIG for real providers.",
+        )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("server.public_bind", host=host, message="binding beyond loopback; set server.auth_token_env")
+    log.info("server.starting", host=host, port=port, config=loaded.source, jurisdiction=loaded.config.jurisdiction, version=__version__)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=loaded.config.server.shutdown_grace_s,
+        handler_cancellation=True,
+        access_log=None,
+        print=None,
+    )
+    log.info("server.stopped")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config; print every problem; non-zero exit if any is an error."""
+    path = _config_path(args.config)
+    try:
+        loaded = _load(path)
+    except ConfigError as exc:
+        _print_problems(exc, sys.stdout)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stdout)
+        return 1
+    for warning in loaded.warnings:
+        print(f"warning: {warning}")
+    config = loaded.config
+    print(
+        f"ok: {loaded.source}: {len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.routes)} routes, {len(config.panels)} panels; jurisdiction {config.jurisdiction}"
+    )
+    return 0
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    """Run the demo on the embedded default."""
+    from router.demo import run_demo
+
+    return asyncio.run(run_demo(sys.stdout))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion-router", description="An OpenAI-compatible LLM routing sidecar.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate the config and policies")
+    check.add_argument("--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)")
+    check.set_defaults(func=cmd_check)
+    demo = sub.add_parser("demo", help="show routed requests on the embedded default")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""aiohttp views: chat completions (whole and streamed), the model list, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from router.catalog import CatalogModel
+from router.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    PayloadTooLarge,
+    ProviderError,
+    RouterError,
+    UnknownModel,
+    UnsupportedMediaType,
+)
+from router.inbound import parse_json, validate_chat
+from router.middlewares import LOG_FIELDS, REQUEST_ID
+from router.routing import AttemptLog, check_max_tokens
+from router.state import CATALOG, CONFIG, RUNTIME, SETTINGS
+from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
+from router.wire_out import (
+    DONE,
+    completion_body,
+    error_event,
+    sse,
+    stream_chunk,
+    usage_chunk,
+)
+
+DEADLINE_HEADER = "X-Router-Deadline-Ms"
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _deadline(request: web.Request, default_s: float) -> float:
+    raw = request.headers.get(DEADLINE_HEADER)
+    budget = default_s
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= 3_600_000:
+            raise InvalidRequest(f"{DEADLINE_HEADER} must be an integer from 1 to 3600000", param=DEADLINE_HEADER)
+        budget = min(default_s, int(raw) / 1000)
+    return time.monotonic() + budget
+
+
+async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
+    settings = request.app[SETTINGS]
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
+    raw = await request.read()
+    return validate_chat(parse_json(raw), settings.limits)
+
+
+def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) -> dict[str, str]:
+    return {
+        "X-Request-Id": request_id,
+        "X-Router-Model": model.id,
+        "X-Router-Provider": model.provider,
+        "X-Router-Attempts": str(len(attempts.records)),
+        "X-Router-Attempted": ",".join(attempts.providers),
+    }
+
+
+def _log_served(request: web.Request, model: CatalogModel, attempts: AttemptLog, usage: Usage | None) -> None:
+    fields = request[LOG_FIELDS]
+    fields.update(
+        served_model=model.id,
+        provider=model.provider,
+        attempts=len(attempts.records),
+        attempted=attempts.providers,
+    )
+    if usage is not None:
+        fields.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=round(model.cost(usage), 8))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/chat/completions`: a catalog model or a route alias, whole or streamed."""
+    catalog = request.app[CATALOG]
+    runtime = request.app[RUNTIME]
+    chat, _fusion = await _read_request(request)
+    fields = request[LOG_FIELDS]
+    fields.update(requested_model=chat.model, stream=chat.stream)
+    deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
+    if catalog.panel_for(chat.model) is not None:
+        raise InvalidRequest("fusion panels are not served by this build yet", code="fusion_unavailable", param="model")
+    chain_ids = catalog.chain_for(chat.model)
+    if chain_ids is None:
+        raise UnknownModel(chat.model)
+    chain = [catalog.models[i] for i in chain_ids]
+    check_max_tokens(chat, chain)
+    router = runtime.router
+    if router is None:  # pragma: no cover - only between startup and shutdown
+        raise RouterError("the sidecar is shutting down")
+    request_id = request[REQUEST_ID]
+    if not chat.stream:
+        routed = await router.complete(chat, chain, deadline)
+        _log_served(request, routed.model, routed.attempts, routed.completion.usage)
+        body = completion_body(request_id, routed.model.id, routed.completion, routed.cost, routed.attempts)
+        return web.Response(
+            text=_dumps(body), content_type="application/json", headers=_served_headers(routed.model, routed.attempts, request_id)
+        )
+    return await _stream(request, chat, router, chain, deadline)
+
+
+async def _stream(request: web.Request, chat: ChatRequest, router: Any, chain: list[CatalogModel], deadline: float) -> web.StreamResponse:
+    request_id = request[REQUEST_ID]
+    opened = await router.open_stream(chat, chain, deadline)
+    model: CatalogModel = opened.model
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **_served_headers(model, opened.attempts, request_id),
+        }
+    )
+    fields = request[LOG_FIELDS]
+    created = int(time.time())
+    end: StreamEnd | None = None
+    try:
+        await response.prepare(request)
+        await response.write(sse(stream_chunk(request_id, model.id, created, role=True)))
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
+                event = opened.first
+                while True:
+                    if isinstance(event, TextDelta):
+                        await response.write(sse(stream_chunk(request_id, model.id, created, text=event.text)))
+                    else:
+                        end = event
+                        break
+                    event = await anext(opened.events)
+        except (ProviderError, TimeoutError, StopAsyncIteration) as exc:
+            error: RouterError = exc if isinstance(exc, ProviderError) else DeadlineExceeded("the stream passed its deadline")
+            if isinstance(exc, StopAsyncIteration):
+                error = RouterError("the upstream stream ended without its terminal marker")
+                error.code = "stream_truncated"  # type: ignore[misc]
+            fields.update(error_code=error.code, stream_truncated=True)
+            _log_served(request, model, opened.attempts, None)
+            await response.write(sse(error_event(error)))
+            await response.write_eof()
+            return response
+        await response.write(sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason)))
+        if chat.include_usage:
+            await response.write(sse(usage_chunk(request_id, model.id, created, end.usage, model.cost(end.usage), opened.attempts)))
+        await response.write(DONE)
+        await response.write_eof()
+        _log_served(request, model, opened.attempts, end.usage)
+        return response
+    except (ConnectionResetError, asyncio.CancelledError):
+        fields.update(client_cancelled=True)
+        raise
+    finally:
+        await opened.aclose()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """`GET /v1/models`: catalog models, routes and panels, in OpenAI's list shape."""
+    catalog = request.app[CATALOG]
+    data: list[dict[str, Any]] = [
+        {"id": m.id, "object": "model", "created": 0, "owned_by": m.vendor, "router": {"kind": "model", "provider": m.provider, "tier": m.tier}}
+        for m in catalog.models.values()
+    ]
+    data += [
+        {"id": alias, "object": "model", "created": 0, "owned_by": "fusion-router", "router": {"kind": "route", "targets": list(chain)}}
+        for alias, chain in catalog.routes.items()
+    ]
+    data += [
+        {"id": f"fusion/{name}", "object": "model", "created": 0, "owned_by": "fusion-router", "router": {"kind": "panel", "panelists": list(p.panelists)}}
+        for name, p in catalog.panels.items()
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: config loaded and the upstream session open."""
+    runtime = request.app[RUNTIME]
+    loaded = request.app[CONFIG]
+    ready = runtime.router is not None
+    body = {"status": "ready" if ready else "not_ready", "config": loaded.source, "embedded_default": loaded.embedded}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every endpoint."""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+__all__ = ["Completion", "add_routes"]

@@ -1,0 +1,284 @@
+"""Strict parsing and validation of an inbound chat-completions request into a `ChatRequest`.
+
+Pure functions: bytes in, a frozen `ChatRequest` (or an `InvalidRequest` with a
+stable code and the offending `param`) out. The parser rejects what Python's
+`json` would silently accept and an upstream might read differently: duplicate
+keys, NaN and Infinity, lone surrogates, absurd nesting. Caller-controlled
+egress fields (`api_base`, `base_url`, `api_key`, …) are refused at any depth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import InvalidRequest
+from router.types import ChatRequest, Message, Role
+
+MAX_DEPTH = 32
+MAX_STOP = 4
+MAX_CONTENT_CHARS = 4_000_000
+
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "azure_endpoint",
+        "organization",
+        "extra_headers",
+        "headers",
+        "proxy",
+        "proxies",
+        "callback_url",
+        "webhook_url",
+        "custom_llm_provider",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "vertex_credentials",
+    }
+)
+
+# Accepted and used, or accepted because clients send them with harmless values.
+_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "user",
+        "seed",
+        "response_format",
+        "metadata",
+        "store",
+        "fusion",
+    }
+)
+_ROLES: Mapping[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Duplicate(key)
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode strict JSON from request bytes, or raise `InvalidRequest`."""
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json") from None
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float)
+    except _Duplicate as exc:
+        raise InvalidRequest(f"duplicate key {exc.key!r} in the JSON body", code="duplicate_key", param=exc.key) from None
+    except RecursionError:
+        raise InvalidRequest("the JSON body is nested too deeply", code="invalid_json") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {str(exc)[:120]}", code="invalid_json") from None
+
+
+def _walk(value: Any, path: str, depth: int) -> None:
+    """Refuse forbidden fields at any depth, lone surrogates and deep nesting."""
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels", code="invalid_json", param=path)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("a string holds an unpaired surrogate", code="invalid_json", param=path) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if key.lower() in FORBIDDEN_FIELDS:
+                raise InvalidRequest(
+                    f"field {child!r} is not accepted: upstream endpoints and credentials come only from the sidecar's config",
+                    code="forbidden_field",
+                    param=child,
+                )
+            _walk(key, child, depth + 1)
+            _walk(item, child, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(item, f"{path}[{i}]", depth + 1)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _content(value: Any, param: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for i, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidRequest(
+                    "only text content parts are supported", code="unsupported_content", param=f"{param}[{i}]"
+                )
+            parts.append(part["text"])
+        return "".join(parts)
+    raise InvalidRequest("content must be a string or a list of text parts", param=param)
+
+
+def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
+    if not isinstance(value, list):
+        raise InvalidRequest("'messages' must be a list", param="messages")
+    if not value:
+        raise InvalidRequest("'messages' must not be empty", param="messages")
+    if len(value) > max_messages:
+        raise InvalidRequest(f"'messages' has more than {max_messages} entries", param="messages")
+    out = []
+    total = 0
+    for i, item in enumerate(value):
+        param = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest("each message must be an object", param=param)
+        unknown = set(item) - {"role", "content", "name"}
+        if unknown:
+            raise InvalidRequest(
+                f"unsupported message field(s): {', '.join(sorted(unknown))}", code="unsupported_parameter", param=param
+            )
+        role = _ROLES.get(item.get("role")) if isinstance(item.get("role"), str) else None
+        if role is None:
+            raise InvalidRequest(
+                "role must be one of system, developer, user, assistant", param=f"{param}.role"
+            )
+        if "content" not in item:
+            raise InvalidRequest("message has no content", param=f"{param}.content")
+        text = _content(item["content"], f"{param}.content")
+        total += len(text)
+        out.append(Message(role, text))
+    if total > MAX_CONTENT_CHARS:
+        raise InvalidRequest(f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages")
+    if all(m.role == "system" for m in out):
+        raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request-surface limits from the server config."""
+
+    max_messages: int = 2000
+
+
+def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, Any] | None]:
+    """A `ChatRequest` (and the raw `fusion` options, if any) from decoded JSON."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+    _walk(data, "", 0)
+    unknown = sorted(set(data) - _KNOWN)
+    if unknown:
+        raise InvalidRequest(
+            f"unsupported parameter(s): {', '.join(unknown)}", code="unsupported_parameter", param=unknown[0]
+        )
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' must be a non-empty string", param="model")
+    if len(model) > 256:
+        raise InvalidRequest("'model' is too long", param="model")
+    stream = data.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    include_usage = False
+    options = data.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
+        include_usage = options.get("include_usage", False)
+        if not isinstance(include_usage, bool):
+            raise InvalidRequest("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens <= 0):
+        raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
+    temperature = data.get("temperature")
+    if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
+        raise InvalidRequest("'temperature' must be a number from 0 to 2", param="temperature")
+    top_p = data.get("top_p")
+    if top_p is not None and (not _is_number(top_p) or not 0 <= top_p <= 1):
+        raise InvalidRequest("'top_p' must be a number from 0 to 1", param="top_p")
+    stop = data.get("stop")
+    stops: tuple[str, ...] = ()
+    if isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and len(stop) <= MAX_STOP and all(isinstance(s, str) and s for s in stop):
+        stops = tuple(stop)
+    elif stop is not None:
+        raise InvalidRequest(f"'stop' must be a string or a list of up to {MAX_STOP} strings", param="stop")
+    n = data.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest("only n=1 is supported", code="unsupported_parameter", param="n")
+    seed = data.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise InvalidRequest("'seed' must be an integer", param="seed")
+    user = data.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256 or not user.isprintable()):
+        raise InvalidRequest("'user' must be a printable string of at most 256 characters", param="user")
+    json_output = False
+    fmt = data.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "json_object":
+            json_output = True
+        elif kind != "text":
+            raise InvalidRequest(
+                "'response_format.type' must be 'text' or 'json_object'", code="unsupported_parameter", param="response_format"
+            )
+    fusion = data.get("fusion")
+    if fusion is not None and not isinstance(fusion, dict):
+        raise InvalidRequest("'fusion' must be an object", param="fusion")
+    request = ChatRequest(
+        model=model.strip(),
+        messages=_messages(data.get("messages"), limits.max_messages),
+        stream=stream,
+        max_tokens=max_tokens,
+        temperature=float(temperature) if temperature is not None else None,
+        top_p=float(top_p) if top_p is not None else None,
+        stop=stops,
+        seed=seed,
+        user=user,
+        include_usage=include_usage,
+        json_output=json_output,
+    )
+    return request, fusion

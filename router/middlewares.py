@@ -1,0 +1,120 @@
+"""Request id and log context, the canonical `request.completed` line, auth, host check, shedding, and error rendering."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from router.errors import InvalidRequest, Overloaded, PayloadTooLarge, RouterError, Unauthorized
+from router.logs import get_logger
+from router.state import RUNTIME, SETTINGS
+
+REQUEST_ID = web.RequestKey("request_id", str)
+LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_SHED_PATHS = frozenset({"/v1/chat/completions"})
+
+
+def error_response(exc: RouterError, request_id: str) -> web.Response:
+    """The OpenAI-shaped JSON error for `exc`."""
+    headers = {"X-Request-Id": request_id, **exc.headers()}
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+
+def _http_error(exc: web.HTTPException) -> RouterError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("the request body is larger than the configured limit")
+    if isinstance(exc, web.HTTPNotFound):
+        error = InvalidRequest("no such endpoint", code="not_found")
+        error.status = 404  # type: ignore[misc]
+        return error
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        error = InvalidRequest(f"method {exc.method} is not allowed here", code="method_not_allowed")
+        error.status = 405  # type: ignore[misc]
+        return error
+    error = InvalidRequest(exc.reason or "bad request", code="invalid_request")
+    error.status = exc.status if 400 <= exc.status < 500 else 400  # type: ignore[misc]
+    return error
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, render every error as JSON, and write one `request.completed` line."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    fields: dict[str, Any] = {}
+    request[LOG_FIELDS] = fields
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    log = get_logger()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except RouterError as exc:
+            fields.setdefault("error_code", exc.code)
+            response = error_response(exc, request_id)
+        except web.HTTPException as exc:
+            error = _http_error(exc)
+            fields.setdefault("error_code", error.code)
+            response = error_response(error, request_id)
+        except Exception:
+            log.exception("request.unhandled_error", path=request.path)
+            fields.setdefault("error_code", "internal_error")
+            response = error_response(RouterError("internal error; see the sidecar's logs"), request_id)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        if request.path not in _OPEN_PATHS:
+            log.info(
+                "request.completed",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                **fields,
+            )
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Host check, bearer token (constant-time), and the inbound in-flight cap."""
+    settings = request.app[SETTINGS]
+    if request.path in _OPEN_PATHS:
+        return await handler(request)
+    host = (request.host or "").lower()
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if hostname not in settings.allowed_hosts:
+        error = InvalidRequest("the Host header does not name this sidecar", code="misdirected_request")
+        error.status = 421  # type: ignore[misc]
+        raise error
+    if settings.auth_token is not None:
+        if any(k.lower() in ("token", "api_key", "key", "access_token") for k in request.query):
+            raise Unauthorized("tokens are accepted only in the Authorization header")
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        expected = settings.auth_token.reveal().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+            raise Unauthorized("missing or wrong bearer token")
+    if request.path not in _SHED_PATHS:
+        return await handler(request)
+    runtime = request.app[RUNTIME]
+    if runtime.inflight >= settings.max_inflight:
+        raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)
+    runtime.inflight += 1
+    try:
+        return await handler(request)
+    finally:
+        runtime.inflight -= 1

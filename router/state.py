@@ -1,0 +1,43 @@
+"""Typed app keys and the state objects they hold (no module-level singletons)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from router.catalog import Catalog
+from router.config import LoadedConfig
+from router.inbound import Limits
+from router.providers import Provider, Secret
+from router.routing import Router
+
+
+@dataclass
+class Runtime:
+    """What exists only while the app runs: the session, providers and router built on it."""
+
+    session: aiohttp.ClientSession | None = None
+    providers: dict[str, Provider] = field(default_factory=dict)
+    router: Router | None = None
+    inflight: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-process settings derived once from config and environment."""
+
+    auth_token: Secret | None
+    allowed_hosts: frozenset[str]
+    limits: Limits
+    max_inflight: int
+    max_body_bytes: int
+    default_deadline_s: float
+
+
+CONFIG = web.AppKey("config", LoadedConfig)
+CATALOG = web.AppKey("catalog", Catalog)
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", Runtime)
+KEYS = web.AppKey("keys", dict[str, Secret | None])

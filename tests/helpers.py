@@ -1,0 +1,118 @@
+"""Test helpers: configs from YAML text, sidecars on port 0 with fake upstreams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from router import yaml12
+from router.app import create_app
+from router.config import LoadedConfig, parse_config
+from tests.fakes import openai_server
+from tests.fakes.script import Wall
+
+
+def config_from_yaml(text: str, base_dir: Path | None = None) -> LoadedConfig:
+    """A validated config from YAML text, as if read from a file."""
+    doc = yaml12.loads(text)
+    return LoadedConfig(config=parse_config(doc, "test.yaml"), source="test.yaml", base_dir=base_dir or Path.cwd(), embedded=False)
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[TestServer]:
+    """Run `app` on 127.0.0.1 port 0 with handler cancellation, as `serve` does."""
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()  # TestServer sets handler_cancellation=True, as `serve` does
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@dataclass
+class Sidecar:
+    """A running sidecar, the fake upstream it talks to, and that upstream's call log."""
+
+    url: str
+    wall: Wall
+    app: web.Application
+    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+
+    def openai(self, api_key: str = "unused") -> openai.AsyncOpenAI:
+        """An official SDK client for this sidecar (no SDK retries), closed with the sidecar."""
+        c = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+        self.clients.append(c)
+        return c
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+def two_provider_yaml(upstream: str, extra: str = "") -> str:
+    """Two OpenAI-protocol providers on one fake, three models, a route."""
+    return f"""
+jurisdiction: us
+providers:
+  up-a:
+    protocol: openai
+    base_url: {upstream}/v1
+    allow_http: true
+    api_key_env: TEST_KEY_A
+    region: us
+    timeouts: {{connect_s: 1, first_byte_s: 1, idle_s: 1, total_s: 5}}
+  up-b:
+    protocol: openai
+    base_url: {upstream}/v1
+    allow_http: true
+    api_key_env: TEST_KEY_B
+    region: us
+    timeouts: {{connect_s: 1, first_byte_s: 1, idle_s: 1, total_s: 5}}
+models:
+  m-a:
+    provider: up-a
+    upstream_id: up-model-a
+    vendor: VendorA
+    origin: us
+    tier: strong
+    context_window: 8000
+    max_output_tokens: 1000
+    price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}
+  m-b:
+    provider: up-b
+    upstream_id: up-model-b
+    vendor: VendorB
+    origin: us
+    tier: strong
+    context_window: 8000
+    max_output_tokens: 1000
+    price: {{input_per_mtok: 3.0, output_per_mtok: 4.0}}
+routes:
+  both: [m-a, m-b]
+{extra}
+"""
+
+
+KEYS: Mapping[str, str] = {"TEST_KEY_A": "sk-CANARY-aaaaaaaaaaaa", "TEST_KEY_B": "sk-CANARY-bbbbbbbbbbbb"}
+
+
+@asynccontextmanager
+async def sidecar(extra_yaml: str = "", environ: Mapping[str, str] | None = None) -> AsyncIterator[Sidecar]:
+    """A sidecar in front of one fake OpenAI server hosting two providers."""
+    wall = Wall()
+    async with serve(openai_server.make_app(wall)) as upstream:
+        loaded = config_from_yaml(two_provider_yaml(str(upstream.make_url("")).rstrip("/"), extra_yaml))
+        app = create_app(loaded, environ={**KEYS, **(environ or {})})
+        async with serve(app) as server:
+            s = Sidecar(str(server.make_url("")).rstrip("/"), wall, app)
+            try:
+                yield s
+            finally:
+                for c in s.clients:
+                    await c.close()

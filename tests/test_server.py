@@ -1,0 +1,252 @@
+"""The sidecar end to end: the official `openai` client and raw HTTP against a live server."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import aiohttp
+import openai
+import pytest
+
+from tests.fakes.script import Answer, InBandError, Status
+from tests.helpers import KEYS, Sidecar, sidecar
+
+
+def client(s: Sidecar) -> openai.AsyncOpenAI:
+    return s.openai()
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
+
+
+async def test_openai_client_gets_a_completion() -> None:
+    """A plain request comes back as a chat.completion the SDK parses, with usage and headers."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Answer("Hi there.", input_tokens=12, output_tokens=3))
+        raw = await client(s).chat.completions.with_raw_response.create(model="m-a", messages=MESSAGES)  # type: ignore[arg-type]
+        completion = raw.parse()
+        assert completion.choices[0].message.content == "Hi there."
+        assert completion.model == "m-a"
+        assert completion.usage is not None
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 3)
+        assert raw.headers["x-router-model"] == "m-a"
+        assert raw.headers["x-router-provider"] == "up-a"
+        assert raw.headers["x-request-id"]
+        assert len(s.wall.calls) == 1
+        assert s.wall.calls[0].body["model"] == "up-model-a"
+
+
+async def test_openai_client_streams_with_usage() -> None:
+    """A stream arrives as chunks the SDK parses, ending with a usage chunk."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Answer("one two three", input_tokens=5, output_tokens=3))
+        stream = await client(s).chat.completions.create(
+            model="m-a", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        )
+        text, usage, finish = "", None, None
+        async for chunk in stream:
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+            usage = chunk.usage or usage
+        assert text == "one two three"
+        assert finish == "stop"
+        assert usage is not None
+        assert usage.total_tokens == 8
+
+
+async def test_route_fails_over_to_the_next_model() -> None:
+    """A provider fault on the first target moves to the second; headers show both attempts."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Status(503))
+        s.wall.script("up-model-b", Answer("from b"))
+        raw = await client(s).chat.completions.with_raw_response.create(model="both", messages=MESSAGES)  # type: ignore[arg-type]
+        assert raw.parse().choices[0].message.content == "from b"
+        assert raw.headers["x-router-model"] == "m-b"
+        assert raw.headers["x-router-attempts"] == "2"
+        assert raw.headers["x-router-attempted"] == "up-a,up-b"
+        assert [c.model for c in s.wall.calls] == ["up-model-a", "up-model-b"]
+
+
+async def test_stream_fails_over_before_the_first_byte() -> None:
+    """A stream whose first target fails before sending anything is served by the next."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Status(500))
+        s.wall.script("up-model-b", Answer("b streams"))
+        stream = await client(s).chat.completions.create(model="both", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "b streams"
+
+
+async def test_caller_fault_is_not_failed_over() -> None:
+    """An upstream 400 goes back to the caller as our error; the next target is never called."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Status(400, "bad parameter"))
+        with pytest.raises(openai.BadRequestError) as info:
+            await client(s).chat.completions.create(model="both", messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.code == "upstream_rejected"
+        assert [c.model for c in s.wall.calls] == ["up-model-a"]
+
+
+async def test_all_failed_is_a_502_listing_attempts() -> None:
+    """When every target fails the SDK sees all_providers_failed with each attempt."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", Status(500))
+        s.wall.script("up-model-b", Status(502))
+        with pytest.raises(openai.APIStatusError) as info:
+            await client(s).chat.completions.create(model="both", messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.status_code == 502
+        assert info.value.code == "all_providers_failed"
+        body = info.value.body
+        assert isinstance(body, dict)
+        assert [a["provider"] for a in body["attempts"]] == ["up-a", "up-b"]
+
+
+async def test_failure_after_first_byte_is_an_error_not_a_success() -> None:
+    """A stream that breaks after text was sent ends with an in-band error the SDK raises."""
+    async with sidecar() as s:
+        s.wall.script("up-model-a", InBandError(after=2))
+        stream = await client(s).chat.completions.create(model="m-a", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        received = ""
+        with pytest.raises(openai.APIError):
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    received += choice.delta.content or ""
+        assert received.startswith("one")
+
+
+async def test_unknown_model_is_a_404_with_our_code() -> None:
+    """The SDK raises NotFoundError carrying `unknown_model`."""
+    async with sidecar() as s:
+        with pytest.raises(openai.NotFoundError) as info:
+            await client(s).chat.completions.create(model="nope", messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.code == "unknown_model"
+        assert s.wall.calls == []
+
+
+async def test_models_lists_models_routes_and_panels() -> None:
+    """`/v1/models` parses in the SDK and names every catalog model and route."""
+    async with sidecar() as s:
+        models = await client(s).models.list()
+        ids = {m.id for m in models.data}
+        assert {"m-a", "m-b", "both"} <= ids
+
+
+LONG = "x" * (1024 * 1024 + 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"not json", None, 400, "invalid_json"),
+        (b"", None, 400, "invalid_json"),
+        (b'{"model": "m-a"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        (json.dumps({"model": "m-a", "messages": [{"role": "user", "content": LONG}]}).encode(), None, 413, "payload_too_large"),
+        (b"[" * 100_000 + b"]" * 100_000, None, 400, "invalid_json"),
+        (b'{"model": "m-a", "model": "m-b", "messages": [{"role": "user", "content": "x"}]}', None, 400, "duplicate_key"),
+        (b'{"model": "m-a", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_json"),
+        (b'{"model": "m-a", "seed": ' + b"9" * 5000 + b', "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_json"),
+        (b'{"model": "m-a", "messages": [{"role": "user", "content": "\\ud800"}]}', None, 400, "invalid_json"),
+        (b'\xff\xfe{"model": 1}', None, 400, "invalid_json"),
+        (b'{"model": ["m-a"], "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": null, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "messages": []}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "messages": [{"role": "wizard", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (b'{"model": "m-a", "api_base": "http://169.254.169.254", "messages": [{"role": "user", "content": "x"}]}', None, 400, "forbidden_field"),
+        (b'{"model": "m-a", "metadata": {"nested": {"base_url": "http://x"}}, "messages": [{"role": "user", "content": "x"}]}', None, 400, "forbidden_field"),
+        (b'{"model": "m-a", "tools": [], "messages": [{"role": "user", "content": "x"}]}', None, 400, "unsupported_parameter"),
+        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "unknown_model"),
+        (b'{"model": "m-a", "messages": [{"role": "user", "content": "x"}]}', {"X-Router-Deadline-Ms": "soon"}, 400, "invalid_request"),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx_and_nothing_goes_upstream(body: bytes, headers: dict[str, str] | None, status: int, code: str) -> None:
+    """Each bad request gets its status and stable code; no upstream call; the process keeps serving."""
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        sent_headers = {"Content-Type": "application/json", **(headers or {})}
+        data = io.BytesIO(body) if len(body) > 65536 else body
+        async with http.post(f"{s.base_url}/chat/completions", data=data, headers=sent_headers) as response:
+            assert response.status == status
+            payload = await response.json()
+        assert payload["error"]["code"] == code
+        assert payload["error"]["message"]
+        assert s.wall.calls == []
+        async with http.get(f"{s.url}/healthz") as response:
+            assert response.status == 200
+
+
+async def test_chunked_body_over_the_limit_is_413() -> None:
+    """A body without Content-Length is cut at the limit, not read whole."""
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"model": "m-a", "messages": [{"role": "user", "content": "'
+        for _ in range(300):
+            yield b"y" * 8192
+        yield b'"}]}'
+
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        async with http.post(f"{s.base_url}/chat/completions", data=chunks(), headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "payload_too_large"
+        assert s.wall.calls == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/chat/completions", 405), ("POST", "/v1/nothing", 404), ("DELETE", "/v1/models", 405)],
+)
+async def test_wrong_method_or_path_is_json(method: str, path: str, status: int) -> None:
+    """Routing errors are OpenAI-shaped JSON too."""
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        async with http.request(method, f"{s.url}{path}") as response:
+            assert response.status == status
+            assert "error" in await response.json()
+
+
+async def test_bearer_token_is_required_when_configured() -> None:
+    """With a token configured: none, wrong or query-string tokens get 401; the right one passes."""
+    extra = "server:\n  auth_token_env: SIDECAR_TOKEN\n"
+    async with sidecar(extra, environ={"SIDECAR_TOKEN": "t0ken-abc"}) as s, aiohttp.ClientSession() as http:
+        body = {"model": "m-a", "messages": MESSAGES}
+        url = f"{s.base_url}/chat/completions"
+        for headers, query in (({}, ""), ({"Authorization": "Bearer wrong"}, ""), ({}, "?token=t0ken-abc")):
+            async with http.post(url + query, json=body, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["code"] == "unauthorized"
+        async with http.post(url, json=body, headers={"Authorization": "Bearer t0ken-abc"}) as response:
+            assert response.status == 200
+        async with http.get(f"{s.url}/healthz") as response:
+            assert response.status == 200
+        assert len(s.wall.calls) == 1
+        ok = s.openai(api_key="t0ken-abc")
+        assert (await ok.chat.completions.create(model="m-a", messages=MESSAGES)).choices  # type: ignore[arg-type]
+
+
+async def test_foreign_host_header_is_refused() -> None:
+    """A request naming another Host (DNS rebinding) gets 421."""
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        async with http.post(f"{s.base_url}/chat/completions", json={"model": "m-a", "messages": MESSAGES}, headers={"Host": "evil.example"}) as response:
+            assert response.status == 421
+        assert s.wall.calls == []
+
+
+async def test_keys_never_reach_the_caller_or_the_logs() -> None:
+    """Canary keys appear only in the upstream's auth header: not in bodies, headers or log lines."""
+    from structlog.testing import capture_logs
+
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        s.wall.script("up-model-a", Status(401, "bad key " + KEYS["TEST_KEY_A"]))
+        s.wall.script("up-model-b", Status(500, "oops " + KEYS["TEST_KEY_B"]))
+        with capture_logs() as logs:
+            async with http.post(f"{s.base_url}/chat/completions", json={"model": "both", "messages": MESSAGES}) as response:
+                text = await response.text()
+                header_text = repr(dict(response.headers))
+        assert response.status == 502
+        for key in KEYS.values():
+            assert key not in text
+            assert key not in header_text
+            assert key not in repr(logs)
+        assert s.wall.calls[0].headers["Authorization"] == f"Bearer {KEYS['TEST_KEY_A']}"
