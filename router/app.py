@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
+
 import aiohttp
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from router.catalog import Catalog
 from router.config import LoadedConfig
 from router.errors import ConfigError, Problem
 from router.inbound import Limits
-from router.providers import Provider, Secret, build_providers, resolve_keys
+from router.providers import Secret, build_providers, resolve_keys
 from router.routing import Router
 from router.state import CATALOG, CONFIG, KEYS, RUNTIME, SETTINGS, Runtime, Settings
 
@@ -29,7 +30,13 @@ def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None
         value = environ.get(server.auth_token_env)
         if not value:
             raise ConfigError(
-                [Problem(loaded.source, "server.auth_token_env", f"environment variable {server.auth_token_env} is not set")]
+                [
+                    Problem(
+                        loaded.source,
+                        "server.auth_token_env",
+                        f"environment variable {server.auth_token_env} is not set",
+                    )
+                ]
             )
         token = Secret(value)
     bind = host or server.host
@@ -46,7 +53,11 @@ def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None
 
 def _check_keys(loaded: LoadedConfig, environ: Mapping[str, str]) -> None:
     missing = [
-        Problem(loaded.source, f"providers.{name}.api_key_env", f"environment variable {p.api_key_env} is not set")
+        Problem(
+            loaded.source,
+            f"providers.{name}.api_key_env",
+            f"environment variable {p.api_key_env} is not set",
+        )
         for name, p in loaded.config.providers.items()
         if p.api_key_env and not environ.get(p.api_key_env)
     ]
@@ -57,7 +68,9 @@ def _check_keys(loaded: LoadedConfig, environ: Mapping[str, str]) -> None:
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled ClientSession for every upstream call, closed with the app."""
     runtime = app[RUNTIME]
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
+    )
     session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
     runtime.session = session
     runtime.providers = build_providers(app[CONFIG].config, session, app[KEYS])

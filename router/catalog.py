@@ -55,7 +55,11 @@ class Panel:
     @classmethod
     def from_config(cls, name: str, cfg: PanelConfig) -> Panel:
         seats = len(cfg.panelists)
-        quorum = cfg.quorum if cfg.quorum is not None else min(seats, 2 if seats <= 3 else seats // 2 + 1)
+        quorum = (
+            cfg.quorum
+            if cfg.quorum is not None
+            else min(seats, 2 if seats <= 3 else seats // 2 + 1)
+        )
         return cls(
             name=name,
             panelists=tuple(cfg.panelists),

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from router import __version__, logs
+from router.app import create_app
 from router.config import LoadedConfig, load_config
+from router.demo import run_demo
 from router.errors import ConfigError
 
 
@@ -35,14 +37,16 @@ def _load(path: str | None) -> LoadedConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM/SIGINT, then drain in-flight requests."""
-    from router.app import create_app
-
     logs.configure(os.environ.get("ROUTER_LOG_LEVEL", "info"))
     log = logs.get_logger()
     try:
         loaded = _load(_config_path(args.config))
         host = args.host or os.environ.get("ROUTER_HOST") or loaded.config.server.host
-        port = args.port if args.port is not None else int(os.environ.get("ROUTER_PORT") or loaded.config.server.port)
+        port = (
+            args.port
+            if args.port is not None
+            else int(os.environ.get("ROUTER_PORT") or loaded.config.server.port)
+        )
         app = create_app(loaded, host=host)
     except ConfigError as exc:
         _print_problems(exc)
@@ -55,8 +59,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Pass --config or set ROUTER_CONFIG for real providers.",
         )
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("server.public_bind", host=host, message="binding beyond loopback; set server.auth_token_env")
-    log.info("server.starting", host=host, port=port, config=loaded.source, jurisdiction=loaded.config.jurisdiction, version=__version__)
+        log.warning(
+            "server.public_bind",
+            host=host,
+            message="binding beyond loopback; set server.auth_token_env",
+        )
+    log.info(
+        "server.starting",
+        host=host,
+        port=port,
+        config=loaded.source,
+        jurisdiction=loaded.config.jurisdiction,
+        version=__version__,
+    )
     web.run_app(
         app,
         host=host,
@@ -91,22 +106,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(_args: argparse.Namespace) -> int:
     """Run the demo on the embedded default."""
-    from router.demo import run_demo
-
     return asyncio.run(run_demo(sys.stdout))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusion-router", description="An OpenAI-compatible LLM routing sidecar.")
+    parser = argparse.ArgumentParser(
+        prog="fusion-router", description="An OpenAI-compatible LLM routing sidecar."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the sidecar")
-    serve.add_argument("--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)")
+    serve.add_argument(
+        "--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)"
+    )
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate the config and policies")
-    check.add_argument("--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)")
+    check.add_argument(
+        "--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)"
+    )
     check.set_defaults(func=cmd_check)
     demo = sub.add_parser("demo", help="show routed requests on the embedded default")
     demo.set_defaults(func=cmd_demo)

@@ -161,7 +161,9 @@ class RouterConfig(_Strict):
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     models: Annotated[dict[Name, ModelConfig], Field(min_length=1)]
     routes: dict[Name, Annotated[list[Name], Field(min_length=1)]] = {}
-    panels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")], PanelConfig] = {}
+    panels: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")], PanelConfig
+    ] = {}
 
 
 class LoadedConfig(BaseModel):
@@ -232,15 +234,22 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
             url = provider.get("base_url")
             if url is None:
                 add(f"providers.{name}.base_url", "required for this protocol")
-            elif isinstance(url, str) and url.startswith("http://") and not provider.get("allow_http"):
+            elif (
+                isinstance(url, str)
+                and url.startswith("http://")
+                and not provider.get("allow_http")
+            ):
                 add(
                     f"providers.{name}.base_url",
                     "plain http needs allow_http: true (only for self-hosted models on a trusted network)",
                 )
     for name, model in models.items():
-        if isinstance(model, dict) and isinstance(model.get("provider"), str):
-            if model["provider"] not in providers:
-                add(f"models.{name}.provider", f"unknown provider {model['provider']!r}")
+        if (
+            isinstance(model, dict)
+            and isinstance(model.get("provider"), str)
+            and model["provider"] not in providers
+        ):
+            add(f"models.{name}.provider", f"unknown provider {model['provider']!r}")
     routes = data.get("routes") if isinstance(data.get("routes"), dict) else {}
     assert isinstance(routes, dict)  # noqa: S101
     for alias, chain in routes.items():
@@ -269,7 +278,10 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
         panelists = panel.get("panelists")
         quorum = panel.get("quorum")
         if isinstance(panelists, list) and isinstance(quorum, int) and quorum > len(panelists):
-            add(f"panels.{pname}.quorum", f"quorum {quorum} is larger than the panel ({len(panelists)})")
+            add(
+                f"panels.{pname}.quorum",
+                f"quorum {quorum} is larger than the panel ({len(panelists)})",
+            )
     return problems
 
 
@@ -293,7 +305,12 @@ def parse_config(doc: yaml12.LoadedYaml, file: str) -> RouterConfig:
 def key_warnings(config: RouterConfig, file: str, environ: Mapping[str, str]) -> list[Problem]:
     """Providers whose key variable is unset (an error for `serve`, a warning for `check`)."""
     return [
-        Problem(file, f"providers.{name}.api_key_env", f"environment variable {p.api_key_env} is not set", severity="warning")
+        Problem(
+            file,
+            f"providers.{name}.api_key_env",
+            f"environment variable {p.api_key_env} is not set",
+            severity="warning",
+        )
         for name, p in config.providers.items()
         if p.api_key_env and not environ.get(p.api_key_env)
     ]

@@ -35,7 +35,9 @@ class _Printer:
         self(f"== {title} " + "=" * max(0, 70 - len(title)))
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any, float]:
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> tuple[int, dict[str, str], Any, float]:
     started = time.perf_counter()
     async with session.post(url, json=body) as response:
         if body.get("stream"):
@@ -69,31 +71,64 @@ async def run_demo(out: TextIO) -> int:
         async with aiohttp.ClientSession() as session:
             p.section("1. a catalog model: gpt-5.5")
             status, headers, data, ms = await _post(
-                session, f"{base}/chat/completions", {"model": "gpt-5.5", "messages": [{"role": "user", "content": "What limits battery life in cold weather?"}]}
+                session,
+                f"{base}/chat/completions",
+                {
+                    "model": "gpt-5.5",
+                    "messages": [
+                        {"role": "user", "content": "What limits battery life in cold weather?"}
+                    ],
+                },
             )
-            p(f"status {status} in {ms:.0f} ms, served by {headers.get('X-Router-Model')} at {headers.get('X-Router-Provider')}")
+            p(
+                f"status {status} in {ms:.0f} ms, served by {headers.get('X-Router-Model')} at {headers.get('X-Router-Provider')}"
+            )
             p(f"answer: {data['choices'][0]['message']['content']}")
             p(f"usage: {data['usage']}, cost ${data['router']['cost_usd']:.6f}")
 
-            p.section("2. route 'smart' = claude-fable-5 -> gpt-5.5 -> claude-opus-4.8, with Anthropic down")
-            status, headers, data, ms = await _post(
-                session, f"{base}/chat/completions", {"model": "smart", "messages": [{"role": "user", "content": "Summarise the causes of the 1929 crash."}]}
+            p.section(
+                "2. route 'smart' = claude-fable-5 -> gpt-5.5 -> claude-opus-4.8, with Anthropic down"
             )
-            p(f"status {status} in {ms:.0f} ms; attempts: {headers.get('X-Router-Attempts')} ({headers.get('X-Router-Attempted')})")
+            status, headers, data, ms = await _post(
+                session,
+                f"{base}/chat/completions",
+                {
+                    "model": "smart",
+                    "messages": [
+                        {"role": "user", "content": "Summarise the causes of the 1929 crash."}
+                    ],
+                },
+            )
+            p(
+                f"status {status} in {ms:.0f} ms; attempts: {headers.get('X-Router-Attempts')} ({headers.get('X-Router-Attempted')})"
+            )
             for attempt in data["router"]["attempts"]:
-                p(f"  - {attempt['model']} at {attempt['provider']}: {attempt['outcome']} ({attempt['code']}) {attempt['duration_ms']} ms")
-            p(f"served by {headers.get('X-Router-Model')}: {data['choices'][0]['message']['content']}")
+                p(
+                    f"  - {attempt['model']} at {attempt['provider']}: {attempt['outcome']} ({attempt['code']}) {attempt['duration_ms']} ms"
+                )
+            p(
+                f"served by {headers.get('X-Router-Model')}: {data['choices'][0]['message']['content']}"
+            )
 
             p.section("3. streaming from route 'fast'")
             status, headers, data, ms = await _post(
                 session,
                 f"{base}/chat/completions",
-                {"model": "fast", "stream": True, "messages": [{"role": "user", "content": "Name three uses of graphene."}]},
+                {
+                    "model": "fast",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "Name three uses of graphene."}],
+                },
             )
-            p(f"status {status} in {ms:.0f} ms from {headers.get('X-Router-Model')}: {data['streamed_text']}")
+            p(
+                f"status {status} in {ms:.0f} ms from {headers.get('X-Router-Model')}: {data['streamed_text']}"
+            )
 
             p.section("4. bad input gets a clear error, never a 5xx")
-            for body in ({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}, {"model": "gpt-5.5", "messages": [], "api_base": "http://169.254.169.254"}):
+            for body in (
+                {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+                {"model": "gpt-5.5", "messages": [], "api_base": "http://169.254.169.254"},
+            ):
                 status, _headers, data, _ms = await _post(session, f"{base}/chat/completions", body)
                 p(f"status {status}: {data['error']['code']}: {data['error']['message']}")
     finally:

@@ -45,7 +45,9 @@ def _deadline(request: web.Request, default_s: float) -> float:
     budget = default_s
     if raw is not None:
         if not raw.isdigit() or not 1 <= int(raw) <= 3_600_000:
-            raise InvalidRequest(f"{DEADLINE_HEADER} must be an integer from 1 to 3600000", param=DEADLINE_HEADER)
+            raise InvalidRequest(
+                f"{DEADLINE_HEADER} must be an integer from 1 to 3600000", param=DEADLINE_HEADER
+            )
         budget = min(default_s, int(raw) / 1000)
     return time.monotonic() + budget
 
@@ -70,7 +72,9 @@ def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) 
     }
 
 
-def _log_served(request: web.Request, model: CatalogModel, attempts: AttemptLog, usage: Usage | None) -> None:
+def _log_served(
+    request: web.Request, model: CatalogModel, attempts: AttemptLog, usage: Usage | None
+) -> None:
     fields = request[LOG_FIELDS]
     fields.update(
         served_model=model.id,
@@ -79,7 +83,11 @@ def _log_served(request: web.Request, model: CatalogModel, attempts: AttemptLog,
         attempted=attempts.providers,
     )
     if usage is not None:
-        fields.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=round(model.cost(usage), 8))
+        fields.update(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=round(model.cost(usage), 8),
+        )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -91,7 +99,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fields.update(requested_model=chat.model, stream=chat.stream)
     deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
     if catalog.panel_for(chat.model) is not None:
-        raise InvalidRequest("fusion panels are not served by this build yet", code="fusion_unavailable", param="model")
+        raise InvalidRequest(
+            "fusion panels are not served by this build yet",
+            code="fusion_unavailable",
+            param="model",
+        )
     chain_ids = catalog.chain_for(chat.model)
     if chain_ids is None:
         raise UnknownModel(chat.model)
@@ -104,14 +116,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not chat.stream:
         routed = await router.complete(chat, chain, deadline)
         _log_served(request, routed.model, routed.attempts, routed.completion.usage)
-        body = completion_body(request_id, routed.model.id, routed.completion, routed.cost, routed.attempts)
+        body = completion_body(
+            request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
+        )
         return web.Response(
-            text=_dumps(body), content_type="application/json", headers=_served_headers(routed.model, routed.attempts, request_id)
+            text=_dumps(body),
+            content_type="application/json",
+            headers=_served_headers(routed.model, routed.attempts, request_id),
         )
     return await _stream(request, chat, router, chain, deadline)
 
 
-async def _stream(request: web.Request, chat: ChatRequest, router: Any, chain: list[CatalogModel], deadline: float) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, chat: ChatRequest, router: Any, chain: list[CatalogModel], deadline: float
+) -> web.StreamResponse:
     request_id = request[REQUEST_ID]
     opened = await router.open_stream(chat, chain, deadline)
     model: CatalogModel = opened.model
@@ -130,17 +148,25 @@ async def _stream(request: web.Request, chat: ChatRequest, router: Any, chain: l
         await response.prepare(request)
         await response.write(sse(stream_chunk(request_id, model.id, created, role=True)))
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
+            async with asyncio.timeout_at(
+                asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
+            ):
                 event = opened.first
                 while True:
                     if isinstance(event, TextDelta):
-                        await response.write(sse(stream_chunk(request_id, model.id, created, text=event.text)))
+                        await response.write(
+                            sse(stream_chunk(request_id, model.id, created, text=event.text))
+                        )
                     else:
                         end = event
                         break
                     event = await anext(opened.events)
         except (ProviderError, TimeoutError, StopAsyncIteration) as exc:
-            error: RouterError = exc if isinstance(exc, ProviderError) else DeadlineExceeded("the stream passed its deadline")
+            error: RouterError = (
+                exc
+                if isinstance(exc, ProviderError)
+                else DeadlineExceeded("the stream passed its deadline")
+            )
             if isinstance(exc, StopAsyncIteration):
                 error = RouterError("the upstream stream ended without its terminal marker")
                 error.code = "stream_truncated"  # type: ignore[misc]
@@ -149,9 +175,22 @@ async def _stream(request: web.Request, chat: ChatRequest, router: Any, chain: l
             await response.write(sse(error_event(error)))
             await response.write_eof()
             return response
-        await response.write(sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason)))
+        await response.write(
+            sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason))
+        )
         if chat.include_usage:
-            await response.write(sse(usage_chunk(request_id, model.id, created, end.usage, model.cost(end.usage), opened.attempts)))
+            await response.write(
+                sse(
+                    usage_chunk(
+                        request_id,
+                        model.id,
+                        created,
+                        end.usage,
+                        model.cost(end.usage),
+                        opened.attempts,
+                    )
+                )
+            )
         await response.write(DONE)
         await response.write_eof()
         _log_served(request, model, opened.attempts, end.usage)
@@ -167,15 +206,33 @@ async def list_models(request: web.Request) -> web.Response:
     """`GET /v1/models`: catalog models, routes and panels, in OpenAI's list shape."""
     catalog = request.app[CATALOG]
     data: list[dict[str, Any]] = [
-        {"id": m.id, "object": "model", "created": 0, "owned_by": m.vendor, "router": {"kind": "model", "provider": m.provider, "tier": m.tier}}
+        {
+            "id": m.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": m.vendor,
+            "router": {"kind": "model", "provider": m.provider, "tier": m.tier},
+        }
         for m in catalog.models.values()
     ]
     data += [
-        {"id": alias, "object": "model", "created": 0, "owned_by": "fusion-router", "router": {"kind": "route", "targets": list(chain)}}
+        {
+            "id": alias,
+            "object": "model",
+            "created": 0,
+            "owned_by": "fusion-router",
+            "router": {"kind": "route", "targets": list(chain)},
+        }
         for alias, chain in catalog.routes.items()
     ]
     data += [
-        {"id": f"fusion/{name}", "object": "model", "created": 0, "owned_by": "fusion-router", "router": {"kind": "panel", "panelists": list(p.panelists)}}
+        {
+            "id": f"fusion/{name}",
+            "object": "model",
+            "created": 0,
+            "owned_by": "fusion-router",
+            "router": {"kind": "panel", "panelists": list(p.panelists)},
+        }
         for name, p in catalog.panels.items()
     ]
     return web.json_response({"object": "list", "data": data})
@@ -191,7 +248,11 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     loaded = request.app[CONFIG]
     ready = runtime.router is not None
-    body = {"status": "ready" if ready else "not_ready", "config": loaded.source, "embedded_default": loaded.embedded}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "config": loaded.source,
+        "embedded_default": loaded.embedded,
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 

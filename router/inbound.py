@@ -64,7 +64,12 @@ _KNOWN = frozenset(
         "fusion",
     }
 )
-_ROLES: Mapping[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES: Mapping[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 class _Duplicate(ValueError):
@@ -100,26 +105,40 @@ def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json") from None
+        raise InvalidRequest(
+            f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json"
+        ) from None
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float)
+        return json.loads(
+            text, object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float
+        )
     except _Duplicate as exc:
-        raise InvalidRequest(f"duplicate key {exc.key!r} in the JSON body", code="duplicate_key", param=exc.key) from None
+        raise InvalidRequest(
+            f"duplicate key {exc.key!r} in the JSON body", code="duplicate_key", param=exc.key
+        ) from None
     except RecursionError:
         raise InvalidRequest("the JSON body is nested too deeply", code="invalid_json") from None
     except ValueError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {str(exc)[:120]}", code="invalid_json") from None
+        raise InvalidRequest(
+            f"the request body is not valid JSON: {str(exc)[:120]}", code="invalid_json"
+        ) from None
 
 
 def _walk(value: Any, path: str, depth: int) -> None:
     """Refuse forbidden fields at any depth, lone surrogates and deep nesting."""
     if depth > MAX_DEPTH:
-        raise InvalidRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels", code="invalid_json", param=path)
+        raise InvalidRequest(
+            f"the JSON body is nested deeper than {MAX_DEPTH} levels",
+            code="invalid_json",
+            param=path,
+        )
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidRequest("a string holds an unpaired surrogate", code="invalid_json", param=path) from None
+            raise InvalidRequest(
+                "a string holds an unpaired surrogate", code="invalid_json", param=path
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             child = f"{path}.{key}" if path else key
@@ -150,9 +169,15 @@ def _content(value: Any, param: str) -> str:
     if isinstance(value, list):
         parts = []
         for i, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise InvalidRequest(
-                    "only text content parts are supported", code="unsupported_content", param=f"{param}[{i}]"
+                    "only text content parts are supported",
+                    code="unsupported_content",
+                    param=f"{param}[{i}]",
                 )
             parts.append(part["text"])
         return "".join(parts)
@@ -175,9 +200,12 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         unknown = set(item) - {"role", "content", "name"}
         if unknown:
             raise InvalidRequest(
-                f"unsupported message field(s): {', '.join(sorted(unknown))}", code="unsupported_parameter", param=param
+                f"unsupported message field(s): {', '.join(sorted(unknown))}",
+                code="unsupported_parameter",
+                param=param,
             )
-        role = _ROLES.get(item.get("role")) if isinstance(item.get("role"), str) else None
+        raw_role = item.get("role")
+        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise InvalidRequest(
                 "role must be one of system, developer, user, assistant", param=f"{param}.role"
@@ -188,9 +216,13 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         total += len(text)
         out.append(Message(role, text))
     if total > MAX_CONTENT_CHARS:
-        raise InvalidRequest(f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages")
+        raise InvalidRequest(
+            f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
+        )
     if all(m.role == "system" for m in out):
-        raise InvalidRequest("'messages' needs at least one user or assistant message", param="messages")
+        raise InvalidRequest(
+            "'messages' needs at least one user or assistant message", param="messages"
+        )
     return tuple(out)
 
 
@@ -209,7 +241,9 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     unknown = sorted(set(data) - _KNOWN)
     if unknown:
         raise InvalidRequest(
-            f"unsupported parameter(s): {', '.join(unknown)}", code="unsupported_parameter", param=unknown[0]
+            f"unsupported parameter(s): {', '.join(unknown)}",
+            code="unsupported_parameter",
+            param=unknown[0],
         )
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
@@ -225,10 +259,15 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     options = data.get("stream_options")
     if options is not None:
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise InvalidRequest("'stream_options' supports only include_usage", param="stream_options")
+            raise InvalidRequest(
+                "'stream_options' supports only include_usage", param="stream_options"
+            )
         include_usage = options.get("include_usage", False)
         if not isinstance(include_usage, bool):
-            raise InvalidRequest("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+            raise InvalidRequest(
+                "'stream_options.include_usage' must be a boolean",
+                param="stream_options.include_usage",
+            )
     max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
     if max_tokens is not None and (not _is_int(max_tokens) or max_tokens <= 0):
         raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
@@ -242,10 +281,16 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     stops: tuple[str, ...] = ()
     if isinstance(stop, str):
         stops = (stop,)
-    elif isinstance(stop, list) and len(stop) <= MAX_STOP and all(isinstance(s, str) and s for s in stop):
+    elif (
+        isinstance(stop, list)
+        and len(stop) <= MAX_STOP
+        and all(isinstance(s, str) and s for s in stop)
+    ):
         stops = tuple(stop)
     elif stop is not None:
-        raise InvalidRequest(f"'stop' must be a string or a list of up to {MAX_STOP} strings", param="stop")
+        raise InvalidRequest(
+            f"'stop' must be a string or a list of up to {MAX_STOP} strings", param="stop"
+        )
     n = data.get("n")
     if n is not None and n != 1:
         raise InvalidRequest("only n=1 is supported", code="unsupported_parameter", param="n")
@@ -253,8 +298,12 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     if seed is not None and not _is_int(seed):
         raise InvalidRequest("'seed' must be an integer", param="seed")
     user = data.get("user")
-    if user is not None and (not isinstance(user, str) or len(user) > 256 or not user.isprintable()):
-        raise InvalidRequest("'user' must be a printable string of at most 256 characters", param="user")
+    if user is not None and (
+        not isinstance(user, str) or len(user) > 256 or not user.isprintable()
+    ):
+        raise InvalidRequest(
+            "'user' must be a printable string of at most 256 characters", param="user"
+        )
     json_output = False
     fmt = data.get("response_format")
     if fmt is not None:
@@ -263,7 +312,9 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
             json_output = True
         elif kind != "text":
             raise InvalidRequest(
-                "'response_format.type' must be 'text' or 'json_object'", code="unsupported_parameter", param="response_format"
+                "'response_format.type' must be 'text' or 'json_object'",
+                code="unsupported_parameter",
+                param="response_format",
             )
     fusion = data.get("fusion")
     if fusion is not None and not isinstance(fusion, dict):

@@ -17,7 +17,19 @@ from typing import Any, TextIO
 import structlog
 
 _SECRET_KEYS = frozenset(
-    {"authorization", "x-api-key", "x-goog-api-key", "api_key", "apikey", "key", "token", "cookie", "set-cookie", "password", "secret"}
+    {
+        "authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "cookie",
+        "set-cookie",
+        "password",
+        "secret",
+    }
 )
 _SECRET_VALUE = re.compile(
     r"(sk-ant-[A-Za-z0-9_\-]{6,}|sk-[A-Za-z0-9_\-]{6,}|AIza[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._~+/\-]{6,}=*)"
@@ -27,17 +39,26 @@ REDACTED = "**********"
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value) if ("sk-" in value or "AIza" in value or "Bearer" in value) else value
+        return (
+            _SECRET_VALUE.sub(REDACTED, value)
+            if ("sk-" in value or "AIza" in value or "Bearer" in value)
+            else value
+        )
     if depth > 6:
         return value
     if isinstance(value, dict):
-        return {k: (REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v, depth + 1)) for k, v in value.items()}
+        return {
+            k: (REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v, depth + 1))
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_scrub(v, depth + 1) for v in value]
     return value
 
 
-def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Mask values under secret-looking keys and key-shaped substrings anywhere."""
     for key in list(event_dict):
         if key.lower() in _SECRET_KEYS:
@@ -47,21 +68,29 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
-def configure(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog once for the process (the CLI calls this; tests capture instead)."""
     out = stream or sys.stdout
     use_json = json if json is not None else not out.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks if use_json else structlog.processors.format_exc_info,
+            structlog.processors.dict_tracebacks
+            if use_json
+            else structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )

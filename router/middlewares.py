@@ -37,7 +37,9 @@ def _http_error(exc: web.HTTPException) -> RouterError:
         error.status = 404  # type: ignore[misc]
         return error
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        error = InvalidRequest(f"method {exc.method} is not allowed here", code="method_not_allowed")
+        error = InvalidRequest(
+            f"method {exc.method} is not allowed here", code="method_not_allowed"
+        )
         error.status = 405  # type: ignore[misc]
         return error
     error = InvalidRequest(exc.reason or "bad request", code="invalid_request")
@@ -71,7 +73,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         except Exception:
             log.exception("request.unhandled_error", path=request.path)
             fields.setdefault("error_code", "internal_error")
-            response = error_response(RouterError("internal error; see the sidecar's logs"), request_id)
+            response = error_response(
+                RouterError("internal error; see the sidecar's logs"), request_id
+            )
         status = response.status
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
@@ -97,7 +101,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     host = (request.host or "").lower()
     hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     if hostname not in settings.allowed_hosts:
-        error = InvalidRequest("the Host header does not name this sidecar", code="misdirected_request")
+        error = InvalidRequest(
+            "the Host header does not name this sidecar", code="misdirected_request"
+        )
         error.status = 421  # type: ignore[misc]
         raise error
     if settings.auth_token is not None:
@@ -106,7 +112,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         expected = settings.auth_token.reveal().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected
+        ):
             raise Unauthorized("missing or wrong bearer token")
     if request.path not in _SHED_PATHS:
         return await handler(request)

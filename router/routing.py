@@ -40,8 +40,18 @@ class AttemptLog:
 
     records: list[AttemptRecord] = field(default_factory=list)
 
-    def add(self, model: CatalogModel, outcome: str, code: str, status: int | None, started: float, now: float) -> None:
-        self.records.append(AttemptRecord(model.provider, model.id, outcome, code, status, (now - started) * 1000))
+    def add(
+        self,
+        model: CatalogModel,
+        outcome: str,
+        code: str,
+        status: int | None,
+        started: float,
+        now: float,
+    ) -> None:
+        self.records.append(
+            AttemptRecord(model.provider, model.id, outcome, code, status, (now - started) * 1000)
+        )
 
     @property
     def providers(self) -> list[str]:
@@ -81,10 +91,17 @@ def check_max_tokens(request: ChatRequest, chain: Sequence[CatalogModel]) -> Non
     if request.max_tokens is not None and chain:
         limit = max(m.max_output_tokens for m in chain)
         if request.max_tokens > limit:
-            raise InvalidRequest(f"'max_tokens' is larger than the model's limit ({limit})", param="max_tokens")
+            raise InvalidRequest(
+                f"'max_tokens' is larger than the model's limit ({limit})", param="max_tokens"
+            )
 
 
-def _call_for(request: ChatRequest, model: CatalogModel, remaining: float, extra_headers: tuple[tuple[str, str], ...]) -> ProviderCall:
+def _call_for(
+    request: ChatRequest,
+    model: CatalogModel,
+    remaining: float,
+    extra_headers: tuple[tuple[str, str], ...],
+) -> ProviderCall:
     t = model.timeouts
     timeouts = Timeouts(
         connect=min(t.connect, remaining),
@@ -113,18 +130,26 @@ class Router:
 
     def _fail(self, attempts: AttemptLog, deadline: float) -> Exception:
         if attempts.records and all(r.code == BreakerOpen.code for r in attempts.records):
-            return AllUpstreamsUnavailable("every allowed target is unavailable (breakers open)", retry_after=1.0)
+            return AllUpstreamsUnavailable(
+                "every allowed target is unavailable (breakers open)", retry_after=1.0
+            )
         if self._clock() >= deadline - MIN_ATTEMPT_S:
             return DeadlineExceeded("the request deadline passed before any provider answered")
         summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
         return AllProvidersFailed(f"every provider failed ({summary})", attempts=attempts.records)
 
-    def _record_failure(self, attempts: AttemptLog, model: CatalogModel, exc: ProviderError, started: float) -> None:
-        attempts.add(model, exc.outcome.value, exc.code, exc.upstream_status, started, self._clock())
+    def _record_failure(
+        self, attempts: AttemptLog, model: CatalogModel, exc: ProviderError, started: float
+    ) -> None:
+        attempts.add(
+            model, exc.outcome.value, exc.code, exc.upstream_status, started, self._clock()
+        )
         if isinstance(exc, ProviderRejected):
             raise exc.to_request_error() from None
 
-    async def complete(self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float) -> Routed:
+    async def complete(
+        self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float
+    ) -> Routed:
         """The first complete answer along `chain`."""
         attempts = AttemptLog()
         for model in chain:
@@ -138,7 +163,14 @@ class Router:
                 async with asyncio.timeout(remaining):
                     completion = await provider.complete(call)
             except TimeoutError:
-                attempts.add(model, Outcome.PROVIDER_FAULT.value, ProviderTimeout.code, None, started, self._clock())
+                attempts.add(
+                    model,
+                    Outcome.PROVIDER_FAULT.value,
+                    ProviderTimeout.code,
+                    None,
+                    started,
+                    self._clock(),
+                )
                 continue
             except ProviderError as exc:
                 self._record_failure(attempts, model, exc, started)
@@ -147,7 +179,9 @@ class Router:
             return Routed(model, completion, attempts)
         raise self._fail(attempts, deadline)
 
-    async def open_stream(self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float) -> OpenedStream:
+    async def open_stream(
+        self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float
+    ) -> OpenedStream:
         """A stream from the first target along `chain` that produces its first event."""
         attempts = AttemptLog()
         for model in chain:
@@ -166,7 +200,14 @@ class Router:
                 if isinstance(exc, ProviderError):
                     self._record_failure(attempts, model, exc, started)
                 else:
-                    attempts.add(model, Outcome.PROVIDER_FAULT.value, ProviderTimeout.code, None, started, self._clock())
+                    attempts.add(
+                        model,
+                        Outcome.PROVIDER_FAULT.value,
+                        ProviderTimeout.code,
+                        None,
+                        started,
+                        self._clock(),
+                    )
                 continue
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]

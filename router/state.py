@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -40,4 +41,4 @@ CONFIG = web.AppKey("config", LoadedConfig)
 CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
-KEYS = web.AppKey("keys", dict[str, Secret | None])
+KEYS = web.AppKey("keys", Mapping[str, Secret | None])

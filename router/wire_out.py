@@ -15,7 +15,9 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(data: dict[str, Any]) -> bytes:
     """One SSE `data:` event."""
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    )
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
@@ -35,7 +37,9 @@ def router_body(provider: str, cost: float, attempts: AttemptLog) -> dict[str, A
     }
 
 
-def completion_body(request_id: str, model: str, completion: Completion, cost: float, attempts: AttemptLog) -> dict[str, Any]:
+def completion_body(
+    request_id: str, model: str, completion: Completion, cost: float, attempts: AttemptLog
+) -> dict[str, Any]:
     """A `chat.completion` object."""
     return {
         "id": f"chatcmpl-{request_id}",
@@ -50,12 +54,20 @@ def completion_body(request_id: str, model: str, completion: Completion, cost: f
             }
         ],
         "usage": usage_body(completion.usage),
-        "router": router_body(attempts.records[-1].provider if attempts.records else "", cost, attempts),
+        "router": router_body(
+            attempts.records[-1].provider if attempts.records else "", cost, attempts
+        ),
     }
 
 
 def stream_chunk(
-    request_id: str, model: str, created: int, *, text: str | None = None, role: bool = False, finish: str | None = None
+    request_id: str,
+    model: str,
+    created: int,
+    *,
+    text: str | None = None,
+    role: bool = False,
+    finish: str | None = None,
 ) -> dict[str, Any]:
     """A `chat.completion.chunk` with one delta."""
     delta: dict[str, Any] = {}
@@ -73,7 +85,9 @@ def stream_chunk(
     }
 
 
-def usage_chunk(request_id: str, model: str, created: int, usage: Usage, cost: float, attempts: AttemptLog) -> dict[str, Any]:
+def usage_chunk(
+    request_id: str, model: str, created: int, usage: Usage, cost: float, attempts: AttemptLog
+) -> dict[str, Any]:
     """The last chunk before `[DONE]` when usage was asked for: no choices, the usage, our extension."""
     return {
         "id": f"chatcmpl-{request_id}",
@@ -82,7 +96,9 @@ def usage_chunk(request_id: str, model: str, created: int, usage: Usage, cost: f
         "model": model,
         "choices": [],
         "usage": usage_body(usage),
-        "router": router_body(attempts.records[-1].provider if attempts.records else "", cost, attempts),
+        "router": router_body(
+            attempts.records[-1].provider if attempts.records else "", cost, attempts
+        ),
     }
 
 

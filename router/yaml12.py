@@ -107,14 +107,14 @@ def _build(node: Node, path: str, lines: dict[str, int], budget: list[int]) -> A
     if node.tag not in _ALLOWED_TAGS:
         raise YamlLoadError(f"unsupported tag {node.tag}", node.start_mark.line + 1)
     if isinstance(node, SequenceNode):
-        return [
-            _build(item, f"{path}[{i}]", lines, budget) for i, item in enumerate(node.value)
-        ]
+        return [_build(item, f"{path}[{i}]", lines, budget) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlLoadError("merge keys (<<) are not supported", key_node.start_mark.line + 1)
+                raise YamlLoadError(
+                    "merge keys (<<) are not supported", key_node.start_mark.line + 1
+                )
             key = _build(key_node, path, {}, budget)
             if not isinstance(key, str):
                 raise YamlLoadError(
@@ -137,7 +137,7 @@ def loads(text: str) -> LoadedYaml:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise YamlLoadError(f"file is larger than {MAX_FILE_BYTES} bytes")
     try:
-        node = yaml.compose(text, Loader=_Composer)  # noqa: S506  # compose only, never constructs
+        node = yaml.compose(text, Loader=_Composer)  # compose only, never constructs
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise YamlLoadError(f"YAML syntax error: {exc.problem or exc}", line) from None

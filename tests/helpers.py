@@ -21,7 +21,12 @@ from tests.fakes.script import Wall
 def config_from_yaml(text: str, base_dir: Path | None = None) -> LoadedConfig:
     """A validated config from YAML text, as if read from a file."""
     doc = yaml12.loads(text)
-    return LoadedConfig(config=parse_config(doc, "test.yaml"), source="test.yaml", base_dir=base_dir or Path.cwd(), embedded=False)
+    return LoadedConfig(
+        config=parse_config(doc, "test.yaml"),
+        source="test.yaml",
+        base_dir=base_dir or Path.cwd(),
+        embedded=False,
+    )
 
 
 @asynccontextmanager
@@ -99,15 +104,22 @@ routes:
 """
 
 
-KEYS: Mapping[str, str] = {"TEST_KEY_A": "sk-CANARY-aaaaaaaaaaaa", "TEST_KEY_B": "sk-CANARY-bbbbbbbbbbbb"}
+KEYS: Mapping[str, str] = {
+    "TEST_KEY_A": "sk-CANARY-aaaaaaaaaaaa",
+    "TEST_KEY_B": "sk-CANARY-bbbbbbbbbbbb",
+}
 
 
 @asynccontextmanager
-async def sidecar(extra_yaml: str = "", environ: Mapping[str, str] | None = None) -> AsyncIterator[Sidecar]:
+async def sidecar(
+    extra_yaml: str = "", environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Sidecar]:
     """A sidecar in front of one fake OpenAI server hosting two providers."""
     wall = Wall()
     async with serve(openai_server.make_app(wall)) as upstream:
-        loaded = config_from_yaml(two_provider_yaml(str(upstream.make_url("")).rstrip("/"), extra_yaml))
+        loaded = config_from_yaml(
+            two_provider_yaml(str(upstream.make_url("")).rstrip("/"), extra_yaml)
+        )
         app = create_app(loaded, environ={**KEYS, **(environ or {})})
         async with serve(app) as server:
             s = Sidecar(str(server.make_url("")).rstrip("/"), wall, app)

@@ -23,7 +23,15 @@ from router.errors import (
     StreamTruncated,
 )
 from router.providers import AnthropicProvider, GeminiProvider, OpenAIProvider, Provider, Secret
-from router.types import ChatRequest, Completion, Message, ProviderCall, StreamEnd, TextDelta, Timeouts
+from router.types import (
+    ChatRequest,
+    Completion,
+    Message,
+    ProviderCall,
+    StreamEnd,
+    TextDelta,
+    Timeouts,
+)
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.script import (
     Answer,
@@ -51,9 +59,27 @@ class Protocol:
 
 
 PROTOCOLS = [
-    Protocol("openai", openai_server.make_app, "/v1", lambda s, u, k: OpenAIProvider("up", s, u, k), "Authorization"),
-    Protocol("anthropic", anthropic_server.make_app, "", lambda s, u, k: AnthropicProvider("up", s, u, k), "x-api-key"),
-    Protocol("gemini", gemini_server.make_app, "/v1beta", lambda s, u, k: GeminiProvider("up", s, u, k), "x-goog-api-key"),
+    Protocol(
+        "openai",
+        openai_server.make_app,
+        "/v1",
+        lambda s, u, k: OpenAIProvider("up", s, u, k),
+        "Authorization",
+    ),
+    Protocol(
+        "anthropic",
+        anthropic_server.make_app,
+        "",
+        lambda s, u, k: AnthropicProvider("up", s, u, k),
+        "x-api-key",
+    ),
+    Protocol(
+        "gemini",
+        gemini_server.make_app,
+        "/v1beta",
+        lambda s, u, k: GeminiProvider("up", s, u, k),
+        "x-goog-api-key",
+    ),
 ]
 
 
@@ -76,7 +102,9 @@ async def _harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     await server.close()
 
 
-def call(model: str = "m1", *, stream: bool = False, first_byte: float = 2.0, idle: float = 1.0) -> ProviderCall:
+def call(
+    model: str = "m1", *, stream: bool = False, first_byte: float = 2.0, idle: float = 1.0
+) -> ProviderCall:
     request = ChatRequest(
         model=model,
         messages=(Message("system", "Be brief."), Message("user", "What is 2+2?")),
@@ -84,7 +112,9 @@ def call(model: str = "m1", *, stream: bool = False, first_byte: float = 2.0, id
         max_tokens=50,
         temperature=0.2,
     )
-    return ProviderCall(request, model, Timeouts(connect=1.0, first_byte=first_byte, idle=idle, total=10.0))
+    return ProviderCall(
+        request, model, Timeouts(connect=1.0, first_byte=first_byte, idle=idle, total=10.0)
+    )
 
 
 async def collect(provider: Provider, c: ProviderCall) -> tuple[str, StreamEnd | None]:
@@ -145,7 +175,9 @@ async def test_system_prompt_and_params_reach_the_wire(harness: Harness) -> None
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, str | type) else None,
 )
-async def test_failures_are_classified(harness: Harness, behaviour: Any, error: type[ProviderError], outcome: str) -> None:
+async def test_failures_are_classified(
+    harness: Harness, behaviour: Any, error: type[ProviderError], outcome: str
+) -> None:
     """Every upstream failure becomes the one error class the router expects."""
     harness.wall.script("m1", behaviour)
     with pytest.raises(error) as info:
@@ -158,7 +190,14 @@ async def test_failures_are_classified(harness: Harness, behaviour: Any, error: 
 
 async def test_context_length_is_a_caller_fault_with_its_reason(harness: Harness) -> None:
     """A context-length refusal is recognised so routing can pick a larger model."""
-    harness.wall.script("m1", Status(400, "This model's maximum context length is 8192 tokens", code="context_length_exceeded"))
+    harness.wall.script(
+        "m1",
+        Status(
+            400,
+            "This model's maximum context length is 8192 tokens",
+            code="context_length_exceeded",
+        ),
+    )
     with pytest.raises(ProviderRejected) as info:
         await harness.provider.complete(call())
     assert info.value.reason == "context_length_exceeded"

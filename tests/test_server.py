@@ -24,7 +24,9 @@ async def test_openai_client_gets_a_completion() -> None:
     """A plain request comes back as a chat.completion the SDK parses, with usage and headers."""
     async with sidecar() as s:
         s.wall.script("up-model-a", Answer("Hi there.", input_tokens=12, output_tokens=3))
-        raw = await client(s).chat.completions.with_raw_response.create(model="m-a", messages=MESSAGES)  # type: ignore[arg-type]
+        raw = await client(s).chat.completions.with_raw_response.create(
+            model="m-a", messages=MESSAGES
+        )  # type: ignore[arg-type]
         completion = raw.parse()
         assert completion.choices[0].message.content == "Hi there."
         assert completion.model == "m-a"
@@ -42,7 +44,10 @@ async def test_openai_client_streams_with_usage() -> None:
     async with sidecar() as s:
         s.wall.script("up-model-a", Answer("one two three", input_tokens=5, output_tokens=3))
         stream = await client(s).chat.completions.create(
-            model="m-a", messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="m-a",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         text, usage, finish = "", None, None
         async for chunk in stream:
@@ -61,7 +66,9 @@ async def test_route_fails_over_to_the_next_model() -> None:
     async with sidecar() as s:
         s.wall.script("up-model-a", Status(503))
         s.wall.script("up-model-b", Answer("from b"))
-        raw = await client(s).chat.completions.with_raw_response.create(model="both", messages=MESSAGES)  # type: ignore[arg-type]
+        raw = await client(s).chat.completions.with_raw_response.create(
+            model="both", messages=MESSAGES
+        )  # type: ignore[arg-type]
         assert raw.parse().choices[0].message.content == "from b"
         assert raw.headers["x-router-model"] == "m-b"
         assert raw.headers["x-router-attempts"] == "2"
@@ -74,7 +81,9 @@ async def test_stream_fails_over_before_the_first_byte() -> None:
     async with sidecar() as s:
         s.wall.script("up-model-a", Status(500))
         s.wall.script("up-model-b", Answer("b streams"))
-        stream = await client(s).chat.completions.create(model="both", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        stream = await client(s).chat.completions.create(
+            model="both", messages=MESSAGES, stream=True
+        )  # type: ignore[arg-type]
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == "b streams"
 
@@ -107,13 +116,18 @@ async def test_failure_after_first_byte_is_an_error_not_a_success() -> None:
     """A stream that breaks after text was sent ends with an in-band error the SDK raises."""
     async with sidecar() as s:
         s.wall.script("up-model-a", InBandError(after=2))
-        stream = await client(s).chat.completions.create(model="m-a", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
-        received = ""
-        with pytest.raises(openai.APIError):
+        stream = await client(s).chat.completions.create(
+            model="m-a", messages=MESSAGES, stream=True
+        )  # type: ignore[arg-type]
+        received: list[str] = []
+
+        async def drain() -> None:
             async for chunk in stream:
-                for choice in chunk.choices:
-                    received += choice.delta.content or ""
-        assert received.startswith("one")
+                received.extend(choice.delta.content or "" for choice in chunk.choices)
+
+        with pytest.raises(openai.APIError):
+            await drain()
+        assert "".join(received).startswith("one")
 
 
 async def test_unknown_model_is_a_404_with_our_code() -> None:
@@ -142,33 +156,119 @@ LONG = "x" * (1024 * 1024 + 10)
         (b"not json", None, 400, "invalid_json"),
         (b"", None, 400, "invalid_json"),
         (b'{"model": "m-a"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
-        (json.dumps({"model": "m-a", "messages": [{"role": "user", "content": LONG}]}).encode(), None, 413, "payload_too_large"),
+        (
+            json.dumps({"model": "m-a", "messages": [{"role": "user", "content": LONG}]}).encode(),
+            None,
+            413,
+            "payload_too_large",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, None, 400, "invalid_json"),
-        (b'{"model": "m-a", "model": "m-b", "messages": [{"role": "user", "content": "x"}]}', None, 400, "duplicate_key"),
-        (b'{"model": "m-a", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_json"),
-        (b'{"model": "m-a", "seed": ' + b"9" * 5000 + b', "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_json"),
-        (b'{"model": "m-a", "messages": [{"role": "user", "content": "\\ud800"}]}', None, 400, "invalid_json"),
+        (
+            b'{"model": "m-a", "model": "m-b", "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "duplicate_key",
+        ),
+        (
+            b'{"model": "m-a", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_json",
+        ),
+        (
+            b'{"model": "m-a", "seed": '
+            + b"9" * 5000
+            + b', "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_json",
+        ),
+        (
+            b'{"model": "m-a", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            None,
+            400,
+            "invalid_json",
+        ),
         (b'\xff\xfe{"model": 1}', None, 400, "invalid_json"),
-        (b'{"model": ["m-a"], "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
-        (b'{"model": null, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
+        (
+            b'{"model": ["m-a"], "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            b'{"model": null, "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
         (b'{"model": "m-a", "messages": []}', None, 400, "invalid_request"),
-        (b'{"model": "m-a", "messages": [{"role": "wizard", "content": "x"}]}', None, 400, "invalid_request"),
-        (b'{"model": "m-a", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
-        (b'{"model": "m-a", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
-        (b'{"model": "m-a", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}', None, 400, "invalid_request"),
-        (b'{"model": "m-a", "api_base": "http://169.254.169.254", "messages": [{"role": "user", "content": "x"}]}', None, 400, "forbidden_field"),
-        (b'{"model": "m-a", "metadata": {"nested": {"base_url": "http://x"}}, "messages": [{"role": "user", "content": "x"}]}', None, 400, "forbidden_field"),
-        (b'{"model": "m-a", "tools": [], "messages": [{"role": "user", "content": "x"}]}', None, 400, "unsupported_parameter"),
-        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "unknown_model"),
-        (b'{"model": "m-a", "messages": [{"role": "user", "content": "x"}]}', {"X-Router-Deadline-Ms": "soon"}, 400, "invalid_request"),
+        (
+            b'{"model": "m-a", "messages": [{"role": "wizard", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            b'{"model": "m-a", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            b'{"model": "m-a", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            b'{"model": "m-a", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            b'{"model": "m-a", "api_base": "http://169.254.169.254", "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "forbidden_field",
+        ),
+        (
+            b'{"model": "m-a", "metadata": {"nested": {"base_url": "http://x"}}, "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "forbidden_field",
+        ),
+        (
+            b'{"model": "m-a", "tools": [], "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            404,
+            "unknown_model",
+        ),
+        (
+            b'{"model": "m-a", "messages": [{"role": "user", "content": "x"}]}',
+            {"X-Router-Deadline-Ms": "soon"},
+            400,
+            "invalid_request",
+        ),
     ],
 )
-async def test_bad_input_is_a_clear_4xx_and_nothing_goes_upstream(body: bytes, headers: dict[str, str] | None, status: int, code: str) -> None:
+async def test_bad_input_is_a_clear_4xx_and_nothing_goes_upstream(
+    body: bytes, headers: dict[str, str] | None, status: int, code: str
+) -> None:
     """Each bad request gets its status and stable code; no upstream call; the process keeps serving."""
     async with sidecar() as s, aiohttp.ClientSession() as http:
         sent_headers = {"Content-Type": "application/json", **(headers or {})}
         data = io.BytesIO(body) if len(body) > 65536 else body
-        async with http.post(f"{s.base_url}/chat/completions", data=data, headers=sent_headers) as response:
+        async with http.post(
+            f"{s.base_url}/chat/completions", data=data, headers=sent_headers
+        ) as response:
             assert response.status == status
             payload = await response.json()
         assert payload["error"]["code"] == code
@@ -188,7 +288,11 @@ async def test_chunked_body_over_the_limit_is_413() -> None:
         yield b'"}]}'
 
     async with sidecar() as s, aiohttp.ClientSession() as http:
-        async with http.post(f"{s.base_url}/chat/completions", data=chunks(), headers={"Content-Type": "application/json"}) as response:
+        async with http.post(
+            f"{s.base_url}/chat/completions",
+            data=chunks(),
+            headers={"Content-Type": "application/json"},
+        ) as response:
             assert response.status == 413
             assert (await response.json())["error"]["code"] == "payload_too_large"
         assert s.wall.calls == []
@@ -196,27 +300,43 @@ async def test_chunked_body_over_the_limit_is_413() -> None:
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/v1/chat/completions", 405), ("POST", "/v1/nothing", 404), ("DELETE", "/v1/models", 405)],
+    [
+        ("GET", "/v1/chat/completions", 405),
+        ("POST", "/v1/nothing", 404),
+        ("DELETE", "/v1/models", 405),
+    ],
 )
 async def test_wrong_method_or_path_is_json(method: str, path: str, status: int) -> None:
     """Routing errors are OpenAI-shaped JSON too."""
-    async with sidecar() as s, aiohttp.ClientSession() as http:
-        async with http.request(method, f"{s.url}{path}") as response:
-            assert response.status == status
-            assert "error" in await response.json()
+    async with (
+        sidecar() as s,
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{s.url}{path}") as response,
+    ):
+        assert response.status == status
+        assert "error" in await response.json()
 
 
 async def test_bearer_token_is_required_when_configured() -> None:
     """With a token configured: none, wrong or query-string tokens get 401; the right one passes."""
     extra = "server:\n  auth_token_env: SIDECAR_TOKEN\n"
-    async with sidecar(extra, environ={"SIDECAR_TOKEN": "t0ken-abc"}) as s, aiohttp.ClientSession() as http:
+    async with (
+        sidecar(extra, environ={"SIDECAR_TOKEN": "t0ken-abc"}) as s,
+        aiohttp.ClientSession() as http,
+    ):
         body = {"model": "m-a", "messages": MESSAGES}
         url = f"{s.base_url}/chat/completions"
-        for headers, query in (({}, ""), ({"Authorization": "Bearer wrong"}, ""), ({}, "?token=t0ken-abc")):
+        for headers, query in (
+            ({}, ""),
+            ({"Authorization": "Bearer wrong"}, ""),
+            ({}, "?token=t0ken-abc"),
+        ):
             async with http.post(url + query, json=body, headers=headers) as response:
                 assert response.status == 401
                 assert (await response.json())["error"]["code"] == "unauthorized"
-        async with http.post(url, json=body, headers={"Authorization": "Bearer t0ken-abc"}) as response:
+        async with http.post(
+            url, json=body, headers={"Authorization": "Bearer t0ken-abc"}
+        ) as response:
             assert response.status == 200
         async with http.get(f"{s.url}/healthz") as response:
             assert response.status == 200
@@ -228,7 +348,11 @@ async def test_bearer_token_is_required_when_configured() -> None:
 async def test_foreign_host_header_is_refused() -> None:
     """A request naming another Host (DNS rebinding) gets 421."""
     async with sidecar() as s, aiohttp.ClientSession() as http:
-        async with http.post(f"{s.base_url}/chat/completions", json={"model": "m-a", "messages": MESSAGES}, headers={"Host": "evil.example"}) as response:
+        async with http.post(
+            f"{s.base_url}/chat/completions",
+            json={"model": "m-a", "messages": MESSAGES},
+            headers={"Host": "evil.example"},
+        ) as response:
             assert response.status == 421
         assert s.wall.calls == []
 
@@ -241,7 +365,9 @@ async def test_keys_never_reach_the_caller_or_the_logs() -> None:
         s.wall.script("up-model-a", Status(401, "bad key " + KEYS["TEST_KEY_A"]))
         s.wall.script("up-model-b", Status(500, "oops " + KEYS["TEST_KEY_B"]))
         with capture_logs() as logs:
-            async with http.post(f"{s.base_url}/chat/completions", json={"model": "both", "messages": MESSAGES}) as response:
+            async with http.post(
+                f"{s.base_url}/chat/completions", json={"model": "both", "messages": MESSAGES}
+            ) as response:
                 text = await response.text()
                 header_text = repr(dict(response.headers))
         assert response.status == 502

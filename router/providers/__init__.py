@@ -28,7 +28,9 @@ __all__ = [
 def resolve_keys(config: RouterConfig, environ: Mapping[str, str]) -> dict[str, Secret | None]:
     """Each provider's key, read once from the environment variable its config names."""
     return {
-        name: Secret(environ[p.api_key_env]) if p.api_key_env and environ.get(p.api_key_env) else None
+        name: Secret(environ[p.api_key_env])
+        if p.api_key_env and environ.get(p.api_key_env)
+        else None
         for name, p in config.providers.items()
     }
 

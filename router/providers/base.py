@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -80,21 +82,31 @@ def map_upstream_errors(provider: str, phase: str) -> Iterator[None]:
     except ProviderError:
         raise
     except TimeoutError:
-        raise ProviderTimeout(f"{provider}: no answer within the {phase} timeout", provider=provider, phase=phase) from None
+        raise ProviderTimeout(
+            f"{provider}: no answer within the {phase} timeout", provider=provider, phase=phase
+        ) from None
     except aiohttp.ServerTimeoutError:
-        raise ProviderTimeout(f"{provider}: {phase} timeout", provider=provider, phase=phase) from None
+        raise ProviderTimeout(
+            f"{provider}: {phase} timeout", provider=provider, phase=phase
+        ) from None
     except aiohttp.ClientConnectorCertificateError:
-        raise ProviderUnavailable(f"{provider}: TLS certificate verification failed", provider=provider) from None
+        raise ProviderUnavailable(
+            f"{provider}: TLS certificate verification failed", provider=provider
+        ) from None
     except aiohttp.ClientConnectorDNSError:
         raise ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider) from None
     except aiohttp.ClientConnectorError:
         raise ProviderUnavailable(f"{provider}: connection failed", provider=provider) from None
     except aiohttp.ClientPayloadError:
-        raise StreamTruncated(f"{provider}: the response ended before it was complete", provider=provider) from None
+        raise StreamTruncated(
+            f"{provider}: the response ended before it was complete", provider=provider
+        ) from None
     except aiohttp.ServerDisconnectedError:
         raise ProviderUnavailable(f"{provider}: server disconnected", provider=provider) from None
     except aiohttp.ClientResponseError as exc:
-        raise ProviderMalformed(f"{provider}: invalid HTTP response ({exc.status})", provider=provider) from None
+        raise ProviderMalformed(
+            f"{provider}: invalid HTTP response ({exc.status})", provider=provider
+        ) from None
     except aiohttp.ClientError:
         raise ProviderUnavailable(f"{provider}: transport error", provider=provider) from None
     except ssl.SSLError:
@@ -111,7 +123,7 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None
-    if seconds != seconds or seconds < 0:  # NaN or negative
+    if math.isnan(seconds) or seconds < 0:
         return None
     return min(seconds, RETRY_AFTER_CAP_S)
 
@@ -121,6 +133,7 @@ _CONTEXT_MARKERS = (
     "context length",
     "maximum context",
     "exceed context limit",
+    "exceeds the maximum number of tokens",
     "prompt is too long",
     "too many tokens",
 )
@@ -128,13 +141,11 @@ _CONTENT_MARKERS = ("content_policy", "content_filter", "safety", "responsible_a
 _QUOTA_MARKERS = (
     "insufficient_quota",
     "enforced_spend_limit",
-    "billing",
     "credit balance",
     "usage limits",
     "perday",
     "per_day",
     "limit: 0",
-    "quota exceeded for quota metric",
 )
 
 
@@ -147,24 +158,43 @@ def _error_text(body: bytes) -> str:
     return json.dumps(data)[:8192].lower()
 
 
-def error_for_status(provider: str, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+_RETRY_DELAY = re.compile(r'"retrydelay":\s*"(\d+(?:\.\d+)?)s"')
+
+
+def _retry_delay(text: str) -> float | None:
+    """Gemini's `RetryInfo.retryDelay` ("41s") when no Retry-After header came."""
+    match = _RETRY_DELAY.search(text)
+    return min(float(match.group(1)), RETRY_AFTER_CAP_S) if match else None
+
+
+def error_for_status(
+    provider: str, status: int, headers: Mapping[str, str], body: bytes
+) -> ProviderError:
     """Classify a non-2xx upstream answer. The body is read for identifiers, never passed on."""
     text = _error_text(body)
     if 300 <= status < 400:
-        return ProviderUnavailable(f"{provider}: unexpected redirect ({status}), not followed", provider=provider, upstream_status=status)
+        return ProviderUnavailable(
+            f"{provider}: unexpected redirect ({status}), not followed",
+            provider=provider,
+            upstream_status=status,
+        )
     if status == 429:
         quota = any(m in text for m in _QUOTA_MARKERS)
         return ProviderRateLimited(
             f"{provider}: {'quota exhausted' if quota else 'rate limited'}",
             provider=provider,
-            retry_after=parse_retry_after(headers.get("Retry-After")),
+            retry_after=parse_retry_after(headers.get("Retry-After")) or _retry_delay(text),
             quota_exhausted=quota,
         )
     if status in (401, 403):
-        return ProviderAuthFailed(f"{provider}: credential rejected ({status})", provider=provider, upstream_status=status)
+        return ProviderAuthFailed(
+            f"{provider}: credential rejected ({status})", provider=provider, upstream_status=status
+        )
     if status in (400, 402) and any(m in text for m in _QUOTA_MARKERS):
         # Anthropic reports an exhausted account as a 400: it is the account's fault, not the caller's
-        return ProviderRateLimited(f"{provider}: quota exhausted", provider=provider, quota_exhausted=True)
+        return ProviderRateLimited(
+            f"{provider}: quota exhausted", provider=provider, quota_exhausted=True
+        )
     if status in (400, 404, 413, 422):
         if any(m in text for m in _CONTEXT_MARKERS):
             reason = "context_length_exceeded"
@@ -172,10 +202,19 @@ def error_for_status(provider: str, status: int, headers: Mapping[str, str], bod
             reason = "content_policy"
         else:
             reason = "invalid_request"
-        return ProviderRejected(f"{provider}: request rejected ({status})", provider=provider, upstream_status=status, reason=reason)
+        return ProviderRejected(
+            f"{provider}: request rejected ({status})",
+            provider=provider,
+            upstream_status=status,
+            reason=reason,
+        )
     if status == 408:
-        return ProviderTimeout(f"{provider}: upstream timeout (408)", provider=provider, phase="upstream")
-    return ProviderUnavailable(f"{provider}: upstream error ({status})", provider=provider, upstream_status=status)
+        return ProviderTimeout(
+            f"{provider}: upstream timeout (408)", provider=provider, phase="upstream"
+        )
+    return ProviderUnavailable(
+        f"{provider}: upstream error ({status})", provider=provider, upstream_status=status
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +236,9 @@ async def send(
     """POST `payload` and yield the 2xx response; headers must arrive within the first-byte clock."""
     headers = dict(target.headers)
     headers.update(call.extra_headers)
-    timeout = aiohttp.ClientTimeout(total=None, connect=call.timeouts.connect, sock_connect=call.timeouts.connect)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=call.timeouts.connect, sock_connect=call.timeouts.connect
+    )
     data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
     with map_upstream_errors(provider, "connect"):
         try:
@@ -206,7 +247,11 @@ async def send(
                     target.url, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 )
         except TimeoutError:
-            raise ProviderTimeout(f"{provider}: no response headers within the first-byte timeout", provider=provider, phase="first_byte") from None
+            raise ProviderTimeout(
+                f"{provider}: no response headers within the first-byte timeout",
+                provider=provider,
+                phase="first_byte",
+            ) from None
     try:
         if response.status >= 300:
             with map_upstream_errors(provider, "idle"):
@@ -230,11 +275,15 @@ async def read_json(response: aiohttp.ClientResponse, provider: str, call: Provi
                     break
                 body += more
     if len(body) > MAX_RESPONSE_BYTES:
-        raise ProviderMalformed(f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider)
+        raise ProviderMalformed(
+            f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
+        )
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
-        raise ProviderMalformed(f"{provider}: response body is not valid JSON", provider=provider) from None
+        raise ProviderMalformed(
+            f"{provider}: response body is not valid JSON", provider=provider
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +294,11 @@ class SseEvent:
     data: str
 
 
-async def iter_sse(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> AsyncIterator[SseEvent]:
+async def iter_sse(
+    response: aiohttp.ClientResponse, provider: str, call: ProviderCall
+) -> AsyncIterator[SseEvent]:
     """Server-sent events with the first-byte clock on the first one and the idle clock after."""
-    event, data_lines = "", []
+    event, data_lines = "", list[str]()
     total = 0
     first = True
     started = time.monotonic()
@@ -263,12 +314,16 @@ async def iter_sse(response: aiohttp.ClientResponse, provider: str, call: Provid
                 async with asyncio.timeout(budget):
                     raw = await content.readline()
             except ValueError:
-                raise ProviderMalformed(f"{provider}: stream line too long", provider=provider) from None
+                raise ProviderMalformed(
+                    f"{provider}: stream line too long", provider=provider
+                ) from None
         if not raw:
             return
         total += len(raw)
         if total > MAX_RESPONSE_BYTES:
-            raise ProviderMalformed(f"{provider}: stream larger than {MAX_RESPONSE_BYTES} bytes", provider=provider)
+            raise ProviderMalformed(
+                f"{provider}: stream larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
+            )
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data_lines:

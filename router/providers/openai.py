@@ -91,7 +91,9 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         model = data.get("model")
         response_id = data.get("id")
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise ProviderMalformed(f"{provider}: response is not a chat completion", provider=provider) from None
+        raise ProviderMalformed(
+            f"{provider}: response is not a chat completion", provider=provider
+        ) from None
     return Completion(
         text=text,
         finish_reason=finish,
@@ -106,7 +108,9 @@ class OpenAIProvider:
 
     protocol = "openai"
 
-    def __init__(self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None) -> None:
+    def __init__(
+        self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None
+    ) -> None:
         self.name = name
         self._session = session
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -137,18 +141,23 @@ class OpenAIProvider:
                     break
                 chunk = parse_event_json(event, self.name)
                 if not isinstance(chunk, dict):
-                    raise ProviderMalformed(f"{self.name}: malformed stream chunk", provider=self.name)
+                    raise ProviderMalformed(
+                        f"{self.name}: malformed stream chunk", provider=self.name
+                    )
                 if "error" in chunk:
                     err = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                    status = err.get("code") if isinstance(err.get("code"), int) else 502
-                    raise error_for_status(self.name, status if status >= 400 else 502, {}, event.data.encode())
+                    code = err.get("code")
+                    status = code if isinstance(code, int) and code >= 400 else 502
+                    raise error_for_status(self.name, status, {}, event.data.encode())
                 model = chunk.get("model") or model
                 response_id = chunk.get("id") or response_id
                 if chunk.get("usage"):
                     usage_data = chunk["usage"]
                 choices = chunk.get("choices") or []
                 if not isinstance(choices, list):
-                    raise ProviderMalformed(f"{self.name}: malformed stream chunk", provider=self.name)
+                    raise ProviderMalformed(
+                        f"{self.name}: malformed stream chunk", provider=self.name
+                    )
                 for choice in choices[:1]:
                     delta = choice.get("delta") or {}
                     text = delta.get("content")
@@ -159,10 +168,17 @@ class OpenAIProvider:
                         finish = _FINISH.get(choice["finish_reason"], "stop")
             else:
                 if finish is None:
-                    raise StreamTruncated(f"{self.name}: stream ended without [DONE] or finish_reason", provider=self.name)
+                    raise StreamTruncated(
+                        f"{self.name}: stream ended without [DONE] or finish_reason",
+                        provider=self.name,
+                    )
             yield StreamEnd(
                 finish_reason=finish or "stop",
-                usage=_usage(usage_data, _prompt_estimate(call.request), max(1, out_chars // 4) if out_chars else 0),
-                response_model=model if isinstance(model, str) else "",
+                usage=_usage(
+                    usage_data,
+                    _prompt_estimate(call.request),
+                    (out_chars + 3) // 4,
+                ),
+                response_model=str(model or ""),
                 response_id=response_id if isinstance(response_id, str) else None,
             )

@@ -23,7 +23,15 @@ from router.errors import (
     StreamTruncated,
 )
 from router.providers.base import estimate_tokens
-from router.types import ChatRequest, Completion, ProviderCall, StreamEnd, StreamEvent, TextDelta, Usage
+from router.types import (
+    ChatRequest,
+    Completion,
+    ProviderCall,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 
 _OPENERS = (
     "In short:",
@@ -56,14 +64,22 @@ def _digest(*parts: str) -> int:
 def _judge_json(request: ChatRequest, seed: int) -> str:
     """A findings object for a judge prompt that lists answers as `[A1]`, `[A2]`…"""
     prompt = request.messages[-1].content if request.messages else ""
-    labels = sorted({tok.strip("[]:") for tok in prompt.split() if tok.startswith("[A") and tok.rstrip(":").endswith("]")})
+    labels = sorted(
+        {
+            tok.strip("[]:")
+            for tok in prompt.split()
+            if tok.startswith("[A") and tok.rstrip(":").endswith("]")
+        }
+    )
     rng = random.Random(seed)
     ranking = labels[:]
     rng.shuffle(ranking)
     findings = {
         "agreements": ["The answers agree on the main conclusion."] if len(labels) > 1 else [],
         "contradictions": (
-            [f"{labels[0]} and {labels[-1]} disagree on the supporting detail."] if len(labels) > 1 else []
+            [f"{labels[0]} and {labels[-1]} disagree on the supporting detail."]
+            if len(labels) > 1
+            else []
         ),
         "errors": {label: [] for label in labels},
         "ranking": ranking,
@@ -100,7 +116,9 @@ class SimProvider:
     async def _before_first_byte(self, call: ProviderCall) -> None:
         p = self.profile
         if p.down:
-            raise ProviderUnavailable(f"{self.name}: connection refused (simulated down)", provider=self.name)
+            raise ProviderUnavailable(
+                f"{self.name}: connection refused (simulated down)", provider=self.name
+            )
         if p.hang:
             await asyncio.sleep(call.timeouts.first_byte)
             raise ProviderUnavailable(f"{self.name}: simulated hang", provider=self.name)
@@ -113,10 +131,16 @@ class SimProvider:
         if p.latency_ms:
             await asyncio.sleep(p.latency_ms / 1000)
         if p.error_rate and self._rng.random() < p.error_rate:
-            raise ProviderUnavailable(f"{self.name}: upstream error 503 (simulated)", provider=self.name, upstream_status=503)
+            raise ProviderUnavailable(
+                f"{self.name}: upstream error 503 (simulated)",
+                provider=self.name,
+                upstream_status=503,
+            )
 
     def _usage(self, request: ChatRequest, text: str) -> Usage:
-        return Usage(sum(estimate_tokens(m.content) for m in request.messages), estimate_tokens(text))
+        return Usage(
+            sum(estimate_tokens(m.content) for m in request.messages), estimate_tokens(text)
+        )
 
     def _text(self, call: ProviderCall) -> str:
         text = answer_text(call.request, call.upstream_model, self.profile.seed)
@@ -127,7 +151,9 @@ class SimProvider:
     async def complete(self, call: ProviderCall, /) -> Completion:
         await self._before_first_byte(call)
         if self.profile.malformed:
-            raise ProviderMalformed(f"{self.name}: response body is not valid JSON (simulated)", provider=self.name)
+            raise ProviderMalformed(
+                f"{self.name}: response body is not valid JSON (simulated)", provider=self.name
+            )
         text = self._text(call)
         return Completion(
             text=text,
@@ -148,7 +174,9 @@ class SimProvider:
                 await asyncio.sleep(self.profile.chunk_ms / 1000)
             yield TextDelta(word if i == 0 else " " + word)
         if self.profile.malformed:
-            raise ProviderMalformed(f"{self.name}: malformed stream event (simulated)", provider=self.name)
+            raise ProviderMalformed(
+                f"{self.name}: malformed stream event (simulated)", provider=self.name
+            )
         yield StreamEnd(
             finish_reason="stop",
             usage=self._usage(call.request, text),

@@ -47,7 +47,13 @@ def completion_json(model: str, answer: Answer) -> str:
     ).model_dump_json(exclude_unset=True)
 
 
-def chunk_json(model: str, *, text: str | None = None, finish: str | None = None, usage: tuple[int, int] | None = None) -> str:
+def chunk_json(
+    model: str,
+    *,
+    text: str | None = None,
+    finish: str | None = None,
+    usage: tuple[int, int] | None = None,
+) -> str:
     choices = []
     if text is not None or finish is not None:
         delta = {"content": text} if text is not None else {}
@@ -60,13 +66,24 @@ def chunk_json(model: str, *, text: str | None = None, finish: str | None = None
         "choices": choices,
     }
     if usage is not None:
-        data["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+        data["usage"] = {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        }
     return ChatCompletionChunk.model_validate(data).model_dump_json(exclude_unset=True)
 
 
 def error_json(status: Status) -> str:
     return json.dumps(
-        {"error": {"message": status.message, "type": "invalid_request_error" if status.status < 500 else "server_error", "code": status.code, "param": None}}
+        {
+            "error": {
+                "message": status.message,
+                "type": "invalid_request_error" if status.status < 500 else "server_error",
+                "code": status.code,
+                "param": None,
+            }
+        }
     )
 
 
@@ -88,10 +105,25 @@ def make_app(wall: Wall) -> web.Application:
         try:
             body = json.loads(raw)
         except ValueError:
-            return web.Response(status=400, text=error_json(Status(400, "bad json")), content_type="application/json")
+            return web.Response(
+                status=400,
+                text=error_json(Status(400, "bad json")),
+                content_type="application/json",
+            )
         model = str(body.get("model"))
         stream = bool(body.get("stream"))
-        wall.record(Call("openai", request.path, model, stream, dict(request.headers), body, Wall.now(), request.query_string))
+        wall.record(
+            Call(
+                "openai",
+                request.path,
+                model,
+                stream,
+                dict(request.headers),
+                body,
+                Wall.now(),
+                request.query_string,
+            )
+        )
         behaviour = wall.next_for(model)
         if isinstance(behaviour, Delay):
             await asyncio.sleep(behaviour.seconds)
@@ -106,7 +138,12 @@ def make_app(wall: Wall) -> web.Application:
             return web.Response(status=500)
         if isinstance(behaviour, Status):
             headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
-            return web.Response(status=behaviour.status, text=error_json(behaviour), content_type="application/json", headers=headers)
+            return web.Response(
+                status=behaviour.status,
+                text=error_json(behaviour),
+                content_type="application/json",
+                headers=headers,
+            )
         if isinstance(behaviour, Malformed):
             if stream:
                 response = await _sse(request)
@@ -115,7 +152,11 @@ def make_app(wall: Wall) -> web.Application:
             return web.Response(status=200, text="{not json", content_type="application/json")
         if isinstance(behaviour, Answer):
             if not stream:
-                return web.Response(status=200, text=completion_json(model, behaviour), content_type="application/json")
+                return web.Response(
+                    status=200,
+                    text=completion_json(model, behaviour),
+                    content_type="application/json",
+                )
             response = await _sse(request)
             words = behaviour.text.split(" ")
             for i, word in enumerate(words):
@@ -123,7 +164,9 @@ def make_app(wall: Wall) -> web.Application:
                     await asyncio.sleep(behaviour.chunk_delay)
                 await _send(response, chunk_json(model, text=word if i == 0 else " " + word))
             await _send(response, chunk_json(model, text="", finish=behaviour.finish_reason))
-            await _send(response, chunk_json(model, usage=(behaviour.input_tokens, behaviour.output_tokens)))
+            await _send(
+                response, chunk_json(model, usage=(behaviour.input_tokens, behaviour.output_tokens))
+            )
             await _send(response, "[DONE]")
             return response
         if isinstance(behaviour, CutStream | StallStream | InBandError):

@@ -85,7 +85,9 @@ class InBandError:
     text: str = "one two three"
 
 
-Behaviour = Answer | Status | Hang | Delay | Malformed | Reset | CutStream | StallStream | InBandError
+Behaviour = (
+    Answer | Status | Hang | Delay | Malformed | Reset | CutStream | StallStream | InBandError
+)
 
 
 @dataclass(frozen=True)
