@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -64,25 +65,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             message="binding beyond loopback; set server.auth_token_env",
         )
-    log.info(
-        "server.starting",
-        host=host,
-        port=port,
-        config=loaded.source,
-        jurisdiction=loaded.config.jurisdiction,
-        version=__version__,
-    )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=loaded.config.server.shutdown_grace_s,
-        handler_cancellation=True,
-        access_log=None,
-        print=None,
-    )
+    asyncio.run(_serve(app, host, port, loaded.config.server.shutdown_grace_s, loaded))
     log.info("server.stopped")
     return 0
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, grace_s: float, loaded: LoadedConfig
+) -> None:
+    """Listen until SIGTERM/SIGINT; then stop accepting, drain in-flight requests (bounded), close."""
+    log = logs.get_logger()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=grace_s
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=grace_s)
+        await site.start()
+        log.info(
+            "server.listening",
+            addresses=[f"{a[0]}:{a[1]}" for a in runner.addresses],
+            port=runner.addresses[0][1] if runner.addresses else port,
+            config=loaded.source,
+            jurisdiction=loaded.config.jurisdiction,
+            version=__version__,
+        )
+        await stop.wait()
+        log.info("server.draining", grace_s=grace_s)
+    finally:
+        await runner.cleanup()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
