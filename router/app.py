@@ -19,6 +19,7 @@ from router.config import LoadedConfig
 from router.errors import ConfigError, Problem
 from router.inbound import Limits
 from router.providers import Secret, build_providers, resolve_keys
+from router.retry import retry_policy
 from router.routing import Router
 from router.state import CATALOG, CONFIG, KEYS, RUNTIME, SETTINGS, Runtime, Settings
 
@@ -74,7 +75,12 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
     runtime.session = session
     runtime.providers = build_providers(app[CONFIG].config, session, app[KEYS])
-    runtime.router = Router(runtime.providers)
+    config = app[CONFIG].config
+    runtime.router = Router(
+        runtime.providers,
+        policy=retry_policy(config.retry),
+        bulkheads={name: p.max_inflight for name, p in config.providers.items()},
+    )
     try:
         yield
     finally:

@@ -139,6 +139,22 @@ class PanelConfig(_Strict):
     synthesizer_prompt: str | None = None
 
 
+class RetryConfig(_Strict):
+    """How hard one request tries, and the process-wide retry budget."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    transient_base_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+    transient_cap_s: Annotated[float, Field(ge=0, le=600)] = 2.0
+    throttle_base_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    throttle_cap_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    max_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    quota_cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    max_cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    budget_ratio: Annotated[float, Field(ge=0, le=10)] = 0.2
+    budget_floor_per_s: Annotated[float, Field(ge=0, le=100_000)] = 10.0
+    budget_window_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+
+
 class ServerConfig(_Strict):
     """The sidecar's own listener and limits."""
 
@@ -158,6 +174,7 @@ class RouterConfig(_Strict):
     jurisdiction: Annotated[str, Field(min_length=1, max_length=16)]
     policies: str = "policies"
     server: ServerConfig = ServerConfig()
+    retry: RetryConfig = RetryConfig()
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     models: Annotated[dict[Name, ModelConfig], Field(min_length=1)]
     routes: dict[Name, Annotated[list[Name], Field(min_length=1)]] = {}

@@ -28,6 +28,7 @@
         ├── Overloaded             503   overloaded (shed, with Retry-After)
         ├── NoEligibleModel        503   no_eligible_model
         ├── AllUpstreamsUnavailable 503  all_upstreams_unavailable (every breaker open)
+        ├── RateLimited            429   rate_limited (every target asked us to wait)
         ├── AllProvidersFailed     502   all_providers_failed (.attempts)
         ├── PanelExhausted         502   panel_exhausted (.seats)
         └── DeadlineExceeded       504   deadline_exceeded
@@ -334,6 +335,18 @@ class Overloaded(_RetryAfterMixin, ServiceError):
     code = "overloaded"
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(_RetryAfterMixin, ServiceError):
+    """Every allowed target asked us to wait; the caller gets the (capped) wait."""
+
+    status = 429
+    code = "rate_limited"
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -67,7 +67,7 @@ def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) 
         "X-Request-Id": request_id,
         "X-Router-Model": model.id,
         "X-Router-Provider": model.provider,
-        "X-Router-Attempts": str(len(attempts.records)),
+        "X-Router-Attempts": str(len(attempts.calls)),
         "X-Router-Attempted": ",".join(attempts.providers),
     }
 
@@ -79,7 +79,7 @@ def _log_served(
     fields.update(
         served_model=model.id,
         provider=model.provider,
-        attempts=len(attempts.records),
+        attempts=len(attempts.calls),
         attempted=attempts.providers,
     )
     if usage is not None:

@@ -1,19 +1,33 @@
 """Single-shot routing: walk a model chain, attempt by attempt, until one answer is complete.
 
-Every attempt's outcome is classified (see `errors.Outcome`) before anything
-else looks at it: caller faults go straight back to the caller, provider
-faults and throttling move on to the next target, and the request deadline
-bounds everything. For streams, failover is possible only until the first
-event has been received; the caller then owns the rest of the stream.
+Every attempt's outcome is classified (`errors.Outcome`) before retry,
+failover or the breaker act on it:
+
+- caller faults go straight back (a context-length refusal may move on to a
+  larger-context model of the same route);
+- a silent provider (any timeout) and a rejected credential fail over at once;
+- other provider faults get one jittered retry on the same target, then fail over;
+- 429 with Retry-After cools the target down (never shortening a cooldown) and
+  fails over now, or waits when it is the last target and the wait fits the
+  deadline; an exhausted quota cools it for 5 minutes.
+
+Open breakers, cooling targets, full bulkheads and targets policy no longer
+allows are skipped without a call. At most `max_attempts` upstream calls per
+request, failover included; every attempt after the first spends the
+process-wide retry budget. For streams, failover ends when the first event
+arrives: the caller owns the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn, Protocol, TypeVar
 
 from router.catalog import CatalogModel
 from router.errors import (
@@ -23,20 +37,56 @@ from router.errors import (
     BreakerOpen,
     DeadlineExceeded,
     InvalidRequest,
+    NoEligibleModel,
     Outcome,
+    ProviderAuthFailed,
     ProviderError,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
+    RateLimited,
 )
 from router.providers.base import Provider
+from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.types import ChatRequest, Completion, ProviderCall, StreamEvent, Timeouts
 
-MIN_ATTEMPT_S = 0.05
+MIN_ATTEMPT_S = 0.1
+T = TypeVar("T")
+Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
+
+
+class Guard(Protocol):
+    """The breaker board as routing sees it (implemented by `breakers.BreakerBoard`)."""
+
+    def is_open(self, provider: str, model: str) -> bool: ...
+
+    def retry_after(self, provider: str, model: str) -> float | None: ...
+
+    def key_for(self, provider: str, model: str) -> str: ...
+
+    def guard(self, provider: str, model: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+class CallBudget:
+    """A cap on upstream calls shared by every stage of one request (fusion: 8)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> bool:
+        """Reserve one upstream call; False when the budget is spent."""
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
 
 
 @dataclass
 class AttemptLog:
-    """The attempts of one request, in order."""
+    """The attempts (and skipped targets) of one request, in order."""
 
     records: list[AttemptRecord] = field(default_factory=list)
 
@@ -53,9 +103,17 @@ class AttemptLog:
             AttemptRecord(model.provider, model.id, outcome, code, status, (now - started) * 1000)
         )
 
+    def skip(self, model: CatalogModel, code: str) -> None:
+        self.records.append(AttemptRecord(model.provider, model.id, "skipped", code, None, 0.0))
+
+    @property
+    def calls(self) -> list[AttemptRecord]:
+        """Only the attempts that reached a provider."""
+        return [r for r in self.records if r.outcome != "skipped"]
+
     @property
     def providers(self) -> list[str]:
-        return [r.provider for r in self.records]
+        return [r.provider for r in self.calls]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +172,14 @@ def _call_for(
     return ProviderCall(request, model.upstream_id, timeouts, extra_headers)
 
 
+class _Nothing:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 class Router:
     """Turns a chain of allowed models into one answer, or one well-formed error."""
 
@@ -121,85 +187,155 @@ class Router:
         self,
         providers: Mapping[str, Provider],
         *,
+        breakers: Guard | None = None,
+        policy: RetryPolicy | None = None,
+        budget: RetryBudget | None = None,
+        cooldowns: Cooldowns | None = None,
+        bulkheads: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
         trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] = lambda _m: (),
     ) -> None:
         self._providers = providers
+        self._breakers = breakers
+        self.policy = policy or RetryPolicy()
+        self.budget = budget or RetryBudget(self.policy, clock)
+        self.cooldowns = cooldowns or Cooldowns(clock)
+        self._limits = dict(bulkheads or {})
+        self.inflight: dict[str, int] = dict.fromkeys(providers, 0)
         self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._trace_headers = trace_headers
 
-    def _fail(self, attempts: AttemptLog, deadline: float) -> Exception:
-        if attempts.records and all(r.code == BreakerOpen.code for r in attempts.records):
-            return AllUpstreamsUnavailable(
-                "every allowed target is unavailable (breakers open)", retry_after=1.0
-            )
-        if self._clock() >= deadline - MIN_ATTEMPT_S:
-            return DeadlineExceeded("the request deadline passed before any provider answered")
-        summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
-        return AllProvidersFailed(f"every provider failed ({summary})", attempts=attempts.records)
-
-    def _record_failure(
-        self, attempts: AttemptLog, model: CatalogModel, exc: ProviderError, started: float
-    ) -> None:
-        attempts.add(
-            model, exc.outcome.value, exc.code, exc.upstream_status, started, self._clock()
-        )
-        if isinstance(exc, ProviderRejected):
-            raise exc.to_request_error() from None
+    def _key(self, model: CatalogModel) -> str:
+        if self._breakers is not None:
+            return self._breakers.key_for(model.provider, model.id)
+        return f"{model.provider}/{model.id}"
 
     async def complete(
-        self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float
+        self,
+        request: ChatRequest,
+        chain: Sequence[CatalogModel],
+        deadline: float,
+        *,
+        budget: CallBudget | None = None,
+        gate: Gate | None = None,
     ) -> Routed:
         """The first complete answer along `chain`."""
-        attempts = AttemptLog()
-        for model in chain:
-            remaining = deadline - self._clock()
-            if remaining < MIN_ATTEMPT_S:
-                break
-            provider = self._providers[model.provider]
-            call = _call_for(request, model, remaining, self._trace_headers(model))
-            started = self._clock()
-            try:
-                async with asyncio.timeout(remaining):
-                    completion = await provider.complete(call)
-            except TimeoutError:
-                attempts.add(
-                    model,
-                    Outcome.PROVIDER_FAULT.value,
-                    ProviderTimeout.code,
-                    None,
-                    started,
-                    self._clock(),
-                )
-                continue
-            except ProviderError as exc:
-                self._record_failure(attempts, model, exc, started)
-                continue
-            attempts.add(model, Outcome.SUCCESS.value, "ok", 200, started, self._clock())
-            return Routed(model, completion, attempts)
-        raise self._fail(attempts, deadline)
+
+        async def attempt(provider: Provider, call: ProviderCall) -> Completion:
+            return await provider.complete(call)
+
+        model, completion, attempts = await self._run(
+            request, chain, deadline, budget, gate, attempt
+        )
+        return Routed(model, completion, attempts)
 
     async def open_stream(
-        self, request: ChatRequest, chain: Sequence[CatalogModel], deadline: float
+        self,
+        request: ChatRequest,
+        chain: Sequence[CatalogModel],
+        deadline: float,
+        *,
+        budget: CallBudget | None = None,
+        gate: Gate | None = None,
     ) -> OpenedStream:
         """A stream from the first target along `chain` that produces its first event."""
-        attempts = AttemptLog()
-        for model in chain:
-            remaining = deadline - self._clock()
-            if remaining < MIN_ATTEMPT_S:
-                break
-            provider = self._providers[model.provider]
-            call = _call_for(request, model, remaining, self._trace_headers(model))
-            started = self._clock()
+
+        async def attempt(
+            provider: Provider, call: ProviderCall
+        ) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
             events = provider.stream(call)
             try:
-                async with asyncio.timeout(remaining):
-                    first = await anext(events)
-            except (TimeoutError, StopAsyncIteration, ProviderError) as exc:
+                first = await anext(events)
+            except StopAsyncIteration:
                 await events.aclose()  # type: ignore[attr-defined]
-                if isinstance(exc, ProviderError):
-                    self._record_failure(attempts, model, exc, started)
-                else:
+                raise ProviderTimeout(
+                    "stream ended before its first event",
+                    provider=provider.name,
+                    phase="first_byte",
+                ) from None
+            except BaseException:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise
+            return first, events
+
+        model, (first, events), attempts = await self._run(
+            request, chain, deadline, budget, gate, attempt
+        )
+        return OpenedStream(model, first, events, attempts)
+
+    async def _run(
+        self,
+        request: ChatRequest,
+        chain: Sequence[CatalogModel],
+        deadline: float,
+        budget: CallBudget | None,
+        gate: Gate | None,
+        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
+    ) -> tuple[CatalogModel, T, AttemptLog]:
+        attempts = AttemptLog()
+        waits: list[float] = []
+        rate_limited: float | None = None
+        stopped_by_deadline = False
+        calls = 0
+        self.budget.record_request()
+        policy = self.policy
+        for position, model in enumerate(chain):
+            key = self._key(model)
+            retries_here = 0
+            while True:
+                remaining = deadline - self._clock()
+                if remaining < MIN_ATTEMPT_S:
+                    stopped_by_deadline = True
+                    break
+                why = gate(model) if gate is not None else None
+                if why is not None:
+                    attempts.skip(model, "policy_denied")
+                    break
+                cooling = self.cooldowns.remaining(key)
+                if cooling > 0:
+                    attempts.skip(model, "cooling_down")
+                    waits.append(cooling)
+                    break
+                if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
+                    attempts.skip(model, BreakerOpen.code)
+                    waits.append(self._breakers.retry_after(model.provider, model.id) or 1.0)
+                    break
+                limit = self._limits.get(model.provider)
+                if limit is not None and self.inflight.get(model.provider, 0) >= limit:
+                    attempts.skip(model, "bulkhead_full")
+                    waits.append(1.0)
+                    break
+                if calls >= policy.max_attempts:
+                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+                if calls > 0 and not self.budget.try_retry():
+                    attempts.skip(model, "retry_budget_exhausted")
+                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+                if budget is not None and not budget.take():
+                    attempts.skip(model, "call_budget_exhausted")
+                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+                calls += 1
+                started = self._clock()
+                call = _call_for(request, model, remaining, self._trace_headers(model))
+                provider = self._providers[model.provider]
+                guard: contextlib.AbstractAsyncContextManager[None] = (
+                    self._breakers.guard(model.provider, model.id)
+                    if self._breakers is not None
+                    else _Nothing()
+                )
+                self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
+                try:
+                    async with guard, asyncio.timeout(remaining):
+                        value = await attempt(provider, call)
+                except BreakerOpen as exc:
+                    calls -= 1  # rejected without a call (the half-open probe was taken)
+                    attempts.skip(model, exc.code)
+                    waits.append(exc.retry_after or 1.0)
+                    break
+                except TimeoutError:
                     attempts.add(
                         model,
                         Outcome.PROVIDER_FAULT.value,
@@ -208,10 +344,102 @@ class Router:
                         started,
                         self._clock(),
                     )
-                continue
-            except BaseException:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise
-            attempts.add(model, Outcome.SUCCESS.value, "ok", 200, started, self._clock())
-            return OpenedStream(model, first, events, attempts)
-        raise self._fail(attempts, deadline)
+                    break  # never retry a silent provider on the same route
+                except ProviderError as exc:
+                    attempts.add(
+                        model,
+                        exc.outcome.value,
+                        exc.code,
+                        exc.upstream_status,
+                        started,
+                        self._clock(),
+                    )
+                    action = self._after_failure(
+                        exc, model, key, chain, position, retries_here, deadline
+                    )
+                    if isinstance(action, float):
+                        retries_here += 1
+                        await self._sleep(action)
+                        continue
+                    if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None:
+                        rate_limited = min(exc.retry_after, policy.max_cooldown_s)
+                    break
+                finally:
+                    self.inflight[model.provider] -= 1
+                attempts.add(model, Outcome.SUCCESS.value, "ok", 200, started, self._clock())
+                return model, value, attempts
+            if stopped_by_deadline:
+                break
+        self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+
+    def _after_failure(
+        self,
+        exc: ProviderError,
+        model: CatalogModel,
+        key: str,
+        chain: Sequence[CatalogModel],
+        position: int,
+        retries_here: int,
+        deadline: float,
+    ) -> float | None:
+        """Seconds to wait before retrying the same target, or None to move on (or raise)."""
+        policy = self.policy
+        remaining = deadline - self._clock()
+        later = chain[position + 1 :]
+        if isinstance(exc, ProviderRejected):
+            if exc.reason == "context_length_exceeded" and any(
+                m.context_window > model.context_window for m in later
+            ):
+                return None
+            raise exc.to_request_error() from None
+        if isinstance(exc, ProviderRateLimited):
+            if exc.quota_exhausted:
+                self.cooldowns.cool(key, policy.quota_cooldown_s)
+                return None
+            if exc.retry_after is not None:
+                self.cooldowns.cool(key, min(exc.retry_after, policy.max_cooldown_s))
+                fits = exc.retry_after <= min(policy.max_retry_after_s, remaining - MIN_ATTEMPT_S)
+                if not later and fits and retries_here == 0:
+                    self.cooldowns.cool(key, 0)  # we are about to wait it out ourselves
+                    return exc.retry_after
+                return None
+            delay = full_jitter(
+                retries_here, policy.throttle_base_s, policy.throttle_cap_s, self._rng
+            )
+        elif isinstance(exc, ProviderTimeout | ProviderAuthFailed):
+            return None
+        else:
+            delay = full_jitter(
+                retries_here, policy.transient_base_s, policy.transient_cap_s, self._rng
+            )
+        if retries_here >= 1 or delay > remaining - MIN_ATTEMPT_S:
+            return None
+        return delay
+
+    def _raise(
+        self,
+        attempts: AttemptLog,
+        waits: list[float],
+        rate_limited: float | None,
+        deadline: float,
+        stopped_by_deadline: bool,
+    ) -> NoReturn:
+        calls = attempts.calls
+        if (
+            not calls
+            and attempts.records
+            and all(r.code == "policy_denied" for r in attempts.records)
+        ):
+            raise NoEligibleModel("policy no longer allows any target of this request")
+        if not calls and waits:
+            raise AllUpstreamsUnavailable(
+                "every allowed target is unavailable (breaker open, cooling down or at capacity)",
+                retry_after=min(waits),
+            )
+        if rate_limited is not None and all(r.code == ProviderRateLimited.code for r in calls):
+            raise RateLimited("every allowed target is rate limited", retry_after=rate_limited)
+        if stopped_by_deadline or self._clock() >= deadline - MIN_ATTEMPT_S:
+            if not calls or calls[-1].code == ProviderTimeout.code:
+                raise DeadlineExceeded("the request deadline passed before any provider answered")
+        summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
+        raise AllProvidersFailed(f"every attempt failed ({summary})", attempts=attempts.records)

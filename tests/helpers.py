@@ -64,6 +64,7 @@ def two_provider_yaml(upstream: str, extra: str = "") -> str:
     """Two OpenAI-protocol providers on one fake, three models, a route."""
     return f"""
 jurisdiction: us
+retry: {{transient_base_s: 0.01, transient_cap_s: 0.05, throttle_base_s: 0.02, throttle_cap_s: 0.1}}
 providers:
   up-a:
     protocol: openai

@@ -1,0 +1,203 @@
+"""Ask a judge to compare the panel's answers: anonymized, shuffled, structured findings back.
+
+The judge sees labels (`[A1]`, `[A2]`, …) in a random order, never model
+names, so it cannot favour a vendor. It is asked for JSON (the protocol's
+structured-output switch where there is one) and its reply is parsed
+robustly: the first JSON object in the text, with every field checked.
+Labels are mapped back to seats here; a judge failure is a value
+(`status="failed"`), and synthesis goes on without findings.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.errors import AttemptRecord, RouterError
+from router.fusion.panel import FusionDeps, SeatResult
+from router.fusion.prompts import JUDGE_SYSTEM, JUDGE_TEMPLATE, answers_block
+from router.types import ChatRequest, Message, Usage
+
+MAX_JUDGE_TOKENS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """The judge's comparison, with labels already mapped back to models."""
+
+    agreements: tuple[str, ...]
+    contradictions: tuple[str, ...]
+    errors: dict[str, tuple[str, ...]]
+    ranking: tuple[str, ...]  # served model ids, best first
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agreements": list(self.agreements),
+            "contradictions": list(self.contradictions),
+            "errors": {k: list(v) for k, v in self.errors.items()},
+            "ranking": list(self.ranking),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeResult:
+    """How the judge stage ended."""
+
+    status: str  # ok | failed | unparsable | skipped
+    model: str | None
+    findings: Findings | None
+    usage: Usage = Usage()
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    attempts: tuple[AttemptRecord, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "model": self.model,
+            "findings": self.findings.as_dict() if self.findings else None,
+            "latency_ms": round(self.latency_ms, 1),
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "cost_usd": round(self.cost, 8),
+            "error": self.error,
+        }
+
+
+def question_text(request: ChatRequest) -> str:
+    """The user's question as the judge and synthesizer see it: the dialogue, system prompt aside."""
+    turns = request.dialogue
+    if len(turns) == 1:
+        return turns[0].content
+    return "\n".join(f"{m.role}: {m.content}" for m in turns)
+
+
+def label_answers(
+    answers: Sequence[SeatResult], rng: random.Random
+) -> list[tuple[str, SeatResult]]:
+    """Shuffle the answers and give them neutral labels."""
+    shuffled = list(answers)
+    rng.shuffle(shuffled)
+    return [(f"[A{i + 1}]", answer) for i, answer in enumerate(shuffled)]
+
+
+def judge_request(
+    question: str, labelled: list[tuple[str, SeatResult]], template: str | None
+) -> ChatRequest:
+    """The judge's chat request: anonymized answers, JSON asked for."""
+    from string import Template
+
+    prompt = (Template(template) if template else JUDGE_TEMPLATE).safe_substitute(
+        question=question, answers=answers_block([(label, a.text or "") for label, a in labelled])
+    )
+    return ChatRequest(
+        model="judge",
+        messages=(Message("system", JUDGE_SYSTEM), Message("user", prompt)),
+        max_tokens=MAX_JUDGE_TOKENS,
+        temperature=0.0,
+        json_output=True,
+    )
+
+
+def _first_json_object(text: str) -> Any:
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(text):
+        if char == "{":
+            try:
+                value, _end = decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _strings(value: Any, limit: int = 20) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(v)[:500] for v in value[:limit] if isinstance(v, str | int | float))
+
+
+def parse_findings(text: str, labelled: list[tuple[str, SeatResult]]) -> Findings | None:
+    """Findings from the judge's reply, labels replaced by model ids; None if unusable."""
+    data = _first_json_object(text)
+    if not isinstance(data, dict):
+        return None
+    names = {label: (a.served or "?") for label, a in labelled}
+    bare = {label.strip("[]"): name for label, name in names.items()}
+
+    def deanonymize(s: str) -> str:
+        for label, name in names.items():
+            s = s.replace(label, name)
+        return s
+
+    def resolve(label: Any) -> str | None:
+        key = str(label).strip()
+        return names.get(key) or bare.get(key.strip("[]"))
+
+    errors: dict[str, tuple[str, ...]] = {}
+    raw_errors = data.get("errors")
+    if isinstance(raw_errors, dict):
+        for label, items in raw_errors.items():
+            name = resolve(label)
+            if name is not None:
+                errors[name] = tuple(deanonymize(s) for s in _strings(items))
+    ranking = tuple(
+        n for n in (resolve(x) for x in data.get("ranking") or [] if isinstance(x, str)) if n
+    )
+    if not ranking and not data.get("agreements") and not data.get("contradictions"):
+        return None
+    return Findings(
+        agreements=tuple(deanonymize(s) for s in _strings(data.get("agreements"))),
+        contradictions=tuple(deanonymize(s) for s in _strings(data.get("contradictions"))),
+        errors=errors,
+        ranking=tuple(dict.fromkeys(ranking)),
+    )
+
+
+async def run_judge(
+    request: ChatRequest,
+    answers: Sequence[SeatResult],
+    candidates: Sequence[str],
+    deps: FusionDeps,
+    deadline: float,
+    rng: random.Random,
+    template: str | None = None,
+) -> JudgeResult:
+    """Judge candidates fail over in order; any failure is a value, never an exception."""
+    if len(answers) < 2:
+        return JudgeResult("skipped", None, None, error="fewer than two answers")
+    usable = [c for c in candidates if deps.availability(c) is None]
+    if not usable:
+        return JudgeResult("failed", None, None, error="no judge candidate is available")
+    started = deps.clock()
+    labelled = label_answers(answers, rng)
+    try:
+        routed = await deps.caller.complete(
+            judge_request(question_text(request), labelled, template),
+            usable,
+            deadline,
+            role="judge",
+        )
+    except RouterError as exc:
+        if deps.log is not None:
+            deps.log.warning("fusion.judge_failed", code=exc.code)
+        return JudgeResult(
+            "failed", None, None, latency_ms=(deps.clock() - started) * 1000, error=exc.code
+        )
+    findings = parse_findings(routed.completion.text, labelled)
+    return JudgeResult(
+        "ok" if findings else "unparsable",
+        routed.model.id,
+        findings,
+        usage=routed.completion.usage,
+        cost=routed.cost,
+        latency_ms=(deps.clock() - started) * 1000,
+        attempts=tuple(routed.attempts.records),
+    )

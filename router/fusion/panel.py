@@ -1,0 +1,305 @@
+"""Fan out to the panel: every seat in parallel, substitutes mid-flight, outcomes as values.
+
+`fill_seat` never raises a provider or routing error: a seat ends `answered`
+or `failed`, with its story (every model tried, why it failed, who substituted
+whom). A failure of one seat never cancels its siblings; only cancellation
+(the client went away, the deadline) stops the fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from router.catalog import CatalogModel
+from router.errors import AllProvidersFailed, AttemptRecord, RouterError
+from router.fusion.plan import (
+    MAX_SUBSTITUTIONS,
+    Availability,
+    FusionPlan,
+    SeatPlan,
+    pick_substitute,
+)
+from router.routing import OpenedStream, Routed
+from router.types import ChatRequest, Usage
+
+MIN_SEAT_S = 0.05
+
+
+class Caller(Protocol):
+    """How fusion stages reach providers: policy-checked, breaker-guarded, budgeted."""
+
+    async def complete(
+        self,
+        request: ChatRequest,
+        chain: Sequence[str],
+        deadline: float,
+        *,
+        role: str,
+        seat: int | None = None,
+    ) -> Routed: ...
+
+    async def open_stream(
+        self, request: ChatRequest, chain: Sequence[str], deadline: float, *, role: str
+    ) -> OpenedStream: ...
+
+
+@dataclass
+class FusionDeps:
+    """What the stages need, built per request by the handler."""
+
+    caller: Caller
+    models: Mapping[str, CatalogModel]
+    availability: Availability
+    clock: Callable[[], float] = time.monotonic
+    log: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Substitution:
+    """One mid-flight replacement."""
+
+    seat: int
+    failed: str
+    code: str
+    substitute: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seat": self.seat,
+            "failed": self.failed,
+            "code": self.code,
+            "substitute": self.substitute,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SeatResult:
+    """How one seat ended."""
+
+    plan: SeatPlan
+    status: str  # answered | failed
+    served: str | None
+    text: str | None
+    substitutions: tuple[Substitution, ...]
+    failures: tuple[tuple[str, str], ...]  # (model, code)
+    attempts: tuple[AttemptRecord, ...]
+    usage: Usage
+    cost: float
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seat": self.plan.index,
+            "planned": self.plan.wanted,
+            "seated": self.plan.model,
+            "plan_reason": self.plan.reason,
+            "served": self.served,
+            "status": self.status,
+            "substitutions": [s.as_dict() for s in self.substitutions],
+            "failures": [{"model": m, "code": c} for m, c in self.failures],
+            "attempts": len(self.attempts),
+            "latency_ms": round(self.latency_ms, 1),
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "cost_usd": round(self.cost, 8),
+        }
+
+
+@dataclass
+class SeatState:
+    """Shared across the seats of one request: who is taken, how many substitutions so far."""
+
+    taken: set[str]
+    vendors: set[str]
+    explicit_pool: tuple[str, ...]
+    substitutions: int = 0
+    cancelled_losers: int = 0
+    log: list[Substitution] = field(default_factory=list)
+
+    def claim(self, failed: str, deps: FusionDeps) -> CatalogModel | None:
+        """Atomically claim a substitute for `failed` (no await between check and take)."""
+        if self.substitutions >= MAX_SUBSTITUTIONS:
+            return None
+        picked = pick_substitute(
+            failed, deps.models, self.explicit_pool, self.taken, self.vendors, deps.availability
+        )
+        if picked is None:
+            return None
+        model, _reason = picked
+        self.taken.add(model.id)
+        self.vendors.add(model.vendor)
+        self.substitutions += 1
+        return model
+
+
+async def _try(
+    deps: FusionDeps, request: ChatRequest, model: str, deadline: float, seat: int
+) -> tuple[Routed | None, RouterError | None]:
+    try:
+        return await deps.caller.complete(
+            request, [model], deadline, role="panelist", seat=seat
+        ), None
+    except RouterError as exc:
+        return None, exc
+    except (
+        Exception
+    ) as exc:  # a bug must not cancel the sibling seats: it becomes this seat's failure
+        if deps.log is not None:
+            deps.log.exception("fusion.seat_crashed", seat=seat, model=model)
+        return None, RouterError(f"internal error in seat {seat}: {type(exc).__name__}")
+
+
+async def fill_seat(
+    seat: SeatPlan,
+    request: ChatRequest,
+    deps: FusionDeps,
+    state: SeatState,
+    deadline: float,
+    hedge_after_s: float | None = None,
+) -> SeatResult:
+    """Try the seat's model, then (once) a claimed substitute, until one answers or time runs out."""
+    started = deps.clock()
+    subs: list[Substitution] = []
+    failures: list[tuple[str, str]] = []
+    attempts: list[AttemptRecord] = []
+    usage, cost = Usage(), 0.0
+
+    def done(status: str, routed: Routed | None) -> SeatResult:
+        return SeatResult(
+            plan=seat,
+            status=status,
+            served=routed.model.id if routed else None,
+            text=routed.completion.text if routed else None,
+            substitutions=tuple(subs),
+            failures=tuple(failures),
+            attempts=tuple(attempts),
+            usage=usage + (routed.completion.usage if routed else Usage()),
+            cost=cost + (routed.cost if routed else 0.0),
+            latency_ms=(deps.clock() - started) * 1000,
+        )
+
+    model = seat.model
+    substituted_here = False
+    while model is not None:
+        if hedge_after_s is not None and not substituted_here:
+            routed, error, hedged = await _hedged(
+                seat, request, deps, state, deadline, model, hedge_after_s, subs
+            )
+            if hedged:
+                substituted_here = True
+        else:
+            routed, error = await _try(deps, request, model, deadline, seat.index)
+        if routed is not None:
+            attempts.extend(routed.attempts.records)
+            return done("answered", routed)
+        assert error is not None  # noqa: S101  # _try returns exactly one of the two
+        if isinstance(error, AllProvidersFailed):
+            attempts.extend(error.attempts)
+        failed_model = model
+        failures.append((failed_model, error.code))
+        if substituted_here or deadline - deps.clock() < MIN_SEAT_S:
+            break
+        replacement = state.claim(failed_model, deps)
+        if replacement is None:
+            break
+        sub = Substitution(seat.index, failed_model, error.code, replacement.id)
+        subs.append(sub)
+        state.log.append(sub)
+        if deps.log is not None:
+            deps.log.warning(
+                "fusion.seat_substituted",
+                seat=seat.index,
+                failed=failed_model,
+                code=error.code,
+                substitute=replacement.id,
+            )
+        model = replacement.id
+        substituted_here = True
+    return done("failed", None)
+
+
+async def _hedged(
+    seat: SeatPlan,
+    request: ChatRequest,
+    deps: FusionDeps,
+    state: SeatState,
+    deadline: float,
+    model: str,
+    hedge_after_s: float,
+    subs: list[Substitution],
+) -> tuple[Routed | None, RouterError | None, bool]:
+    """Start a substitute if the seat is slower than its budget; the first answer wins."""
+    primary = asyncio.ensure_future(_try(deps, request, model, deadline, seat.index))
+    try:
+        finished, _ = await asyncio.wait({primary}, timeout=hedge_after_s)
+        if finished:
+            routed, error = primary.result()
+            return routed, error, False
+        replacement = state.claim(model, deps)
+        if replacement is None:
+            routed, error = await primary
+            return routed, error, False
+        sub = Substitution(seat.index, model, "hedged", replacement.id)
+        subs.append(sub)
+        state.log.append(sub)
+        backup = asyncio.ensure_future(_try(deps, request, replacement.id, deadline, seat.index))
+        pending = {primary, backup}
+        last: tuple[Routed | None, RouterError | None] = (None, None)
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                last = task.result()
+                if last[0] is not None:
+                    for loser in pending:
+                        loser.cancel()
+                        state.cancelled_losers += 1
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    return last[0], None, True
+        return last[0], last[1], True
+    finally:
+        if not primary.done():
+            primary.cancel()
+            await asyncio.gather(primary, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PanelResult:
+    """Every seat's outcome."""
+
+    seats: tuple[SeatResult, ...]
+    substitutions: tuple[Substitution, ...]
+    latency_ms: float
+
+    @property
+    def answers(self) -> tuple[SeatResult, ...]:
+        return tuple(s for s in self.seats if s.status == "answered")
+
+
+async def gather_panel(
+    plan: FusionPlan,
+    request: ChatRequest,
+    deps: FusionDeps,
+    deadline: float,
+    hedge_after_s: float | None = None,
+) -> PanelResult:
+    """All seats in parallel; a failing seat never cancels its siblings."""
+    started = deps.clock()
+    state = SeatState(
+        taken=set(plan.seated) | {s.wanted for s in plan.seats},
+        vendors={deps.models[m].vendor for m in plan.seated if m in deps.models},
+        explicit_pool=plan.pool,
+    )
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(fill_seat(seat, request, deps, state, deadline, hedge_after_s))
+            for seat in plan.seats
+        ]
+    return PanelResult(
+        tuple(t.result() for t in tasks), tuple(state.log), (deps.clock() - started) * 1000
+    )
