@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.catalog import CatalogModel
+from router.catalog import FUSION_PREFIX, CatalogModel
 from router.errors import (
     DeadlineExceeded,
     InvalidRequest,
@@ -19,9 +19,20 @@ from router.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
+from router.fusion.panel import FusionDeps
+from router.fusion.pipeline import FusionReport
+from router.fusion.plan import plan_panel
+from router.fusion_http import (
+    RouterCaller,
+    availability_for,
+    new_budget,
+    resolve_panel,
+    serve_fusion,
+)
 from router.inbound import parse_json, validate_chat
+from router.logs import get_logger
 from router.middlewares import LOG_FIELDS, REQUEST_ID
-from router.routing import AttemptLog, check_max_tokens
+from router.routing import AttemptLog, Router, check_max_tokens
 from router.state import CATALOG, CONFIG, RUNTIME, SETTINGS
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
@@ -94,24 +105,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """`POST /v1/chat/completions`: a catalog model or a route alias, whole or streamed."""
     catalog = request.app[CATALOG]
     runtime = request.app[RUNTIME]
-    chat, _fusion = await _read_request(request)
+    chat, fusion_options = await _read_request(request)
     fields = request[LOG_FIELDS]
     fields.update(requested_model=chat.model, stream=chat.stream)
     deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
-    if catalog.panel_for(chat.model) is not None:
-        raise InvalidRequest(
-            "fusion panels are not served by this build yet",
-            code="fusion_unavailable",
-            param="model",
-        )
+    router = runtime.router
+    if router is None:  # pragma: no cover - only between startup and shutdown
+        raise RouterError("the sidecar is shutting down")
+    if chat.model == "fusion" or chat.model.startswith(FUSION_PREFIX):
+        return await _fusion(request, chat, fusion_options, router, deadline)
+    if fusion_options is not None:
+        raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
     chain_ids = catalog.chain_for(chat.model)
     if chain_ids is None:
         raise UnknownModel(chat.model)
     chain = [catalog.models[i] for i in chain_ids]
     check_max_tokens(chat, chain)
-    router = runtime.router
-    if router is None:  # pragma: no cover - only between startup and shutdown
-        raise RouterError("the sidecar is shutting down")
     request_id = request[REQUEST_ID]
     if not chat.stream:
         routed = await router.complete(chat, chain, deadline)
@@ -200,6 +209,27 @@ async def _stream(
         raise
     finally:
         await opened.aclose()
+
+
+def _gate(_model: CatalogModel) -> str | None:
+    return None
+
+
+async def _fusion(
+    request: web.Request, chat: ChatRequest, options: Any, router: Router, deadline: float
+) -> web.StreamResponse:
+    catalog = request.app[CATALOG]
+    panel = resolve_panel(chat.model, options, catalog)
+    gate = _gate
+    availability = availability_for(catalog, gate, lambda m: router.unavailable(m) is not None)
+    plan = plan_panel(panel, catalog.models, availability)
+    caller = RouterCaller(router, catalog.models, new_budget(), gate)
+    deps = FusionDeps(caller, catalog.models, availability, log=get_logger())
+    report = FusionReport(plan, jurisdictions=(request.app[CONFIG].config.jurisdiction,))
+    fields = request[LOG_FIELDS]
+    return await serve_fusion(
+        request, chat, panel, plan, deps, caller, report, deadline, request[REQUEST_ID], fields
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:

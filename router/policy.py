@@ -48,20 +48,18 @@ MAX_REQUEST_JURISDICTIONS = 8
 
 # ISO 3166-1 alpha-2, lower-case (pinned: the 249 assigned codes), plus "eu".
 # "uk" is deliberately absent: the ISO code of the United Kingdom is "gb".
-REGION_CODES: tuple[str, ...] = (
-    *(
-        "ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bl bm bn bo "
-        "bq br bs bt bv bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj "
-        "dk dm do dz ec ee eg eh er es et fi fj fk fm fo fr ga gb gd ge gf gg gh gi gl gm gn gp "
-        "gq gr gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg "
-        "kh ki km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mf mg mh mk ml "
-        "mm mn mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe "
-        "pf pg ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sj sk sl "
-        "sm sn so sr ss st sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug um "
-        "us uy uz va vc ve vg vi vn vu wf ws ye yt za zm zw"
-    ).split(),
-    "eu",
+_ISO_3166_ALPHA2 = (
+    "ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bl bm bn bo "
+    "bq br bs bt bv bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj "
+    "dk dm do dz ec ee eg eh er es et fi fj fk fm fo fr ga gb gd ge gf gg gh gi gl gm gn gp "
+    "gq gr gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg "
+    "kh ki km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mf mg mh mk ml "
+    "mm mn mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe "
+    "pf pg ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sj sk sl "
+    "sm sn so sr ss st sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug um "
+    "us uy uz va vc ve vg vi vn vu wf ws ye yt za zm zw"
 )
+REGION_CODES: tuple[str, ...] = (*_ISO_3166_ALPHA2.split(), "eu")
 _REGION_SET = frozenset(REGION_CODES)
 _GLOB_CHARS = frozenset("*?[")
 
@@ -79,13 +77,13 @@ def is_glob(pattern: str) -> bool:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _fold(value: str) -> str:
+def fold(value: str) -> str:
     """Strip and lower-case ASCII letters only: no non-ASCII character ever folds to ASCII."""
     return value.strip().translate(_ASCII_LOWER)
 
 
 def _folded(values: Sequence[str] | None) -> frozenset[str] | None:
-    return None if values is None else frozenset(_fold(v) for v in values)
+    return None if values is None else frozenset(fold(v) for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,23 +133,23 @@ class Match:
 def _models_match(patterns: Sequence[str] | None, model_id: str) -> bool:
     if patterns is None:
         return True
-    target = _fold(model_id)
-    return any(fnmatchcase(target, _fold(p)) for p in patterns)
+    target = fold(model_id)
+    return any(fnmatchcase(target, fold(p)) for p in patterns)
 
 
 def _in(values: Sequence[str] | None, actual: str) -> bool:
     folded = _folded(values)
-    return folded is None or _fold(actual) in folded
+    return folded is None or fold(actual) in folded
 
 
 def _not_in(values: Sequence[str] | None, actual: str) -> bool:
     folded = _folded(values)
-    return folded is None or _fold(actual) not in folded
+    return folded is None or fold(actual) not in folded
 
 
 def _tags_match(values: Sequence[str] | None, tags: frozenset[str]) -> bool:
     folded = _folded(values)
-    return folded is None or not folded.isdisjoint(_fold(t) for t in tags)
+    return folded is None or not folded.isdisjoint(fold(t) for t in tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +244,7 @@ class PolicySet:
 
 def normalize_jurisdiction(code: str) -> str:
     """Strip and lower-case a jurisdiction code (ASCII letters only; no validation)."""
-    return _fold(code)
+    return fold(code)
 
 
 def decide(policy: Policy, model: CatalogModel, today: date) -> Decision:
@@ -257,7 +255,7 @@ def decide(policy: Policy, model: CatalogModel, today: date) -> Decision:
             model.id, allowed, rule_id, reason, policy.jurisdiction, policy.version, policy.sha256
         )
 
-    region = _fold(model.region)
+    region = fold(model.region)
     if not is_known_region(region):
         return made(False, RULE_UNKNOWN_REGION, f"provider region {model.region!r} is not known")
     active = [r for r in policy.rules if r.applies(model, today)]

@@ -209,6 +209,14 @@ class Router:
         self._rng = rng or random.Random()
         self._trace_headers = trace_headers
 
+    def unavailable(self, model: CatalogModel) -> str | None:
+        """Why routing would skip `model` right now (breaker open, cooling down), or None."""
+        if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
+            return "breaker open"
+        if self.cooldowns.remaining(self._key(model)) > 0:
+            return "cooling down (rate limited)"
+        return None
+
     def _key(self, model: CatalogModel) -> str:
         if self._breakers is not None:
             return self._breakers.key_for(model.provider, model.id)
@@ -438,8 +446,8 @@ class Router:
             )
         if rate_limited is not None and all(r.code == ProviderRateLimited.code for r in calls):
             raise RateLimited("every allowed target is rate limited", retry_after=rate_limited)
-        if stopped_by_deadline or self._clock() >= deadline - MIN_ATTEMPT_S:
-            if not calls or calls[-1].code == ProviderTimeout.code:
-                raise DeadlineExceeded("the request deadline passed before any provider answered")
+        timed_out = not calls or calls[-1].code == ProviderTimeout.code
+        if timed_out and (stopped_by_deadline or self._clock() >= deadline - MIN_ATTEMPT_S):
+            raise DeadlineExceeded("the request deadline passed before any provider answered")
         summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
         raise AllProvidersFailed(f"every attempt failed ({summary})", attempts=attempts.records)

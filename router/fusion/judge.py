@@ -49,7 +49,7 @@ class JudgeResult:
     status: str  # ok | failed | unparsable | skipped
     model: str | None
     findings: Findings | None
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
     latency_ms: float = 0.0
     attempts: tuple[AttemptRecord, ...] = field(default_factory=tuple)

@@ -51,7 +51,7 @@ class SynthesisResult:
 
     status: str  # ok | failed | skipped | streaming
     model: str | None
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
     latency_ms: float = 0.0
     attempts: tuple[AttemptRecord, ...] = field(default_factory=tuple)

@@ -1,0 +1,371 @@
+"""Circuit breakers per provider or per provider/model: pybreaker, made correct under asyncio.
+
+This is the only module that imports pybreaker (1.4.x, in-memory storage). A call goes::
+
+    async with board.guard(provider, model):       # BreakerOpen here: nothing was called
+        async with asyncio.timeout(attempt_s):     # the attempt's clock goes INSIDE the block
+            await attempt()                        # ... and leaves it as ProviderTimeout
+
+Outcomes. Success is the block ending without an exception. Failure is a `ProviderError`
+whose ``counts_against_breaker`` is true. Everything else is neutral: `ProviderRejected`
+(caller fault), `ProviderRateLimited` (throttled), `asyncio.CancelledError`, a bare
+`TimeoutError`, any other exception. Exceptions always reach the caller unchanged.
+
+What pybreaker does under asyncio, and what the adapter does about it (reliability-bar §2):
+
+- ``call()``, the decorator and ``call_async()`` record a coroutine *object* as a success.
+  We enter only through ``with cb.calling():``, held across the await (its lock is held only
+  on entry), with ``throw_new_error_on_trip=False``: a tripping call raises its own error and
+  `CircuitBreakerError` only means "rejected without calling"; it becomes `BreakerOpen`.
+- Half-open lets every concurrent caller through. We hold one probe permit: the others get
+  `BreakerOpen` at once. The permit is released when the probe ends in any way (success,
+  error, cancellation, the caller's attempt timeout), so a hung probe cannot wedge the breaker.
+- pybreaker has no neutral outcome: an excluded exception is a success, which resets its
+  consecutive counter and, in half-open, counts towards closing. In closed state a neutral
+  outcome is excluded and the counter is restored right after, synchronously. In half-open
+  it is reported to pybreaker as a failure, which re-opens the breaker *without* doubling.
+- Stale results: each breaker has an epoch bumped on every transition. A call admitted in
+  an earlier epoch is excluded (counter restored) and kept out of the rate window, so a
+  success from before an open cannot close the breaker and a late failure can neither
+  refresh ``opened_at`` (extend the open window) nor count twice.
+- Rules pybreaker lacks: a sliding failure-rate window, and re-open backoff (each half-open
+  -> open doubles the open time up to ``max_reset_timeout_s``, ±`jitter`; closing resets it).
+- pybreaker calls listeners synchronously inside its transitions and lets their exceptions
+  reach the caller. Our one listener is internal; ``on_change`` is wrapped, and its
+  exceptions are logged and counted in ``listener_errors``.
+
+Clocks (F29): pybreaker stamps ``opened_at`` with ``datetime.now(UTC)``, the wall clock, and
+this cannot be injected: an NTP step stretches or shortens an open window, and tests move it
+with time-machine. ``retry_after`` reads the same wall clock so it agrees with pybreaker. The
+rate window and ``BreakerChange.at`` use the injected monotonic ``clock``.
+
+Reported state: an open breaker whose open time has passed reports ``half_open`` (the next
+call is admitted as the probe); ``is_open`` is true exactly when ``guard`` would reject now.
+
+Residual risks:
+
+- A neutral probe (client cancel, 400) re-opens for another full, undoubled window: recovery
+  is delayed by one window, never sped up by a result that proved nothing.
+- pybreaker still calls listeners' ``success()`` for neutral and stale outcomes (we register
+  none that care), and its counter reads 0 between reset and restore (no await in between).
+- A caller that lets a bare `TimeoutError` escape instead of `ProviderTimeout` makes its
+  timeouts neutral: they never trip the breaker.
+- The rate window keeps one entry per provider outcome for ``rate_window_s``.
+- State is per process: replicas do not share it. Model-scoped breakers of models that left
+  the catalog stay until their provider leaves the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pybreaker
+
+from router.config import BreakerConfig
+from router.errors import BreakerOpen, ProviderError
+from router.logs import get_logger
+
+PROBE_BUSY_RETRY_S = 1.0
+"""Retry-After hint while a half-open probe is in flight (its attempt timeout bounds it)."""
+
+
+def _public(state: str) -> str:
+    return state.replace("-", "_")  # pybreaker's "half-open" -> "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChange:
+    """One state transition of one breaker (``model`` is None for provider-scoped breakers)."""
+
+    key: str
+    provider: str
+    model: str | None
+    old_state: str
+    new_state: str
+    open_for_s: float | None
+    at: float
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """One admitted call: when it was admitted, and what settling it must do."""
+
+    epoch: int
+    probe: bool
+    restore: int | None = None  # pybreaker's fail counter to put back (a success it must not see)
+    counted: bool = False  # goes into the rate window
+    failed: bool = False
+
+
+class _Breaker(pybreaker.CircuitBreakerListener):
+    """One pybreaker breaker plus what it lacks: probe permit, epoch, backoff, rate window."""
+
+    def __init__(
+        self, board: BreakerBoard, key: str, provider: str, model: str | None, cfg: BreakerConfig
+    ) -> None:
+        self.board, self.key, self.provider, self.model, self.cfg = board, key, provider, model, cfg
+        self.storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self.cb = pybreaker.CircuitBreaker(
+            fail_max=cfg.fail_max,
+            reset_timeout=cfg.reset_timeout_s,
+            success_threshold=cfg.success_threshold,
+            exclude=[self._excluded],
+            listeners=[self],
+            state_storage=self.storage,
+            name=key,
+            throw_new_error_on_trip=False,
+        )
+        self.epoch = 0
+        self.reopens = 0
+        self.nominal_open_s = cfg.reset_timeout_s
+        self.probing = False
+        self.window: deque[tuple[float, bool]] = deque()
+        self.window_failures = 0
+        self._failing: BaseException | None = None  # the one exception pybreaker may count
+        self._quiet_reopen = False  # the coming half-open -> open does not double
+
+    def _excluded(self, exc: BaseException) -> bool:
+        return exc is not self._failing
+
+    def admit(self) -> _Ticket:
+        """Called once pybreaker let a call in (any open -> half-open move has happened)."""
+        probe = self.cb.current_state == pybreaker.STATE_HALF_OPEN
+        self.probing = self.probing or probe
+        return _Ticket(self.epoch, probe)
+
+    def judge(self, ticket: _Ticket, exc: BaseException | None) -> None:
+        """Decide, synchronously before pybreaker sees the result, how it must count."""
+        failed = isinstance(exc, ProviderError) and exc.counts_against_breaker
+        neutral = exc is not None and not failed
+        stale = ticket.epoch != self.epoch
+        if exc is not None and not stale and (failed or ticket.probe):
+            self._failing, self._quiet_reopen = exc, neutral
+        elif stale or neutral:
+            ticket.restore = self.cb.fail_counter
+        ticket.counted, ticket.failed = not (stale or neutral or ticket.probe), failed
+
+    def settle(self, ticket: _Ticket) -> None:
+        """After pybreaker recorded the result: release the permit, restore, feed the window."""
+        self._failing, self._quiet_reopen = None, False
+        if ticket.probe:
+            self.probing = False
+        for _ in range((ticket.restore or 0) - self.cb.fail_counter):
+            self.storage.increment_counter()
+        if ticket.counted and self.cb.current_state == pybreaker.STATE_CLOSED:
+            self._record(failed=ticket.failed)
+
+    def _record(self, *, failed: bool) -> None:
+        self.window.append((self.board.now(), failed))
+        self.window_failures += failed
+        self._prune()
+        calls = len(self.window)
+        if (
+            calls >= self.cfg.rate_min_calls
+            and self.window_failures / calls >= self.cfg.failure_rate
+        ):
+            self.cb.open()
+
+    def _prune(self) -> None:
+        horizon = self.board.now() - self.cfg.rate_window_s
+        while self.window and self.window[0][0] <= horizon:
+            self.window_failures -= self.window.popleft()[1]
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        """pybreaker's hook, inside its transition: epoch, backoff, window, notification."""
+        old = _public(old_state.name) if old_state else "closed"
+        new = _public(new_state.name)
+        self.epoch += 1
+        if new in ("open", "closed"):
+            self.window.clear()
+            self.window_failures = 0
+        if new == "closed":
+            self.reopens, self.nominal_open_s = 0, self.cfg.reset_timeout_s
+            cb.reset_timeout = self.cfg.reset_timeout_s
+        elif new == "open" and not self._quiet_reopen:
+            if old == "half_open":
+                self.reopens += 1
+                self.nominal_open_s = min(self.cfg.max_reset_timeout_s, 2 * self.nominal_open_s)
+            cb.reset_timeout = self.board.jittered(
+                self.nominal_open_s, self.cfg.max_reset_timeout_s
+            )
+        open_for = cb.reset_timeout if new == "open" else None
+        change = BreakerChange(
+            self.key, self.provider, self.model, old, new, open_for, self.board.now()
+        )
+        self.board.notify(self, change)
+
+    def open_remaining(self) -> float:
+        """Wall-clock seconds left in the open window, as pybreaker will judge it (0 if none)."""
+        opened_at = self.storage.opened_at
+        if self.cb.current_state != pybreaker.STATE_OPEN or opened_at is None:
+            return 0.0
+        end = opened_at + timedelta(seconds=self.cb.reset_timeout)
+        return max(0.0, (end - datetime.now(UTC)).total_seconds())
+
+    def retry_after(self) -> float | None:
+        """Seconds until `guard` admits a call; None when it would admit one now."""
+        remaining = self.open_remaining()
+        if remaining > 0:
+            return remaining
+        return PROBE_BUSY_RETRY_S if self.probing else None
+
+    def public_state(self) -> str:
+        if self.cb.current_state == pybreaker.STATE_OPEN and self.open_remaining() <= 0:
+            return "half_open"
+        return _public(self.cb.current_state)
+
+    def rejected(self) -> BreakerOpen:
+        why = "its half-open probe is in flight" if self.probing else "it is open"
+        return BreakerOpen(
+            f"breaker {self.key!r} rejected the call: {why}",
+            provider=self.provider,
+            retry_after=self.retry_after() or 0.0,
+        )
+
+    def reconfigure(self, cfg: BreakerConfig) -> None:
+        """Apply changed settings, keeping state (an open window is clamped to the new cap)."""
+        self.cfg = cfg
+        self.cb.fail_max, self.cb.success_threshold = cfg.fail_max, cfg.success_threshold
+        if self.cb.current_state == pybreaker.STATE_CLOSED:
+            self.nominal_open_s = self.cb.reset_timeout = cfg.reset_timeout_s
+        else:
+            self.nominal_open_s = min(
+                max(self.nominal_open_s, cfg.reset_timeout_s), cfg.max_reset_timeout_s
+            )
+            self.cb.reset_timeout = min(self.cb.reset_timeout, cfg.max_reset_timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        self._prune()
+        return {
+            "key": self.key,
+            "provider": self.provider,
+            "model": self.model,
+            "state": self.public_state(),
+            "fail_counter": self.cb.fail_counter,
+            "open_until_s": round(self.open_remaining(), 3),
+            "reopens": self.reopens,
+            "probe_in_flight": self.probing,
+            "window_calls": len(self.window),
+            "window_failures": self.window_failures,
+        }
+
+
+class BreakerBoard:
+    """Every breaker of the process, created lazily per key from the providers' settings."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, BreakerConfig],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[BreakerChange], None] | None = None,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = dict(settings)
+        self._clock = clock
+        self._on_change = on_change
+        self._jitter = jitter
+        self._rng = rng or random.Random()
+        self._breakers: dict[str, _Breaker] = {}
+        self.listener_errors = 0
+
+    def key_for(self, provider: str, model: str) -> str:
+        """The provider for scope 'provider', else 'provider/model' (unknown providers: model)."""
+        cfg = self._settings.get(provider)
+        return provider if cfg is not None and cfg.scope == "provider" else f"{provider}/{model}"
+
+    @contextlib.asynccontextmanager
+    async def guard(self, provider: str, model: str) -> AsyncIterator[None]:
+        """Run the block under the target's breaker, or raise `BreakerOpen` without running it."""
+        breaker = self._breaker(provider, model)
+        if breaker.probing:
+            raise breaker.rejected()
+        ticket: _Ticket | None = None
+        try:
+            with breaker.cb.calling():
+                ticket = breaker.admit()
+                try:
+                    yield
+                except BaseException as exc:
+                    breaker.judge(ticket, exc)
+                    raise
+                breaker.judge(ticket, None)
+        except pybreaker.CircuitBreakerError:
+            if ticket is not None:
+                raise  # not ours to rewrite (pybreaker raises it only on entry)
+            raise breaker.rejected() from None
+        finally:
+            if ticket is not None:
+                breaker.settle(ticket)
+
+    def state(self, key: str) -> str:
+        """'closed', 'open' or 'half_open' (an elapsed open window reads 'half_open')."""
+        breaker = self._breakers.get(key)
+        return breaker.public_state() if breaker else "closed"
+
+    def retry_after(self, provider: str, model: str) -> float | None:
+        """Seconds until the target admits a call; None if it would admit one now."""
+        breaker = self._breakers.get(self.key_for(provider, model))
+        return breaker.retry_after() if breaker else None
+
+    def is_open(self, provider: str, model: str) -> bool:
+        """Would `guard` reject this target now? Cheap, and creates nothing."""
+        return self.retry_after(provider, model) is not None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every breaker, for ``GET /admin/breakers``."""
+        return [self._breakers[key].describe() for key in sorted(self._breakers)]
+
+    def reconfigure(self, settings: Mapping[str, BreakerConfig]) -> None:
+        """Hot reload: unchanged keys keep state, removed providers (or scopes) are dropped."""
+        self._settings = dict(settings)
+        for key, breaker in list(self._breakers.items()):
+            cfg = self._settings.get(breaker.provider)
+            if cfg is None or (cfg.scope == "provider") != (breaker.model is None):
+                del self._breakers[key]
+            elif cfg != breaker.cfg:
+                breaker.reconfigure(cfg)
+
+    def now(self) -> float:
+        """The board's monotonic clock."""
+        return self._clock()
+
+    def jittered(self, nominal: float, cap: float) -> float:
+        """``nominal`` ± the jitter fraction, never above ``cap``."""
+        return min(cap, nominal * self._rng.uniform(1 - self._jitter, 1 + self._jitter))
+
+    def notify(self, breaker: _Breaker, change: BreakerChange) -> None:
+        """Pass a transition to ``on_change``; it can never break a request."""
+        if self._on_change is None or self._breakers.get(breaker.key) is not breaker:
+            return
+        try:
+            self._on_change(change)
+        except Exception as exc:  # noqa: BLE001  # a listener must never fail a request
+            self.listener_errors += 1
+            get_logger().warning(
+                "breaker.listener_failed", key=change.key, error=type(exc).__name__
+            )
+
+    def _breaker(self, provider: str, model: str) -> _Breaker:
+        cfg = self._settings.get(provider)
+        if cfg is None:
+            raise KeyError(f"no breaker settings for provider {provider!r}")
+        key = self.key_for(provider, model)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            scoped_model = None if cfg.scope == "provider" else model
+            breaker = self._breakers[key] = _Breaker(self, key, provider, scoped_model, cfg)
+        return breaker

@@ -1,0 +1,1 @@
+"""Fusion: a panel of models answers in parallel, a judge compares, a synthesizer writes one answer."""
