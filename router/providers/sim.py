@@ -66,7 +66,7 @@ def _judge_json(request: ChatRequest, seed: int) -> str:
     prompt = request.messages[-1].content if request.messages else ""
     labels = sorted(
         {
-            tok.strip("[]:")
+            tok.rstrip(":")
             for tok in prompt.split()
             if tok.startswith("[A") and tok.rstrip(":").endswith("]")
         }
@@ -91,6 +91,8 @@ def answer_text(request: ChatRequest, model: str, seed: int) -> str:
     """The deterministic answer a simulated `model` gives to `request`."""
     question = request.messages[-1].content if request.messages else ""
     n = _digest(model, question, str(seed))
+    if question.startswith("Question:\n"):  # a judge or synthesizer prompt: answer its question
+        question = question.split("\n", 2)[1]
     if request.json_output:
         return _judge_json(request, n)
     topic = " ".join(question.split()[:12])
