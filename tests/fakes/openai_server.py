@@ -101,6 +101,16 @@ def make_app(wall: Wall) -> web.Application:
     """The fake's aiohttp app; every call is recorded on `wall`."""
 
     async def chat(request: web.Request) -> web.StreamResponse:
+        wall.active += 1
+        try:
+            return await _chat(request)
+        except asyncio.CancelledError:
+            wall.cancelled += 1
+            raise
+        finally:
+            wall.active -= 1
+
+    async def _chat(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw)

@@ -111,6 +111,8 @@ class Wall:
         self.calls: list[Call] = []
         self._scripts: dict[str, list[Behaviour]] = defaultdict(list)
         self.default: Behaviour = Answer()
+        self.active = 0  # requests being handled right now (a cancelled upstream call ends one)
+        self.cancelled = 0  # handlers cancelled because the caller went away
 
     def script(self, model: str, behaviours: Iterable[Behaviour] | Behaviour) -> None:
         """Set what `model` does: a list is played in order, its last entry repeating."""
