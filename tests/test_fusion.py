@@ -69,9 +69,11 @@ async def test_judge_sees_anonymized_answers_without_model_names() -> None:
         await s.openai().chat.completions.create(model="fusion/trio", messages=QUESTION)  # type: ignore[arg-type]
         judge_call = next(c for c in s.wall.calls if role_of(c) == "judge")
         prompt = judge_call.body["messages"][1]["content"]
-        assert "[A1]" in prompt and "[A3]" in prompt
+        assert "[A1]" in prompt
+        assert "[A3]" in prompt
         assert all(f"opinion {i}" in prompt for i in "123")
-        assert "up-m1" not in prompt and "m1:" not in prompt
+        assert "up-m1" not in prompt
+        assert "m1:" not in prompt
         assert judge_call.body["response_format"] == {"type": "json_object"}
 
 
@@ -89,7 +91,8 @@ async def test_fu1_failed_panelist_is_substituted_before_the_judge() -> None:
         ]
         judge_call = next(c for c in s.wall.calls if role_of(c) == "judge")
         prompt = judge_call.body["messages"][1]["content"]
-        assert "[A3]" in prompt and "answer from sub1" in prompt
+        assert "[A3]" in prompt
+        assert "answer from sub1" in prompt
         calls = roles(s.wall)
         assert (
             calls.count(("panelist", "m2")) == 2
