@@ -1,0 +1,156 @@
+"""Prometheus metrics: one registry per app, low-cardinality labels, names pinned as a contract.
+
+Label values come only from config (provider, model, route, panel names,
+jurisdictions, rule ids) or from fixed vocabularies (outcome classes, error
+codes, stages); a name a caller made up is reported as ``unknown``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass
+class Metrics:
+    """Every metric the router exports (the README, alert rules and dashboard use these names)."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    request_duration: Histogram
+    inflight: Gauge
+    shed: Counter
+    upstream_attempts: Counter
+    upstream_duration: Histogram
+    breaker_state: Gauge
+    breaker_transitions: Counter
+    retry_budget_exhausted: Counter
+    stream_truncated: Counter
+    substitutions: Counter
+    quorum_failures: Counter
+    fusion_degraded: Counter
+    policy_denials: Counter
+    policy_reloads: Counter
+    policy_stale: Gauge
+    tokens: Counter
+    cost: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        r = CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=r,
+            requests=Counter(
+                "router_requests_total",
+                "Chat requests by kind (model, route, fusion), target and outcome.",
+                ["kind", "target", "outcome"],
+                registry=r,
+            ),
+            request_duration=Histogram(
+                "router_request_duration_seconds",
+                "Chat request latency by kind, target and outcome.",
+                ["kind", "target", "outcome"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            inflight=Gauge("router_inflight_requests", "Chat requests in flight.", registry=r),
+            shed=Counter(
+                "router_requests_shed_total",
+                "Requests refused because the inbound cap was reached.",
+                registry=r,
+            ),
+            upstream_attempts=Counter(
+                "router_upstream_attempts_total",
+                "Upstream attempts by provider, model and outcome class.",
+                ["provider", "model", "outcome"],
+                registry=r,
+            ),
+            upstream_duration=Histogram(
+                "router_upstream_duration_seconds",
+                "Upstream attempt latency (to the whole answer or first event).",
+                ["provider", "model"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            breaker_state=Gauge(
+                "router_breaker_state",
+                "Breaker state: 0 closed, 1 half-open, 2 open.",
+                ["key", "provider", "model"],
+                registry=r,
+            ),
+            breaker_transitions=Counter(
+                "router_breaker_transitions_total",
+                "Breaker state changes.",
+                ["provider", "model", "to"],
+                registry=r,
+            ),
+            retry_budget_exhausted=Counter(
+                "router_retry_budget_exhausted_total",
+                "Retries refused because the retry budget was spent.",
+                registry=r,
+            ),
+            stream_truncated=Counter(
+                "router_stream_truncated_total",
+                "Streams that ended with an in-band error after the first byte.",
+                ["provider", "model"],
+                registry=r,
+            ),
+            substitutions=Counter(
+                "router_fusion_substitutions_total",
+                "Fusion seats given to a substitute, by panel and why.",
+                ["panel", "reason"],
+                registry=r,
+            ),
+            quorum_failures=Counter(
+                "router_fusion_quorum_failures_total",
+                "Fusion requests that could not seat their quorum.",
+                ["panel"],
+                registry=r,
+            ),
+            fusion_degraded=Counter(
+                "router_fusion_degraded_total",
+                "Fusion answers served degraded, by stage.",
+                ["panel", "stage"],
+                registry=r,
+            ),
+            policy_denials=Counter(
+                "router_policy_denials_total",
+                "Policy exclusions by jurisdiction and rule.",
+                ["jurisdiction", "rule"],
+                registry=r,
+            ),
+            policy_reloads=Counter(
+                "router_policy_reloads_total",
+                "Policy reloads by result (ok, failed).",
+                ["result"],
+                registry=r,
+            ),
+            policy_stale=Gauge(
+                "router_policy_stale",
+                "1 when the last policy reload failed and the last-known-good is served.",
+                registry=r,
+            ),
+            tokens=Counter(
+                "router_tokens_total",
+                "Tokens by provider, model and type (input, output).",
+                ["provider", "model", "type"],
+                registry=r,
+            ),
+            cost=Counter(
+                "router_cost_usd_total",
+                "Cost in USD at catalog prices.",
+                ["provider", "model"],
+                registry=r,
+            ),
+        )
+
+    def render(self) -> bytes:
+        """The exposition text for `GET /metrics`."""
+        return generate_latest(self.registry)
