@@ -16,12 +16,13 @@ from aiohttp import web
 from router import handlers, middlewares
 from router.catalog import Catalog
 from router.config import LoadedConfig
-from router.errors import ConfigError, Problem
+from router.errors import AttemptRecord, ConfigError, Problem
 from router.inbound import Limits
+from router.metrics import Metrics
 from router.providers import Secret, build_providers, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
-from router.state import CATALOG, CONFIG, KEYS, RUNTIME, SETTINGS, Runtime, Settings
+from router.state import CATALOG, CONFIG, KEYS, METRICS, RUNTIME, SETTINGS, Runtime, Settings
 
 
 def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None) -> Settings:
@@ -76,11 +77,21 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     runtime.session = session
     runtime.providers = build_providers(app[CONFIG].config, session, app[KEYS])
     config = app[CONFIG].config
-    runtime.router = Router(
+    metrics = app[METRICS]
+
+    def observe(record: AttemptRecord) -> None:
+        metrics.upstream_attempts.labels(record.provider, record.model, record.outcome).inc()
+        metrics.upstream_duration.labels(record.provider, record.model).observe(
+            record.duration_ms / 1000
+        )
+
+    runtime.router = router = Router(
         runtime.providers,
+        observer=observe,
         policy=retry_policy(config.retry),
         bulkheads={name: p.max_inflight for name, p in config.providers.items()},
     )
+    router.on_budget_exhausted = metrics.retry_budget_exhausted.inc
     try:
         yield
     finally:
@@ -108,6 +119,7 @@ def create_app(
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
     app[KEYS] = resolve_keys(loaded.config, env)
+    app[METRICS] = Metrics.create()
     app.cleanup_ctx.append(_client_session)
     handlers.add_routes(app)
     return app

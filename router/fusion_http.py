@@ -12,12 +12,14 @@ from pydantic import ValidationError
 
 from router.catalog import FUSION_PREFIX, Catalog, CatalogModel, Panel
 from router.config import PanelConfig
-from router.errors import InvalidRequest, ProviderError, RouterError, UnknownModel
+from router.errors import InvalidRequest, PanelExhausted, ProviderError, RouterError, UnknownModel
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionReport, deliberate, synthesize
 from router.fusion.plan import MAX_UPSTREAM_CALLS, FusionPlan
 from router.fusion.synthesize import SynthesisResult, best_answer, synthesis_request
+from router.metrics import Metrics
 from router.routing import CallBudget, Gate, OpenedStream, Routed, Router
+from router.state import METRICS
 from router.types import ChatRequest, StreamEnd, TextDelta, Usage
 from router.wire_out import DONE, error_event, sse, stream_chunk, usage_body
 
@@ -108,6 +110,18 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
     return Panel.from_config(name, config)
 
 
+def _count(metrics: Metrics, report: FusionReport) -> None:
+    """Fusion counters: substitutions by reason, degraded stages, tokens and cost per stage."""
+    panel = report.plan.panel
+    for seat in report.plan.seats:
+        if seat.substituted:
+            metrics.substitutions.labels(panel, "planned").inc()
+    for sub in report.panel.substitutions if report.panel else ():
+        metrics.substitutions.labels(panel, "hedged" if sub.code == "hedged" else "failed").inc()
+    for stage in report.degraded:
+        metrics.fusion_degraded.labels(panel, stage).inc()
+
+
 def _completion_body(
     request_id: str, model: str, text: str, report: FusionReport
 ) -> dict[str, Any]:
@@ -160,6 +174,8 @@ async def serve_fusion(
     deadline = min(deadline, started + panel.deadline_s)
     rng = random.Random(request_id)
     model_name = f"{FUSION_PREFIX}{panel.name}"
+    metrics = request.app[METRICS]
+    log_fields["metrics"] = metrics
     try:
         deliberation = await deliberate(
             chat,
@@ -184,6 +200,10 @@ async def serve_fusion(
                 _completion_body(request_id, model_name, completion.text, report),
                 headers=fusion_headers(request_id, model_name, report),
             )
+    except PanelExhausted:
+        metrics.quorum_failures.labels(panel.name).inc()
+        _log(log_fields, report)
+        raise
     finally:
         report.upstream_calls = caller.budget.used
     return await _stream_synthesis(
@@ -203,6 +223,9 @@ async def serve_fusion(
 
 
 def _log(fields: dict[str, Any], report: FusionReport) -> None:
+    metrics: Metrics | None = fields.pop("metrics", None)
+    if metrics is not None:
+        _count(metrics, report)
     fields.update(
         fusion_panel=report.plan.panel,
         fusion_seats=[s.served for s in report.panel.seats] if report.panel else [],

@@ -31,9 +31,10 @@ from router.fusion_http import (
 )
 from router.inbound import parse_json, validate_chat
 from router.logs import get_logger
+from router.metrics import CONTENT_TYPE_LATEST, Metrics
 from router.middlewares import LOG_FIELDS, REQUEST_ID
 from router.routing import AttemptLog, Router, check_max_tokens
-from router.state import CATALOG, CONFIG, RUNTIME, SETTINGS
+from router.state import CATALOG, CONFIG, METRICS, RUNTIME, SETTINGS
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
     DONE,
@@ -99,6 +100,14 @@ def _log_served(
             output_tokens=usage.output_tokens,
             cost_usd=round(model.cost(usage), 8),
         )
+        record_usage(request.app[METRICS], model, usage)
+
+
+def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
+    """Tokens and cost counters for one served call."""
+    metrics.tokens.labels(model.provider, model.id, "input").inc(usage.input_tokens)
+    metrics.tokens.labels(model.provider, model.id, "output").inc(usage.output_tokens)
+    metrics.cost.labels(model.provider, model.id).inc(model.cost(usage))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -107,18 +116,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     chat, fusion_options = await _read_request(request)
     fields = request[LOG_FIELDS]
-    fields.update(requested_model=chat.model, stream=chat.stream)
+    fields.update(requested_model=chat.model, stream=chat.stream, kind="unknown", target="unknown")
     deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
     router = runtime.router
     if router is None:  # pragma: no cover - only between startup and shutdown
         raise RouterError("the sidecar is shutting down")
     if chat.model == "fusion" or chat.model.startswith(FUSION_PREFIX):
+        fields.update(
+            kind="fusion", target=chat.model if catalog.panel_for(chat.model) else "custom"
+        )
         return await _fusion(request, chat, fusion_options, router, deadline)
     if fusion_options is not None:
         raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
     chain_ids = catalog.chain_for(chat.model)
     if chain_ids is None:
         raise UnknownModel(chat.model)
+    fields.update(kind="model" if chat.model in catalog.models else "route", target=chat.model)
     chain = [catalog.models[i] for i in chain_ids]
     check_max_tokens(chat, chain)
     request_id = request[REQUEST_ID]
@@ -180,6 +193,7 @@ async def _stream(
                 error = RouterError("the upstream stream ended without its terminal marker")
                 error.code = "stream_truncated"  # type: ignore[misc]
             fields.update(error_code=error.code, stream_truncated=True)
+            request.app[METRICS].stream_truncated.labels(model.provider, model.id).inc()
             _log_served(request, model, opened.attempts, None)
             await response.write(sse(error_event(error)))
             await response.write_eof()
@@ -268,6 +282,13 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def metrics_view(request: web.Request) -> web.Response:
+    """`GET /metrics`: Prometheus exposition."""
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -292,6 +313,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
 
 
 __all__ = ["Completion", "add_routes"]

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 
 from router.errors import InvalidRequest, Overloaded, PayloadTooLarge, RouterError, Unauthorized
 from router.logs import get_logger
-from router.state import RUNTIME, SETTINGS
+from router.state import METRICS, RUNTIME, SETTINGS
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -81,13 +81,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response.headers["X-Request-Id"] = request_id
         return response
     finally:
+        elapsed = time.perf_counter() - started
+        if request.path in _SHED_PATHS:
+            metrics = request.app[METRICS]
+            outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
+            labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
+            metrics.requests.labels(*labels).inc()
+            metrics.request_duration.labels(*labels).observe(elapsed)
         if request.path not in _OPEN_PATHS:
             log.info(
                 "request.completed",
                 method=request.method,
                 path=request.path,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 **fields,
             )
 
@@ -119,10 +126,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in _SHED_PATHS:
         return await handler(request)
     runtime = request.app[RUNTIME]
+    metrics = request.app[METRICS]
     if runtime.inflight >= settings.max_inflight:
+        metrics.shed.inc()
         raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)
     runtime.inflight += 1
+    metrics.inflight.inc()
     try:
         return await handler(request)
     finally:
         runtime.inflight -= 1
+        metrics.inflight.dec()

@@ -89,6 +89,7 @@ class AttemptLog:
     """The attempts (and skipped targets) of one request, in order."""
 
     records: list[AttemptRecord] = field(default_factory=list)
+    observer: Callable[[AttemptRecord], None] | None = None
 
     def add(
         self,
@@ -99,9 +100,12 @@ class AttemptLog:
         started: float,
         now: float,
     ) -> None:
-        self.records.append(
-            AttemptRecord(model.provider, model.id, outcome, code, status, (now - started) * 1000)
+        record = AttemptRecord(
+            model.provider, model.id, outcome, code, status, (now - started) * 1000
         )
+        self.records.append(record)
+        if self.observer is not None:
+            self.observer(record)
 
     def skip(self, model: CatalogModel, code: str) -> None:
         self.records.append(AttemptRecord(model.provider, model.id, "skipped", code, None, 0.0))
@@ -196,7 +200,10 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] = lambda _m: (),
+        observer: Callable[[AttemptRecord], None] | None = None,
     ) -> None:
+        self._observer = observer
+        self.on_budget_exhausted: Callable[[], None] | None = None
         self._providers = providers
         self._breakers = breakers
         self.policy = policy or RetryPolicy()
@@ -284,7 +291,7 @@ class Router:
         gate: Gate | None,
         attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
     ) -> tuple[CatalogModel, T, AttemptLog]:
-        attempts = AttemptLog()
+        attempts = AttemptLog(observer=self._observer)
         waits: list[float] = []
         rate_limited: float | None = None
         stopped_by_deadline = False
@@ -321,6 +328,8 @@ class Router:
                     self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
                 if calls > 0 and not self.budget.try_retry():
                     attempts.skip(model, "retry_budget_exhausted")
+                    if self.on_budget_exhausted is not None:
+                        self.on_budget_exhausted()
                     self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
                 if budget is not None and not budget.take():
                     attempts.skip(model, "call_budget_exhausted")

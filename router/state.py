@@ -11,6 +11,7 @@ from aiohttp import web
 from router.catalog import Catalog
 from router.config import LoadedConfig
 from router.inbound import Limits
+from router.metrics import Metrics
 from router.providers import Provider, Secret
 from router.routing import Router
 
@@ -42,3 +43,4 @@ CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 KEYS = web.AppKey("keys", Mapping[str, Secret | None])
+METRICS = web.AppKey("metrics", Metrics)
