@@ -14,11 +14,13 @@ import aiohttp
 from aiohttp import web
 
 from router import handlers, middlewares
+from router.breakers import BreakerBoard, BreakerChange
 from router.catalog import Catalog
 from router.config import LoadedConfig
 from router.errors import AttemptRecord, ConfigError, Problem
 from router.inbound import Limits
-from router.metrics import Metrics
+from router.logs import get_logger
+from router.metrics import BREAKER_STATE_VALUE, Metrics
 from router.providers import Secret, build_providers, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
@@ -85,8 +87,30 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
             record.duration_ms / 1000
         )
 
+    log = get_logger()
+
+    def on_change(change: BreakerChange) -> None:
+        model = change.model or ""
+        metrics.breaker_state.labels(change.key, change.provider, model).set(
+            BREAKER_STATE_VALUE[change.new_state]
+        )
+        metrics.breaker_transitions.labels(change.provider, model, change.new_state).inc()
+        log.warning(
+            "breaker.state_changed",
+            key=change.key,
+            provider=change.provider,
+            model=change.model,
+            old=change.old_state,
+            new=change.new_state,
+            open_for_s=change.open_for_s,
+        )
+
+    runtime.breakers = board = BreakerBoard(
+        {name: p.breaker for name, p in config.providers.items()}, on_change=on_change
+    )
     runtime.router = router = Router(
         runtime.providers,
+        breakers=board,
         observer=observe,
         policy=retry_policy(config.retry),
         bulkheads={name: p.max_inflight for name, p in config.providers.items()},

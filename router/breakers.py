@@ -1,58 +1,53 @@
 """Circuit breakers per provider or per provider/model: pybreaker, made correct under asyncio.
 
-This is the only module that imports pybreaker (1.4.x, in-memory storage). A call goes::
+The only module that imports pybreaker (1.4.x, in-memory storage). A call goes::
 
-    async with board.guard(provider, model):       # BreakerOpen here: nothing was called
-        async with asyncio.timeout(attempt_s):     # the attempt's clock goes INSIDE the block
-            await attempt()                        # ... and leaves it as ProviderTimeout
+    async with board.guard(provider, model):    # BreakerOpen here: nothing was called
+        async with asyncio.timeout(attempt_s):  # the attempt's clock goes INSIDE the block
+            await attempt()                     # ... and leaves it as ProviderTimeout
 
-Outcomes. Success is the block ending without an exception. Failure is a `ProviderError`
-whose ``counts_against_breaker`` is true. Everything else is neutral: `ProviderRejected`
-(caller fault), `ProviderRateLimited` (throttled), `asyncio.CancelledError`, a bare
-`TimeoutError`, any other exception. Exceptions always reach the caller unchanged.
+Success is the block ending normally; failure is a `ProviderError` whose
+``counts_against_breaker`` is true; anything else is neutral (`ProviderRejected`,
+`ProviderRateLimited`, `asyncio.CancelledError`, a bare `TimeoutError`, any other exception).
+Exceptions always reach the caller unchanged.
 
-What pybreaker does under asyncio, and what the adapter does about it (reliability-bar §2):
+pybreaker under asyncio, and what this adapter does about it (reliability-bar §2):
 
 - ``call()``, the decorator and ``call_async()`` record a coroutine *object* as a success.
-  We enter only through ``with cb.calling():``, held across the await (its lock is held only
-  on entry), with ``throw_new_error_on_trip=False``: a tripping call raises its own error and
-  `CircuitBreakerError` only means "rejected without calling"; it becomes `BreakerOpen`.
-- Half-open lets every concurrent caller through. We hold one probe permit: the others get
-  `BreakerOpen` at once. The permit is released when the probe ends in any way (success,
-  error, cancellation, the caller's attempt timeout), so a hung probe cannot wedge the breaker.
-- pybreaker has no neutral outcome: an excluded exception is a success, which resets its
-  consecutive counter and, in half-open, counts towards closing. In closed state a neutral
-  outcome is excluded and the counter is restored right after, synchronously. In half-open
-  it is reported to pybreaker as a failure, which re-opens the breaker *without* doubling.
-- Stale results: each breaker has an epoch bumped on every transition. A call admitted in
-  an earlier epoch is excluded (counter restored) and kept out of the rate window, so a
-  success from before an open cannot close the breaker and a late failure can neither
-  refresh ``opened_at`` (extend the open window) nor count twice.
-- Rules pybreaker lacks: a sliding failure-rate window, and re-open backoff (each half-open
-  -> open doubles the open time up to ``max_reset_timeout_s``, ±`jitter`; closing resets it).
-- pybreaker calls listeners synchronously inside its transitions and lets their exceptions
-  reach the caller. Our one listener is internal; ``on_change`` is wrapped, and its
-  exceptions are logged and counted in ``listener_errors``.
+  We enter only through ``with cb.calling():`` held across the await (its lock is taken only
+  on entry), with ``throw_new_error_on_trip=False``: a tripping call raises its own error, and
+  `CircuitBreakerError` means only "rejected without calling"; it becomes `BreakerOpen`.
+- Half-open lets every concurrent caller through. We hold one probe permit; the others get
+  `BreakerOpen` at once. It is released however the probe ends (success, error, cancellation,
+  the caller's attempt timeout), so a hung probe cannot wedge the breaker.
+- No neutral outcome: an excluded exception is a success, which resets the consecutive
+  counter and, in half-open, counts towards closing. In closed state we exclude a neutral
+  outcome and restore the counter right after (no await in between). In half-open we report
+  it as a failure, and the breaker re-opens *without* doubling.
+- Stale results: an epoch is bumped on every transition. A call admitted in an earlier epoch
+  is excluded (counter restored) and kept out of the rate window: a success from before an
+  open cannot close, and a late failure cannot refresh ``opened_at`` or count twice.
+- Missing rules, added: a sliding failure-rate window, and re-open backoff (each half-open ->
+  open doubles the open time, capped at ``max_reset_timeout_s``, ±``jitter``; closing resets).
+- Listeners run synchronously inside transitions and their exceptions reach the caller. Ours
+  is internal; ``on_change`` is wrapped, its errors logged and counted in ``listener_errors``.
 
-Clocks (F29): pybreaker stamps ``opened_at`` with ``datetime.now(UTC)``, the wall clock, and
-this cannot be injected: an NTP step stretches or shortens an open window, and tests move it
-with time-machine. ``retry_after`` reads the same wall clock so it agrees with pybreaker. The
-rate window and ``BreakerChange.at`` use the injected monotonic ``clock``.
-
-Reported state: an open breaker whose open time has passed reports ``half_open`` (the next
-call is admitted as the probe); ``is_open`` is true exactly when ``guard`` would reject now.
+Clocks (F29): pybreaker stamps ``opened_at`` with ``datetime.now(UTC)``, the wall clock, not
+injectable: an NTP step stretches or shortens an open window (tests use time-machine).
+``retry_after`` reads that clock too, so it agrees with pybreaker. The rate window and
+``BreakerChange.at`` use the injected monotonic ``clock``. An open breaker whose time is up
+reads ``half_open`` (the next call is the probe); ``is_open`` means "guard would reject now".
 
 Residual risks:
 
-- A neutral probe (client cancel, 400) re-opens for another full, undoubled window: recovery
-  is delayed by one window, never sped up by a result that proved nothing.
+- A neutral probe (client cancel, 400) re-opens for another full, undoubled window: it delays
+  recovery by one window rather than closing on a result that proved nothing.
 - pybreaker still calls listeners' ``success()`` for neutral and stale outcomes (we register
-  none that care), and its counter reads 0 between reset and restore (no await in between).
+  none that care), and its fail counter reads 0 between its reset and our restore.
 - A caller that lets a bare `TimeoutError` escape instead of `ProviderTimeout` makes its
-  timeouts neutral: they never trip the breaker.
-- The rate window keeps one entry per provider outcome for ``rate_window_s``.
-- State is per process: replicas do not share it. Model-scoped breakers of models that left
-  the catalog stay until their provider leaves the config.
+  timeouts neutral: they never trip. While a probe is in flight, ``retry_after`` is a hint.
+- The window holds one entry per provider outcome for ``rate_window_s``. State is per
+  process; model-scoped breakers of models gone from the catalog live until their provider goes.
 """
 
 from __future__ import annotations
@@ -162,7 +157,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
             self._record(failed=ticket.failed)
 
     def _record(self, *, failed: bool) -> None:
-        self.window.append((self.board.now(), failed))
+        self.window.append((self.board.clock(), failed))
         self.window_failures += failed
         self._prune()
         calls = len(self.window)
@@ -173,7 +168,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
             self.cb.open()
 
     def _prune(self) -> None:
-        horizon = self.board.now() - self.cfg.rate_window_s
+        horizon = self.board.clock() - self.cfg.rate_window_s
         while self.window and self.window[0][0] <= horizon:
             self.window_failures -= self.window.popleft()[1]
 
@@ -185,6 +180,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
     ) -> None:
         """pybreaker's hook, inside its transition: epoch, backoff, window, notification."""
         old = _public(old_state.name) if old_state else "closed"
+        cap = self.cfg.max_reset_timeout_s
         new = _public(new_state.name)
         self.epoch += 1
         if new in ("open", "closed"):
@@ -196,14 +192,11 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         elif new == "open" and not self._quiet_reopen:
             if old == "half_open":
                 self.reopens += 1
-                self.nominal_open_s = min(self.cfg.max_reset_timeout_s, 2 * self.nominal_open_s)
-            cb.reset_timeout = self.board.jittered(
-                self.nominal_open_s, self.cfg.max_reset_timeout_s
-            )
+                self.nominal_open_s = min(cap, 2 * self.nominal_open_s)
+            cb.reset_timeout = self.board.jittered(self.nominal_open_s, cap)
         open_for = cb.reset_timeout if new == "open" else None
-        change = BreakerChange(
-            self.key, self.provider, self.model, old, new, open_for, self.board.now()
-        )
+        at = self.board.clock()
+        change = BreakerChange(self.key, self.provider, self.model, old, new, open_for, at)
         self.board.notify(self, change)
 
     def open_remaining(self) -> float:
@@ -235,15 +228,13 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         )
 
     def reconfigure(self, cfg: BreakerConfig) -> None:
-        """Apply changed settings, keeping state (an open window is clamped to the new cap)."""
+        """Apply changed settings, keeping state."""
         self.cfg = cfg
         self.cb.fail_max, self.cb.success_threshold = cfg.fail_max, cfg.success_threshold
         if self.cb.current_state == pybreaker.STATE_CLOSED:
             self.nominal_open_s = self.cb.reset_timeout = cfg.reset_timeout_s
-        else:
-            self.nominal_open_s = min(
-                max(self.nominal_open_s, cfg.reset_timeout_s), cfg.max_reset_timeout_s
-            )
+        else:  # keep the open window, clamped to the new cap
+            self.nominal_open_s = min(self.nominal_open_s, cfg.max_reset_timeout_s)
             self.cb.reset_timeout = min(self.cb.reset_timeout, cfg.max_reset_timeout_s)
 
     def describe(self) -> dict[str, Any]:
@@ -275,7 +266,7 @@ class BreakerBoard:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = dict(settings)
-        self._clock = clock
+        self.clock = clock
         self._on_change = on_change
         self._jitter = jitter
         self._rng = rng or random.Random()
@@ -338,10 +329,6 @@ class BreakerBoard:
                 del self._breakers[key]
             elif cfg != breaker.cfg:
                 breaker.reconfigure(cfg)
-
-    def now(self) -> float:
-        """The board's monotonic clock."""
-        return self._clock()
 
     def jittered(self, nominal: float, cap: float) -> float:
         """``nominal`` ± the jitter fraction, never above ``cap``."""

@@ -289,6 +289,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     )
 
 
+async def admin_breakers(request: web.Request) -> web.Response:
+    """`GET /admin/breakers`: every breaker's state, counters and remaining open time."""
+    board = request.app[RUNTIME].breakers
+    return web.json_response({"breakers": board.snapshot() if board is not None else []})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -314,6 +320,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/admin/breakers", admin_breakers)
 
 
 __all__ = ["Completion", "add_routes"]

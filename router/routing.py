@@ -345,23 +345,22 @@ class Router:
                 )
                 self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
                 try:
-                    async with guard, asyncio.timeout(remaining):
-                        value = await attempt(provider, call)
+                    async with guard:
+                        try:
+                            async with asyncio.timeout(remaining):
+                                value = await attempt(provider, call)
+                        except TimeoutError:
+                            # inside the guard, so the breaker counts it as a provider fault
+                            raise ProviderTimeout(
+                                f"{model.provider}: the request deadline ran out",
+                                provider=model.provider,
+                                phase="total",
+                            ) from None
                 except BreakerOpen as exc:
                     calls -= 1  # rejected without a call (the half-open probe was taken)
                     attempts.skip(model, exc.code)
                     waits.append(exc.retry_after or 1.0)
                     break
-                except TimeoutError:
-                    attempts.add(
-                        model,
-                        Outcome.PROVIDER_FAULT.value,
-                        ProviderTimeout.code,
-                        None,
-                        started,
-                        self._clock(),
-                    )
-                    break  # never retry a silent provider on the same route
                 except ProviderError as exc:
                     attempts.add(
                         model,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from router.breakers import BreakerBoard
 from router.catalog import Catalog
 from router.config import LoadedConfig
 from router.inbound import Limits
@@ -23,6 +24,7 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
     router: Router | None = None
+    breakers: BreakerBoard | None = None
     inflight: int = 0
 
 

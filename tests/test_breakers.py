@@ -1,4 +1,4 @@
-"""Breaker semantics B1-B10 (reliability-bar §5.3), and pins of the pybreaker behaviours we work around.
+"""Breaker semantics B1-B10 (reliability-bar §5.3) and pins of the pybreaker quirks we work around.
 
 The upstream is an async function that counts its calls; time is a fake monotonic clock for
 the rate window plus time-machine for pybreaker's wall clock (or a real sub-second wait).
