@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from router import handlers, middlewares
 from router.breakers import BreakerBoard, BreakerChange
-from router.catalog import Catalog
+from router.catalog import Catalog, CatalogModel
 from router.config import LoadedConfig
 from router.errors import AttemptRecord, ConfigError, Problem
 from router.inbound import Limits
@@ -24,7 +25,18 @@ from router.metrics import BREAKER_STATE_VALUE, Metrics
 from router.providers import Secret, build_providers, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
-from router.state import CATALOG, CONFIG, KEYS, METRICS, RUNTIME, SETTINGS, Runtime, Settings
+from router.state import (
+    CATALOG,
+    CONFIG,
+    KEYS,
+    METRICS,
+    RUNTIME,
+    SETTINGS,
+    TELEMETRY,
+    Runtime,
+    Settings,
+)
+from router.tracing import build_telemetry, inject_headers
 
 
 def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None) -> Settings:
@@ -108,9 +120,17 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     runtime.breakers = board = BreakerBoard(
         {name: p.breaker for name, p in config.providers.items()}, on_change=on_change
     )
+    telemetry = app[TELEMETRY]
+    forwarding = {name for name, p in config.providers.items() if p.forward_trace_context}
+
+    def trace_headers(model: CatalogModel) -> tuple[tuple[str, str], ...]:
+        return inject_headers() if model.provider in forwarding else ()
+
     runtime.router = router = Router(
         runtime.providers,
         breakers=board,
+        tracer=telemetry.tracer,
+        trace_headers=trace_headers,
         observer=observe,
         policy=retry_policy(config.retry),
         bulkheads={name: p.max_inflight for name, p in config.providers.items()},
@@ -123,11 +143,18 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+async def _telemetry(app: web.Application) -> AsyncIterator[None]:
+    """Flush and stop the span exporter with the app (bounded by the exporter's own timeout)."""
+    yield
+    app[TELEMETRY].shutdown()
+
+
 def create_app(
     loaded: LoadedConfig,
     *,
     environ: Mapping[str, str] | None = None,
     host: str | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """The sidecar as an aiohttp application; raises `ConfigError` if it cannot serve."""
     env = os.environ if environ is None else environ
@@ -144,6 +171,8 @@ def create_app(
     app[RUNTIME] = Runtime()
     app[KEYS] = resolve_keys(loaded.config, env)
     app[METRICS] = Metrics.create()
+    app[TELEMETRY] = build_telemetry(env, span_exporter)
+    app.cleanup_ctx.append(_telemetry)
     app.cleanup_ctx.append(_client_session)
     handlers.add_routes(app)
     return app

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from router.tracing import add_trace_ids
+
 _SECRET_KEYS = frozenset(
     {
         "authorization",
@@ -81,6 +83,7 @@ def configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            add_trace_ids,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks
             if use_json

@@ -11,10 +11,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
 
+from router import semconv
 from router.errors import InvalidRequest, Overloaded, PayloadTooLarge, RouterError, Unauthorized
 from router.logs import get_logger
-from router.state import METRICS, RUNTIME, SETTINGS
+from router.state import METRICS, RUNTIME, SETTINGS, TELEMETRY
+from router.tracing import extract_context
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
@@ -59,6 +62,31 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     log = get_logger()
+    telemetry = request.app[TELEMETRY]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with telemetry.tracer.start_as_current_span(
+        f"{request.method} {route}",
+        context=extract_context(request.headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            semconv.HTTP_REQUEST_METHOD: request.method,
+            semconv.HTTP_ROUTE: route,
+            semconv.ROUTER_REQUEST_ID: request_id,
+        },
+    ) as span:
+        return await _handle(request, handler, request_id, fields, started, log, span)
+
+
+async def _handle(
+    request: web.Request,
+    handler: Handler,
+    request_id: str,
+    fields: dict[str, Any],
+    started: float,
+    log: Any,
+    span: trace.Span,
+) -> web.StreamResponse:
     status = 500
     try:
         try:
@@ -88,6 +116,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
             metrics.requests.labels(*labels).inc()
             metrics.request_duration.labels(*labels).observe(elapsed)
+        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+        if "error_code" in fields:
+            span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
+        if status >= 500:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", ""))))
         if request.path not in _OPEN_PATHS:
             log.info(
                 "request.completed",

@@ -29,6 +29,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol, TypeVar
 
+from opentelemetry import trace
+
+from router import semconv
 from router.catalog import CatalogModel
 from router.errors import (
     AllProvidersFailed,
@@ -48,6 +51,7 @@ from router.errors import (
 )
 from router.providers.base import Provider
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
+from router.tracing import current_event
 from router.types import ChatRequest, Completion, ProviderCall, StreamEvent, Timeouts
 
 MIN_ATTEMPT_S = 0.1
@@ -201,7 +205,9 @@ class Router:
         rng: random.Random | None = None,
         trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] = lambda _m: (),
         observer: Callable[[AttemptRecord], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._observer = observer
         self.on_budget_exhausted: Callable[[], None] | None = None
         self._providers = providers
@@ -318,6 +324,10 @@ class Router:
                 if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
                     attempts.skip(model, BreakerOpen.code)
                     waits.append(self._breakers.retry_after(model.provider, model.id) or 1.0)
+                    current_event(
+                        semconv.EVENT_BREAKER_REJECTED,
+                        {semconv.ROUTER_PROVIDER: model.provider, semconv.ROUTER_MODEL: model.id},
+                    )
                     break
                 limit = self._limits.get(model.provider)
                 if limit is not None and self.inflight.get(model.provider, 0) >= limit:
@@ -336,29 +346,16 @@ class Router:
                     self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
                 calls += 1
                 started = self._clock()
-                call = _call_for(request, model, remaining, self._trace_headers(model))
-                provider = self._providers[model.provider]
-                guard: contextlib.AbstractAsyncContextManager[None] = (
-                    self._breakers.guard(model.provider, model.id)
-                    if self._breakers is not None
-                    else _Nothing()
-                )
                 self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
                 try:
-                    async with guard:
-                        try:
-                            async with asyncio.timeout(remaining):
-                                value = await attempt(provider, call)
-                        except TimeoutError:
-                            # inside the guard, so the breaker counts it as a provider fault
-                            raise ProviderTimeout(
-                                f"{model.provider}: the request deadline ran out",
-                                provider=model.provider,
-                                phase="total",
-                            ) from None
+                    value = await self._attempt_once(request, model, remaining, calls, attempt)
                 except BreakerOpen as exc:
                     calls -= 1  # rejected without a call (the half-open probe was taken)
                     attempts.skip(model, exc.code)
+                    current_event(
+                        semconv.EVENT_BREAKER_REJECTED,
+                        {semconv.ROUTER_PROVIDER: model.provider, semconv.ROUTER_MODEL: model.id},
+                    )
                     waits.append(exc.retry_after or 1.0)
                     break
                 except ProviderError as exc:
@@ -387,6 +384,64 @@ class Router:
             if stopped_by_deadline:
                 break
         self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+
+    async def _attempt_once(
+        self,
+        request: ChatRequest,
+        model: CatalogModel,
+        remaining: float,
+        number: int,
+        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
+    ) -> T:
+        """One upstream call inside its CLIENT span, its breaker guard and its total clock."""
+        provider = self._providers[model.provider]
+        attributes: dict[str, str | int] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
+                provider.protocol, provider.protocol
+            ),
+            semconv.GEN_AI_REQUEST_MODEL: model.upstream_id,
+            semconv.ROUTER_PROVIDER: model.provider,
+            semconv.ROUTER_MODEL: model.id,
+            semconv.ROUTER_ATTEMPT: number,
+        }
+        with self._tracer.start_as_current_span(
+            f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            call = _call_for(request, model, remaining, self._trace_headers(model))
+            guard: contextlib.AbstractAsyncContextManager[None] = (
+                self._breakers.guard(model.provider, model.id)
+                if self._breakers is not None
+                else _Nothing()
+            )
+            try:
+                async with guard:
+                    try:
+                        async with asyncio.timeout(remaining):
+                            value = await attempt(provider, call)
+                    except TimeoutError:
+                        # inside the guard, so the breaker counts it as a provider fault
+                        raise ProviderTimeout(
+                            f"{model.provider}: the request deadline ran out",
+                            provider=model.provider,
+                            phase="total",
+                        ) from None
+            except ProviderError as exc:
+                span.set_attribute(semconv.ERROR_TYPE, exc.code)
+                span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
+                if exc.upstream_status is not None:
+                    span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
+                raise
+            span.set_attribute(semconv.ROUTER_OUTCOME, Outcome.SUCCESS.value)
+            if isinstance(value, Completion):
+                span.set_attribute(
+                    semconv.GEN_AI_RESPONSE_MODEL, value.response_model or model.upstream_id
+                )
+                span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, value.usage.input_tokens)
+                span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, value.usage.output_tokens)
+                span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (value.finish_reason,))
+            return value
 
     def _after_failure(
         self,

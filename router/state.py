@@ -15,6 +15,7 @@ from router.inbound import Limits
 from router.metrics import Metrics
 from router.providers import Provider, Secret
 from router.routing import Router
+from router.tracing import Telemetry
 
 
 @dataclass
@@ -46,3 +47,4 @@ SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 KEYS = web.AppKey("keys", Mapping[str, Secret | None])
 METRICS = web.AppKey("metrics", Metrics)
+TELEMETRY = web.AppKey("telemetry", Telemetry)

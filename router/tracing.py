@@ -1,0 +1,103 @@
+"""OpenTelemetry setup from the standard `OTEL_*` variables, and the small span helpers we use.
+
+Spans are always created (their ids go into every log line); they are
+exported only when an OTLP endpoint is configured. Export runs on the SDK's
+background thread with a bounded queue, so an unreachable collector never
+slows or fails a request. Prompt and completion text are never recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from router import __version__
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+@dataclass
+class Telemetry:
+    """The app's tracer and how to shut it down."""
+
+    tracer: trace.Tracer
+    provider: TracerProvider | None
+    exporting: bool
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+    def force_flush(self, timeout_ms: int = 5000) -> None:
+        if self.provider is not None:
+            self.provider.force_flush(timeout_ms)
+
+
+def _wants_export(environ: Mapping[str, str]) -> bool:
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = None) -> Telemetry:
+    """A tracer provider of our own (never the global one); OTLP/HTTP export when configured."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Telemetry(trace.NoOpTracer(), None, exporting=False)
+    resource = Resource.create(
+        {
+            "service.name": environ.get("OTEL_SERVICE_NAME", "fusion-router"),
+            "service.version": __version__,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    exporting = False
+    if exporter is None and _wants_export(environ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    if exporter is not None:
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=500)
+        )
+        exporting = True
+    return Telemetry(provider.get_tracer("router", __version__), provider, exporting)
+
+
+def extract_context(headers: Mapping[str, str]) -> Any:
+    """The parent context from an inbound `traceparent` (W3C trace context)."""
+    return _PROPAGATOR.extract(headers)
+
+
+def inject_headers() -> tuple[tuple[str, str], ...]:
+    """`traceparent`/`tracestate` for the current span, for providers allowed to see them."""
+    carrier: MutableMapping[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return tuple(carrier.items())
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's trace and span ids on every line."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
+def current_event(name: str, attributes: Mapping[str, Any]) -> None:
+    """An event on whatever span is current (breaker rejections, policy decisions)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, dict(attributes))
