@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from router import semconv
 from router.catalog import FUSION_PREFIX, CatalogModel
 from router.errors import (
     DeadlineExceeded,
@@ -34,7 +35,7 @@ from router.logs import get_logger
 from router.metrics import CONTENT_TYPE_LATEST, Metrics
 from router.middlewares import LOG_FIELDS, REQUEST_ID
 from router.routing import AttemptLog, Router, check_max_tokens
-from router.state import CATALOG, CONFIG, METRICS, RUNTIME, SETTINGS
+from router.state import CATALOG, CONFIG, METRICS, RUNTIME, SETTINGS, TELEMETRY
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
     DONE,
@@ -238,12 +239,19 @@ async def _fusion(
     availability = availability_for(catalog, gate, lambda m: router.unavailable(m) is not None)
     plan = plan_panel(panel, catalog.models, availability)
     caller = RouterCaller(router, catalog.models, new_budget(), gate)
-    deps = FusionDeps(caller, catalog.models, availability, log=get_logger())
+    tracer = request.app[TELEMETRY].tracer
+    deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
     report = FusionReport(plan, jurisdictions=(request.app[CONFIG].config.jurisdiction,))
     fields = request[LOG_FIELDS]
-    return await serve_fusion(
-        request, chat, panel, plan, deps, caller, report, deadline, request[REQUEST_ID], fields
-    )
+    attributes = {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,
+        semconv.ROUTER_FUSION_PANEL: panel.name,
+        "router.fusion.planned_substitutions": sum(1 for s in plan.seats if s.substituted),
+    }
+    with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
+        return await serve_fusion(
+            request, chat, panel, plan, deps, caller, report, deadline, request[REQUEST_ID], fields
+        )
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -178,6 +178,23 @@ async def run_judge(
         return JudgeResult("failed", None, None, error="no judge candidate is available")
     started = deps.clock()
     labelled = label_answers(answers, rng)
+    with deps.tracer.start_as_current_span(
+        "fusion.judge", attributes={"router.fusion.role": "judge"}
+    ) as span:
+        result = await _judge(request, labelled, usable, deps, deadline, template, started)
+        span.set_attribute("router.fusion.status", result.status)
+        return result
+
+
+async def _judge(
+    request: ChatRequest,
+    labelled: list[tuple[str, SeatResult]],
+    usable: list[str],
+    deps: FusionDeps,
+    deadline: float,
+    template: str | None,
+    started: float,
+) -> JudgeResult:
     try:
         routed = await deps.caller.complete(
             judge_request(question_text(request), labelled, template),

@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
+from router import semconv
 from router.catalog import CatalogModel
 from router.errors import AllProvidersFailed, AttemptRecord, RouterError
 from router.fusion.plan import (
@@ -56,6 +59,7 @@ class FusionDeps:
     availability: Availability
     clock: Callable[[], float] = time.monotonic
     log: Any = None
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,30 @@ async def fill_seat(
     hedge_after_s: float | None = None,
 ) -> SeatResult:
     """Try the seat's model, then (once) a claimed substitute, until one answers or time runs out."""
+    attributes: dict[str, str | int] = {
+        semconv.ROUTER_FUSION_ROLE: "panelist",
+        semconv.ROUTER_FUSION_SEAT: seat.index,
+        semconv.ROUTER_MODEL: seat.model or "",
+    }
+    if seat.substituted:
+        attributes[semconv.ROUTER_SUBSTITUTE_FOR] = seat.wanted
+    with deps.tracer.start_as_current_span("fusion.seat", attributes=attributes) as span:
+        result = await _fill_seat(seat, request, deps, state, deadline, hedge_after_s, span)
+        span.set_attribute("router.fusion.status", result.status)
+        if result.served:
+            span.set_attribute("router.fusion.served", result.served)
+        return result
+
+
+async def _fill_seat(
+    seat: SeatPlan,
+    request: ChatRequest,
+    deps: FusionDeps,
+    state: SeatState,
+    deadline: float,
+    hedge_after_s: float | None,
+    span: trace.Span,
+) -> SeatResult:
     started = deps.clock()
     subs: list[Substitution] = []
     failures: list[tuple[str, str]] = []
@@ -219,6 +247,15 @@ async def fill_seat(
                 code=error.code,
                 substitute=replacement.id,
             )
+        span.add_event(
+            "router.fusion.substituted",
+            {
+                semconv.ROUTER_SUBSTITUTE_FOR: failed_model,
+                semconv.ROUTER_MODEL: replacement.id,
+                semconv.ERROR_TYPE: error.code,
+            },
+        )
+        span.set_attribute(semconv.ROUTER_SUBSTITUTE_FOR, failed_model)
         model = replacement.id
         substituted_here = True
     return done("failed", None)
@@ -290,6 +327,20 @@ async def gather_panel(
 ) -> PanelResult:
     """All seats in parallel; a failing seat never cancels its siblings."""
     started = deps.clock()
+    with deps.tracer.start_as_current_span(
+        "fusion.panel", attributes={semconv.ROUTER_FUSION_PANEL: plan.panel}
+    ):
+        return await _gather(plan, request, deps, deadline, hedge_after_s, started)
+
+
+async def _gather(
+    plan: FusionPlan,
+    request: ChatRequest,
+    deps: FusionDeps,
+    deadline: float,
+    hedge_after_s: float | None,
+    started: float,
+) -> PanelResult:
     state = SeatState(
         taken=set(plan.seated) | {s.wanted for s in plan.seats},
         vendors={deps.models[m].vendor for m in plan.seated if m in deps.models},

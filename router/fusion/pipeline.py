@@ -157,6 +157,25 @@ async def synthesize(
     findings = report.judge.findings if report.judge else None
     started = deps.clock()
     candidates = [c for c in plan.synthesizers.candidates if deps.availability(c) is None]
+    with deps.tracer.start_as_current_span(
+        "fusion.synthesize", attributes={"router.fusion.role": "synthesizer"}
+    ):
+        return await _synthesize(
+            request, deliberation, deps, report, deadline, template, findings, candidates, started
+        )
+
+
+async def _synthesize(
+    request: ChatRequest,
+    deliberation: Deliberation,
+    deps: FusionDeps,
+    report: FusionReport,
+    deadline: float,
+    template: str | None,
+    findings: Any,
+    candidates: list[str],
+    started: float,
+) -> Completion:
     try:
         if not candidates:
             raise PanelExhausted("no synthesizer candidate is available", seats=[])
