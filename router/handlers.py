@@ -243,7 +243,7 @@ async def _fusion(
     deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
     report = FusionReport(plan, jurisdictions=(request.app[CONFIG].config.jurisdiction,))
     fields = request[LOG_FIELDS]
-    attributes = {
+    attributes: dict[str, str | int] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,
         semconv.ROUTER_FUSION_PANEL: panel.name,
         "router.fusion.planned_substitutions": sum(1 for s in plan.seats if s.substituted),
