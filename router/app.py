@@ -7,6 +7,8 @@ it) has one cleanup context.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 
@@ -18,10 +20,12 @@ from router import handlers, middlewares
 from router.breakers import BreakerBoard, BreakerChange
 from router.catalog import Catalog, CatalogModel
 from router.config import LoadedConfig
-from router.errors import AttemptRecord, ConfigError, Problem
+from router.errors import AttemptRecord, ConfigError, PolicyError, Problem
 from router.inbound import Limits
 from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, Metrics
+from router.policy import PolicySet
+from router.policy_loader import PolicyStore, watch
 from router.providers import Secret, build_providers, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
@@ -30,6 +34,7 @@ from router.state import (
     CONFIG,
     KEYS,
     METRICS,
+    POLICY,
     RUNTIME,
     SETTINGS,
     TELEMETRY,
@@ -143,6 +148,57 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+def _policy_store(loaded: LoadedConfig, catalog: Catalog, metrics: Metrics) -> PolicyStore:
+    """Load every policy file now: no valid policy for our jurisdiction, no app (fail closed)."""
+    log = get_logger()
+
+    def changed(old: PolicySet, new: PolicySet) -> None:
+        metrics.policy_reloads.labels("ok").inc()
+        metrics.policy_stale.set(0)
+        log.warning(
+            "policy.reloaded",
+            old_version=old.version,
+            new_version=new.version,
+            old_sha256=old.sha256,
+            new_sha256=new.sha256,
+        )
+
+    def failed(error: PolicyError) -> None:
+        metrics.policy_reloads.labels("failed").inc()
+        metrics.policy_stale.set(1)
+        log.error(
+            "policy.reload_failed",
+            problems=[str(p) for p in error.problems][:20],
+            kept="last-known-good",
+        )
+
+    store = PolicyStore(
+        loaded.policies_dir,
+        catalog.models,
+        required=[loaded.config.jurisdiction],
+        on_change=changed,
+        on_failure=failed,
+    )
+    log.info(
+        "policy.loaded",
+        version=store.current.version,
+        sha256=store.current.sha256,
+        folder=str(loaded.policies_dir),
+    )
+    return store
+
+
+async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
+    """Reload policies when their files change (SIGHUP and POST /admin/reload reload at once)."""
+    task = asyncio.create_task(watch(app[POLICY], interval_s=1.0))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _telemetry(app: web.Application) -> AsyncIterator[None]:
     """Flush and stop the span exporter with the app (bounded by the exporter's own timeout)."""
     yield
@@ -170,7 +226,9 @@ def create_app(
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
     app[KEYS] = resolve_keys(loaded.config, env)
-    app[METRICS] = Metrics.create()
+    app[METRICS] = metrics = Metrics.create()
+    app[POLICY] = _policy_store(loaded, app[CATALOG], metrics)
+    app.cleanup_ctx.append(_policy_watcher)
     app[TELEMETRY] = build_telemetry(env, span_exporter)
     app.cleanup_ctx.append(_telemetry)
     app.cleanup_ctx.append(_client_session)

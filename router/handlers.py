@@ -33,9 +33,10 @@ from router.fusion_http import (
 from router.inbound import parse_json, validate_chat
 from router.logs import get_logger
 from router.metrics import CONTENT_TYPE_LATEST, Metrics
-from router.middlewares import LOG_FIELDS, REQUEST_ID
+from router.middlewares import LOG_FIELDS, POLICY_VIEW, REQUEST_ID
+from router.policy_view import PolicyView
 from router.routing import AttemptLog, Router, check_max_tokens
-from router.state import CATALOG, CONFIG, METRICS, RUNTIME, SETTINGS, TELEMETRY
+from router.state import CATALOG, CONFIG, METRICS, POLICY, RUNTIME, SETTINGS, TELEMETRY
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
     DONE,
@@ -119,6 +120,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fields = request[LOG_FIELDS]
     fields.update(requested_model=chat.model, stream=chat.stream, kind="unknown", target="unknown")
     deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
+    view = PolicyView.for_request(
+        request.app[POLICY],
+        request.app[CONFIG].config.jurisdiction,
+        request.headers.get("X-Router-Jurisdiction"),
+        catalog.models,
+    )
+    request[POLICY_VIEW] = view
     router = runtime.router
     if router is None:  # pragma: no cover - only between startup and shutdown
         raise RouterError("the sidecar is shutting down")
@@ -126,18 +134,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         fields.update(
             kind="fusion", target=chat.model if catalog.panel_for(chat.model) else "custom"
         )
-        return await _fusion(request, chat, fusion_options, router, deadline)
+        return await _fusion(request, chat, fusion_options, router, deadline, view)
     if fusion_options is not None:
         raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
     chain_ids = catalog.chain_for(chat.model)
     if chain_ids is None:
         raise UnknownModel(chat.model)
     fields.update(kind="model" if chat.model in catalog.models else "route", target=chat.model)
-    chain = [catalog.models[i] for i in chain_ids]
+    chain = view.allowed_chain(chat.model, [catalog.models[i] for i in chain_ids])
     check_max_tokens(chat, chain)
     request_id = request[REQUEST_ID]
     if not chat.stream:
-        routed = await router.complete(chat, chain, deadline)
+        routed = await router.complete(chat, chain, deadline, gate=view.gate)
         _log_served(request, routed.model, routed.attempts, routed.completion.usage)
         body = completion_body(
             request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
@@ -147,14 +155,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
             headers=_served_headers(routed.model, routed.attempts, request_id),
         )
-    return await _stream(request, chat, router, chain, deadline)
+    return await _stream(request, chat, router, chain, deadline, view)
 
 
 async def _stream(
-    request: web.Request, chat: ChatRequest, router: Any, chain: list[CatalogModel], deadline: float
+    request: web.Request,
+    chat: ChatRequest,
+    router: Router,
+    chain: list[CatalogModel],
+    deadline: float,
+    view: PolicyView,
 ) -> web.StreamResponse:
     request_id = request[REQUEST_ID]
-    opened = await router.open_stream(chat, chain, deadline)
+    opened = await router.open_stream(chat, chain, deadline, gate=view.gate)
     model: CatalogModel = opened.model
     response = web.StreamResponse(
         headers={
@@ -162,6 +175,7 @@ async def _stream(
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             **_served_headers(model, opened.attempts, request_id),
+            **view.headers(),
         }
     )
     fields = request[LOG_FIELDS]
@@ -226,22 +240,25 @@ async def _stream(
         await opened.aclose()
 
 
-def _gate(_model: CatalogModel) -> str | None:
-    return None
-
-
 async def _fusion(
-    request: web.Request, chat: ChatRequest, options: Any, router: Router, deadline: float
+    request: web.Request,
+    chat: ChatRequest,
+    options: Any,
+    router: Router,
+    deadline: float,
+    view: PolicyView,
 ) -> web.StreamResponse:
     catalog = request.app[CATALOG]
     panel = resolve_panel(chat.model, options, catalog)
-    gate = _gate
+    gate = view.gate
     availability = availability_for(catalog, gate, lambda m: router.unavailable(m) is not None)
     plan = plan_panel(panel, catalog.models, availability)
     caller = RouterCaller(router, catalog.models, new_budget(), gate)
     tracer = request.app[TELEMETRY].tracer
     deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
-    report = FusionReport(plan, jurisdictions=(request.app[CONFIG].config.jurisdiction,))
+    report = FusionReport(
+        plan, jurisdictions=view.jurisdictions, policy_version=view.pinned.version
+    )
     fields = request[LOG_FIELDS]
     attributes: dict[str, str | int] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,

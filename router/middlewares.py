@@ -16,11 +16,13 @@ from opentelemetry import trace
 from router import semconv
 from router.errors import InvalidRequest, Overloaded, PayloadTooLarge, RouterError, Unauthorized
 from router.logs import get_logger
+from router.policy_view import PolicyView
 from router.state import METRICS, RUNTIME, SETTINGS, TELEMETRY
 from router.tracing import extract_context
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
+POLICY_VIEW = web.RequestKey("policy_view", PolicyView)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _SHED_PATHS = frozenset({"/v1/chat/completions"})
@@ -105,8 +107,11 @@ async def _handle(
                 RouterError("internal error; see the sidecar's logs"), request_id
             )
         status = response.status
+        view = request.get(POLICY_VIEW)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
+            if view is not None:
+                response.headers.update(view.headers())
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -117,6 +122,9 @@ async def _handle(
             metrics.requests.labels(*labels).inc()
             metrics.request_duration.labels(*labels).observe(elapsed)
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+        view = request.get(POLICY_VIEW)
+        if view is not None:
+            _audit(request, view, fields, span)
         if "error_code" in fields:
             span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
         if status >= 500:
@@ -130,6 +138,28 @@ async def _handle(
                 duration_ms=round(elapsed * 1000, 2),
                 **fields,
             )
+
+
+def _audit(
+    request: web.Request, view: PolicyView, fields: dict[str, Any], span: trace.Span
+) -> None:
+    """Every policy decision of the request: in the log line, the trace and the metrics."""
+    fields.update(view.log_fields())
+    span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
+    span.set_attribute(semconv.ROUTER_POLICY_VERSION, view.pinned.version)
+    metrics = request.app[METRICS]
+    for decision in view.consulted.values():
+        span.add_event(
+            semconv.EVENT_POLICY_DECISION,
+            {
+                semconv.ROUTER_MODEL: decision.model_id,
+                semconv.ROUTER_POLICY_DECISION: decision.label,
+                semconv.ROUTER_POLICY_RULE: decision.rule_id,
+                semconv.ROUTER_JURISDICTION: decision.jurisdiction,
+            },
+        )
+        if not decision.allowed:
+            metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
 
 
 @web.middleware

@@ -13,6 +13,7 @@ from router.catalog import Catalog
 from router.config import LoadedConfig
 from router.inbound import Limits
 from router.metrics import Metrics
+from router.policy_loader import PolicyStore
 from router.providers import Provider, Secret
 from router.routing import Router
 from router.tracing import Telemetry
@@ -48,3 +49,4 @@ RUNTIME = web.AppKey("runtime", Runtime)
 KEYS = web.AppKey("keys", Mapping[str, Secret | None])
 METRICS = web.AppKey("metrics", Metrics)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+POLICY = web.AppKey("policy", PolicyStore)

@@ -10,7 +10,7 @@ from router.app import create_app
 from router.fusion.prompts import JUDGE_SYSTEM, SYNTHESIZER_SYSTEM
 from tests.fakes import openai_server
 from tests.fakes.script import Answer, Call, Wall
-from tests.helpers import Sidecar, config_from_yaml, serve
+from tests.helpers import TEST_POLICIES, Sidecar, config_from_yaml, serve
 
 MODELS = {
     # id: (provider, vendor, tier)
@@ -49,6 +49,7 @@ def fusion_yaml(upstream: str, *, first_byte_s: float = 1.0, panel_extra: str = 
     )
     return f"""
 jurisdiction: us
+policies: {TEST_POLICIES}
 retry: {{transient_base_s: 0.01, transient_cap_s: 0.02}}
 providers:
 {providers}

@@ -60,10 +60,14 @@ class Sidecar:
         return f"{self.url}/v1"
 
 
-def two_provider_yaml(upstream: str, extra: str = "") -> str:
+TEST_POLICIES = Path(__file__).resolve().parent / "data" / "policies"
+
+
+def two_provider_yaml(upstream: str, extra: str = "", policies: Path = TEST_POLICIES) -> str:
     """Two OpenAI-protocol providers on one fake, three models, a route."""
     return f"""
 jurisdiction: us
+policies: {policies}
 retry: {{transient_base_s: 0.01, transient_cap_s: 0.05, throttle_base_s: 0.02, throttle_cap_s: 0.1}}
 providers:
   up-a:
