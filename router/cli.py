@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -13,9 +14,14 @@ from aiohttp import web
 
 from router import __version__, logs
 from router.app import create_app
+from router.catalog import Catalog
 from router.config import LoadedConfig, load_config
 from router.demo import run_demo
-from router.errors import ConfigError
+from router.errors import ConfigError, RouterError
+from router.explain import explain, render_text
+from router.policy_loader import PolicyStore, check_policy_dir
+from router.policy_view import PolicyView
+from router.state import POLICY
 
 
 def _config_path(arg: str | None) -> str | None:
@@ -79,6 +85,13 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    store = app[POLICY]
+
+    def reload_policies() -> None:
+        result = store.reload()
+        log.info("policy.reload_requested", trigger="SIGHUP", ok=result.ok, changed=result.changed)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_policies)
     runner = web.AppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=grace_s
     )
@@ -109,13 +122,41 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_problems(exc, sys.stdout)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stdout)
         return 1
-    for warning in loaded.warnings:
-        print(f"warning: {warning}")
     config = loaded.config
+    catalog = Catalog.from_config(config)
+    problems = check_policy_dir(loaded.policies_dir, catalog.models, required=[config.jurisdiction])
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in [*loaded.warnings, *problems]:
+        print(f"{problem.severity}: {problem}")
+    if errors:
+        print(f"{len(errors)} problem(s) found")
+        return 1
     print(
         f"ok: {loaded.source}: {len(config.providers)} providers, {len(config.models)} models, "
         f"{len(config.routes)} routes, {len(config.panels)} panels; jurisdiction {config.jurisdiction}"
     )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print the plan and every decision for a model, route or panel; call nothing."""
+    try:
+        loaded = _load(_config_path(args.config))
+        catalog = Catalog.from_config(loaded.config)
+        store = PolicyStore(
+            loaded.policies_dir, catalog.models, required=[loaded.config.jurisdiction]
+        )
+        view = PolicyView.for_request(
+            store, loaded.config.jurisdiction, args.jurisdiction, catalog.models
+        )
+        result = explain(args.model, catalog, view)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 2
+    except RouterError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else render_text(result))
     return 0
 
 
@@ -142,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)"
     )
     check.set_defaults(func=cmd_check)
+    explain_cmd = sub.add_parser("explain", help="show the plan and policy decisions for a model")
+    explain_cmd.add_argument(
+        "--model", required=True, help="catalog model, route or fusion/<panel>"
+    )
+    explain_cmd.add_argument(
+        "--jurisdiction", help="extra jurisdiction(s) to narrow by, comma separated"
+    )
+    explain_cmd.add_argument(
+        "--config", help="config file (default: $ROUTER_CONFIG, else the embedded default)"
+    )
+    explain_cmd.add_argument("--json", action="store_true", help="print JSON")
+    explain_cmd.set_defaults(func=cmd_explain)
     demo = sub.add_parser("demo", help="show routed requests on the embedded default")
     demo.set_defaults(func=cmd_demo)
     return parser

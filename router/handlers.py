@@ -20,6 +20,7 @@ from router.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
+from router.explain import explain
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionReport
 from router.fusion.plan import plan_panel
@@ -272,39 +273,56 @@ async def _fusion(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """`GET /v1/models`: catalog models, routes and panels, in OpenAI's list shape."""
+    """`GET /v1/models`: what this sidecar's jurisdiction (narrowed by the header) allows.
+
+    Models policy denies are left out; a route is listed with its allowed targets
+    only; a panel is listed with the plan its seats would get now.
+    """
     catalog = request.app[CATALOG]
+    view = _view(request, request.headers.get("X-Router-Jurisdiction"))
+    allowed = {m.id for m in catalog.models.values() if view.decision(m).allowed}
     data: list[dict[str, Any]] = [
         {
             "id": m.id,
             "object": "model",
             "created": 0,
             "owned_by": m.vendor,
-            "router": {"kind": "model", "provider": m.provider, "tier": m.tier},
+            "router": {"kind": "model", "provider": m.provider, "tier": m.tier, "region": m.region},
         }
         for m in catalog.models.values()
+        if m.id in allowed
     ]
-    data += [
-        {
-            "id": alias,
-            "object": "model",
-            "created": 0,
-            "owned_by": "fusion-router",
-            "router": {"kind": "route", "targets": list(chain)},
-        }
-        for alias, chain in catalog.routes.items()
-    ]
-    data += [
-        {
-            "id": f"fusion/{name}",
-            "object": "model",
-            "created": 0,
-            "owned_by": "fusion-router",
-            "router": {"kind": "panel", "panelists": list(p.panelists)},
-        }
-        for name, p in catalog.panels.items()
-    ]
-    return web.json_response({"object": "list", "data": data})
+    for alias, chain in catalog.routes.items():
+        targets = [t for t in chain if t in allowed]
+        if targets:
+            data.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "fusion-router",
+                    "router": {"kind": "route", "targets": targets},
+                }
+            )
+    for name, panel in catalog.panels.items():
+        data.append(
+            {
+                "id": f"fusion/{name}",
+                "object": "model",
+                "created": 0,
+                "owned_by": "fusion-router",
+                "router": {
+                    "kind": "panel",
+                    "panelists": list(panel.panelists),
+                    "denied_panelists": [p for p in panel.panelists if p not in allowed],
+                },
+            }
+        )
+    headers = {
+        "X-Router-Jurisdiction": ",".join(view.jurisdictions),
+        "X-Router-Policy-Version": view.pinned.version,
+    }
+    return web.json_response({"object": "list", "data": data}, headers=headers)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -320,6 +338,42 @@ async def admin_breakers(request: web.Request) -> web.Response:
     return web.json_response({"breakers": board.snapshot() if board is not None else []})
 
 
+def _view(request: web.Request, jurisdiction: str | None) -> PolicyView:
+    return PolicyView.for_request(
+        request.app[POLICY],
+        request.app[CONFIG].config.jurisdiction,
+        jurisdiction,
+        request.app[CATALOG].models,
+    )
+
+
+async def admin_explain(request: web.Request) -> web.Response:
+    """`GET /admin/explain?model=…&jurisdiction=…`: the plan and every decision, no outbound call."""
+    model = request.query.get("model", "").strip()
+    if not model:
+        raise InvalidRequest("query parameter 'model' is required", param="model")
+    view = _view(request, request.query.get("jurisdiction"))
+    router = request.app[RUNTIME].router
+    unavailable = router.unavailable if router is not None else (lambda _m: None)
+    return web.json_response(explain(model, request.app[CATALOG], view, unavailable))
+
+
+async def admin_reload(request: web.Request) -> web.Response:
+    """`POST /admin/reload`: re-read the policy folder now; an invalid folder keeps the last good set."""
+    store = request.app[POLICY]
+    result = await asyncio.to_thread(store.load_candidate)
+    outcome = store.apply(result)
+    body: dict[str, Any] = {
+        "ok": outcome.ok,
+        "changed": outcome.changed,
+        "version": outcome.current.version,
+        "sha256": outcome.current.sha256,
+    }
+    if outcome.error is not None:
+        body["problems"] = [str(p) for p in outcome.error.problems]
+    return web.json_response(body, status=200 if outcome.ok else 422)
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -329,11 +383,22 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: config loaded and the upstream session open."""
     runtime = request.app[RUNTIME]
     loaded = request.app[CONFIG]
+    store = request.app[POLICY]
     ready = runtime.router is not None
     body = {
         "status": "ready" if ready else "not_ready",
         "config": loaded.source,
         "embedded_default": loaded.embedded,
+        "jurisdiction": loaded.config.jurisdiction,
+        "policy": {
+            "version": store.current.version,
+            "sha256": store.current.sha256,
+            "stale": store.stale,
+            "last_error": [str(p) for p in store.last_error.problems][:20]
+            if store.last_error
+            else None,
+            "loaded_at": store.loaded_at.isoformat(),
+        },
     }
     return web.json_response(body, status=200 if ready else 503)
 
@@ -346,6 +411,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/admin/breakers", admin_breakers)
+    app.router.add_get("/admin/explain", admin_explain)
+    app.router.add_post("/admin/reload", admin_reload)
 
 
 __all__ = ["Completion", "add_routes"]

@@ -206,11 +206,13 @@ def _match_problems(
             if key == "models":
                 if not is_glob(value):
                     if folded not in index.ids:
-                        add(path, f"unknown model {value!r}: not in the catalog")
+                        # a shared policy folder serves sidecars with different catalogs: the rule
+                        # applies once such a model is added; `check` shows it in case of a typo
+                        add(path, f"model {value!r} is not in this catalog (a typo?)", "warning")
                 elif not any(Match(models=(value,)).matches(m) for m in index.models.values()):
                     add(path, f"glob {value!r} matches no catalog model", "warning")
             elif key == "providers" and folded not in index.providers:
-                add(path, f"unknown provider {value!r}: no catalog model uses it")
+                add(path, f"provider {value!r}: no catalog model uses it (a typo?)", "warning")
             elif key in ("regions", "regions_not_in") and not is_known_region(folded):
                 add(path, _region_message(value, "region"))
             elif key == "origins" and not is_known_region(folded):
