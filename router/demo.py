@@ -1,16 +1,34 @@
-"""`demo`: start the sidecar in-process on the embedded default and show what it does, through real HTTP."""
+"""`demo`: the seed's story end to end, on the embedded default, through real HTTP.
+
+It starts the sidecar in-process on 127.0.0.1 (port 0) with one simulated
+provider down, then sends requests with a real HTTP client: the budget panel
+(a panelist's provider is down, so the seat is substituted), the frontier
+panel under the `eu` policy (Fable 5 is denied by the export directive and
+substituted before anything is called), a routed request that fails over, and
+bad input. It prints the plan, the policy decisions, the substitutions, the
+judge's findings, the answer, cost against the solo models, per-stage
+latency and the trace tree.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from router import logs
 from router.app import create_app
 from router.config import LoadedConfig, SimProfile, load_config
+from router.state import TELEMETRY
+
+DOWN_PROVIDER = "sim-moonshot"
+QUESTION = "Which factors most limit the range of electric cars in winter, and what helps?"
 
 
 def with_sim_fault(loaded: LoadedConfig, provider: str, **changes: Any) -> LoadedConfig:
@@ -23,7 +41,7 @@ def with_sim_fault(loaded: LoadedConfig, provider: str, **changes: Any) -> Loade
     return loaded.model_copy(update={"config": config.model_copy(update={"providers": providers})})
 
 
-class _Printer:
+class _Out:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
@@ -32,107 +50,215 @@ class _Printer:
 
     def section(self, title: str) -> None:
         self()
-        self(f"== {title} " + "=" * max(0, 70 - len(title)))
+        self(f"== {title} " + "=" * max(0, 76 - len(title)))
 
 
 async def _post(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any]
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any, float]:
     started = time.perf_counter()
-    async with session.post(url, json=body) as response:
+    async with session.post(url, json=body, headers=headers or {}) as response:
         if body.get("stream"):
-            text = ""
+            text, last = "", None
             async for raw in response.content:
                 line = raw.decode().strip()
                 if line.startswith("data: ") and line != "data: [DONE]":
                     chunk = json.loads(line[6:])
+                    last = chunk
                     for choice in chunk.get("choices", []):
                         text += choice.get("delta", {}).get("content") or ""
-            data: Any = {"streamed_text": text}
+            data: Any = {"streamed_text": text, "last_chunk": last}
         else:
             data = await response.json()
         return response.status, dict(response.headers), data, (time.perf_counter() - started) * 1000
 
 
+def _show_fusion(p: _Out, fusion: dict[str, Any], answer: str) -> None:
+    p("plan (decided before any call):")
+    for seat in fusion["plan"]["seats"]:
+        p(
+            f"  seat {seat['seat']}: {seat['wanted']:<16} -> {seat['model'] or 'EMPTY':<16} {seat['reason']}"
+        )
+    p("seats as served:")
+    for seat in fusion["seats"]:
+        subs = "; ".join(
+            f"{s['failed']} failed ({s['code']}), substituted by {s['substitute']}"
+            for s in seat["substitutions"]
+        )
+        p(
+            f"  seat {seat['seat']}: {seat['served'] or '-':<16} {seat['status']:<9} {seat['latency_ms']:>7.1f} ms "
+            f"${seat['cost_usd']:.6f}  {subs}"
+        )
+    judge = fusion["judge"]
+    p(f"judge: {judge['model']} ({judge['status']})")
+    findings = judge.get("findings") or {}
+    for agreement in findings.get("agreements", []):
+        p(f"  agrees:      {agreement}")
+    for contradiction in findings.get("contradictions", []):
+        p(f"  contradicts: {contradiction}")
+    if findings.get("ranking"):
+        p(f"  ranking:     {' > '.join(findings['ranking'])}")
+    synth = fusion["synthesizer"]
+    p(f"synthesizer: {synth['model']} ({synth['status']})")
+    p(f"answer: {answer}")
+    t = fusion["timings_ms"]
+    p(
+        f"timings: panel {t['panel']} ms, judge {t['judge']} ms, synthesis {t['synthesis']} ms, total {t['total']} ms"
+    )
+    p(
+        f"upstream calls: {fusion['upstream_calls']}; degraded: {', '.join(fusion['degraded']) or 'no'}"
+    )
+    p(f"tokens: {fusion['usage']}; cost ${fusion['cost_usd']:.6f}")
+
+
+def _trace_tree(spans: list[ReadableSpan], trace_id: int) -> list[str]:
+    mine = [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    for span in mine:
+        children[span.parent.span_id if span.parent else None].append(span)
+    lines: list[str] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s.start_time or 0):
+            attrs = span.attributes or {}
+            notes = [
+                f"{k}={attrs[k]}"
+                for k in ("router.fusion.seat", "router.substitute_for", "error.type")
+                if k in attrs
+            ]
+            duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            lines.append(f"{'  ' * depth}{span.name}  {duration:.1f} ms  {' '.join(notes)}")
+            assert span.context is not None  # noqa: S101  # spans from our tracer carry a context
+            walk(span.context.span_id, depth + 1)
+
+    roots = [
+        s
+        for s in mine
+        if s.parent is None
+        or all(o.context and o.context.span_id != s.parent.span_id for o in mine)
+    ]
+    for root in roots:
+        assert root.context is not None  # noqa: S101
+        duration = ((root.end_time or 0) - (root.start_time or 0)) / 1e6
+        lines.append(f"{root.name}  {duration:.1f} ms")
+        walk(root.context.span_id, 1)
+    return lines
+
+
 async def run_demo(out: TextIO) -> int:
-    """Send routed requests through a live sidecar while one simulated provider is down."""
-    p = _Printer(out)
-    loaded = with_sim_fault(load_config(None), "sim-anthropic", down=True)
-    app = create_app(loaded, environ={})
+    """Run the whole story; returns the exit code."""
+    logs.configure("error")
+    p = _Out(out)
+    exporter = InMemorySpanExporter()
+    loaded = with_sim_fault(load_config(None), DOWN_PROVIDER, down=True)
+    app = create_app(loaded, environ={}, span_exporter=exporter)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    base = f"http://127.0.0.1:{port}/v1"
-    p("fusion-router demo: the embedded default (simulated providers, example prices)")
-    p(f"sidecar listening on {base}; provider sim-anthropic is DOWN for this demo")
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    url = f"{base}/chat/completions"
+    question = [{"role": "user", "content": QUESTION}]
+    p("fusion-router demo on the EMBEDDED DEFAULT: simulated providers, example prices, no network")
+    p(
+        f"sidecar on {base}, bound to jurisdiction 'us'; provider {DOWN_PROVIDER} (Kimi K2.6) is DOWN"
+    )
     try:
         async with aiohttp.ClientSession() as session:
-            p.section("1. a catalog model: gpt-5.5")
-            status, headers, data, ms = await _post(
-                session,
-                f"{base}/chat/completions",
-                {
-                    "model": "gpt-5.5",
-                    "messages": [
-                        {"role": "user", "content": "What limits battery life in cold weather?"}
-                    ],
-                },
+            p.section(
+                "1. fusion/budget: Gemini 3 Flash + Kimi K2.6 + DeepSeek V4 Pro, Kimi's provider down"
+            )
+            status, headers, data, _ms = await _post(
+                session, url, {"model": "fusion/budget", "messages": question}
             )
             p(
-                f"status {status} in {ms:.0f} ms, served by {headers.get('X-Router-Model')} at {headers.get('X-Router-Provider')}"
+                f"HTTP {status}; X-Fusion-Seats: {headers.get('X-Fusion-Seats')}; X-Fusion-Substitutions: {headers.get('X-Fusion-Substitutions')}"
             )
-            p(f"answer: {data['choices'][0]['message']['content']}")
-            p(f"usage: {data['usage']}, cost ${data['router']['cost_usd']:.6f}")
+            _show_fusion(p, data["fusion"], data["choices"][0]["message"]["content"])
+            budget_cost = data["fusion"]["cost_usd"]
+            first_request_id = headers.get("X-Request-Id")
+
+            p.section("2. fusion/frontier under the eu policy (X-Router-Jurisdiction: eu)")
+            status, headers, data, _ms = await _post(
+                session,
+                url,
+                {"model": "fusion/frontier", "messages": question},
+                {"X-Router-Jurisdiction": "eu"},
+            )
+            p(
+                f"HTTP {status}; jurisdictions {headers.get('X-Router-Jurisdiction')}; policy {headers.get('X-Router-Policy-Version', '')[:60]}..."
+            )
+            p(f"policy exclusions: {headers.get('X-Router-Policy-Denied')}")
+            _show_fusion(p, data["fusion"], data["choices"][0]["message"]["content"])
+
+            p.section("3. the same question to solo models (cost comparison, us)")
+            solo: dict[str, float] = {}
+            for model in ("claude-fable-5", "gpt-5.5", "claude-opus-4.8"):
+                status, _h, data, ms = await _post(
+                    session, url, {"model": model, "messages": question}
+                )
+                solo[model] = data["router"]["cost_usd"]
+                p(f"  {model:<16} HTTP {status} {ms:6.1f} ms  ${solo[model]:.6f}")
+            p(
+                f"  fusion/budget    ${budget_cost:.6f}  = {budget_cost / solo['claude-fable-5']:.0%} of Fable 5 solo "
+                "(example prices; the simulated answers are short, so the judge and synthesizer prompts dominate)"
+            )
+            p(
+                "  published DRACO scores: Fable 5 alone 65.3%, budget panel 64.7% at about half its price, frontier 69.0%"
+            )
 
             p.section(
-                "2. route 'smart' = claude-fable-5 -> gpt-5.5 -> claude-opus-4.8, with Anthropic down"
+                "4. route 'smart' = claude-fable-5 -> gpt-5.5 -> claude-opus-4.8, asked from the eu"
             )
-            status, headers, data, ms = await _post(
+            status, headers, data, _ms = await _post(
                 session,
-                f"{base}/chat/completions",
-                {
-                    "model": "smart",
-                    "messages": [
-                        {"role": "user", "content": "Summarise the causes of the 1929 crash."}
-                    ],
-                },
+                url,
+                {"model": "smart", "messages": question},
+                {"X-Router-Jurisdiction": "eu"},
             )
             p(
-                f"status {status} in {ms:.0f} ms; attempts: {headers.get('X-Router-Attempts')} ({headers.get('X-Router-Attempted')})"
+                f"HTTP {status}: served by {headers.get('X-Router-Model')} at {headers.get('X-Router-Provider')}"
             )
-            for attempt in data["router"]["attempts"]:
-                p(
-                    f"  - {attempt['model']} at {attempt['provider']}: {attempt['outcome']} ({attempt['code']}) {attempt['duration_ms']} ms"
-                )
-            p(
-                f"served by {headers.get('X-Router-Model')}: {data['choices'][0]['message']['content']}"
-            )
-
-            p.section("3. streaming from route 'fast'")
-            status, headers, data, ms = await _post(
+            p(f"policy exclusions: {headers.get('X-Router-Policy-Denied')}")
+            p("  denied 403 if asked directly:")
+            status, _h, data, _ms = await _post(
                 session,
-                f"{base}/chat/completions",
-                {
-                    "model": "fast",
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "Name three uses of graphene."}],
-                },
+                url,
+                {"model": "claude-fable-5", "messages": question},
+                {"X-Router-Jurisdiction": "eu"},
             )
-            p(
-                f"status {status} in {ms:.0f} ms from {headers.get('X-Router-Model')}: {data['streamed_text']}"
-            )
+            p(f"  HTTP {status}: {data['error']['code']} (rule {data['error'].get('rule_id')})")
 
-            p.section("4. bad input gets a clear error, never a 5xx")
+            p.section("5. bad input gets a clear 4xx, never a 5xx")
             for body in (
-                {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
-                {"model": "gpt-5.5", "messages": [], "api_base": "http://169.254.169.254"},
+                {"model": "no-such-model", "messages": question},
+                {"model": "gpt-5.5", "messages": question, "api_base": "http://169.254.169.254"},
+                {"model": "gpt-5.5", "messages": []},
             ):
-                status, _headers, data, _ms = await _post(session, f"{base}/chat/completions", body)
-                p(f"status {status}: {data['error']['code']}: {data['error']['message']}")
+                status, _h, data, _ms = await _post(session, url, body)
+                p(f"  HTTP {status}: {data['error']['code']}: {data['error']['message']}")
+
+            p.section("6. trace of request 1 (spans exported by OpenTelemetry)")
+            app[TELEMETRY].force_flush()
+            trace_id = next(
+                (
+                    s.context.trace_id
+                    for s in exporter.get_finished_spans()
+                    if s.context
+                    and (s.attributes or {}).get("router.request_id") == first_request_id
+                ),
+                None,
+            )
+            if trace_id is not None:
+                for line in _trace_tree(list(exporter.get_finished_spans()), trace_id):
+                    p("  " + line)
     finally:
         await runner.cleanup()
     p()
-    p("demo finished")
+    p(
+        "demo finished: the answers kept coming with a provider down and a model withdrawn by policy."
+    )
     return 0

@@ -1,0 +1,29 @@
+"""The README's first command: `demo` tells the seed's story and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_the_whole_story() -> None:
+    """The demo substitutes a down panelist, a policy-denied one, and shows findings and the trace."""
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "kimi-k2.6 failed" in out  # the down provider's seat was substituted mid-flight
+    assert (
+        "claude-fable-5 unavailable (policy eu" in out
+    )  # denied by policy, substituted in the plan
+    assert "us-export-directive-2026-06" in out
+    assert "judge: " in out
+    assert "ranking:" in out
+    assert "HTTP 403: policy_denied" in out
+    assert "chat kimi-k2.6" in out  # the trace tree shows each attempt
+    assert "Traceback" not in out + result.stderr
