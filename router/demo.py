@@ -125,7 +125,7 @@ def _trace_tree(spans: list[ReadableSpan], trace_id: int) -> list[str]:
         for span in sorted(children.get(parent, []), key=lambda s: s.start_time or 0):
             attrs = span.attributes or {}
             notes = [
-                f"{k}={attrs[k]}"
+                f"{k}={attrs[k]!s}"
                 for k in ("router.fusion.seat", "router.substitute_for", "error.type")
                 if k in attrs
             ]
