@@ -202,7 +202,9 @@ async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
 async def _telemetry(app: web.Application) -> AsyncIterator[None]:
     """Flush and stop the span exporter with the app (bounded by the exporter's own timeout)."""
     yield
-    app[TELEMETRY].shutdown()
+    # the exporter may be retrying an unreachable collector: never hold up shutdown for it
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.to_thread(app[TELEMETRY].shutdown), timeout=2.0)
 
 
 def create_app(

@@ -64,7 +64,11 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
     if exporter is None and _wants_export(environ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
+            environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/") + "/v1/traces"
+        )
+        timeout = float(environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10") or 10)
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
     if exporter is not None:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=500)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from router.app import create_app
 from router.fusion.prompts import JUDGE_SYSTEM, SYNTHESIZER_SYSTEM
@@ -91,14 +92,16 @@ def roles(wall: Wall) -> list[tuple[str, str]]:
 
 
 @asynccontextmanager
-async def fusion_sidecar(**kwargs: object) -> AsyncIterator[Sidecar]:
+async def fusion_sidecar(
+    environ: dict[str, str] | None = None, span_exporter: Any = None, **kwargs: object
+) -> AsyncIterator[Sidecar]:
     wall = Wall()
     for m in MODELS:
         wall.script(f"up-{m}", Answer(f"answer from {m}"))
     wall.script("up-judge-m", Answer(JUDGE_REPLY))
     async with serve(openai_server.make_app(wall)) as upstream:
         loaded = config_from_yaml(fusion_yaml(str(upstream.make_url("")).rstrip("/"), **kwargs))  # type: ignore[arg-type]
-        app = create_app(loaded, environ={})
+        app = create_app(loaded, environ=environ or {}, span_exporter=span_exporter)
         async with serve(app) as server:
             s = Sidecar(str(server.make_url("")).rstrip("/"), wall, app)
             try:

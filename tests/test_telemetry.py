@@ -1,0 +1,194 @@
+"""Traces, logs and metrics as ops see them: OTLP export, span tree, trace ids, no secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from router.state import TELEMETRY
+from router.tracing import add_trace_ids
+from tests.fakes.script import Status
+from tests.fusion_setup import fusion_sidecar
+from tests.helpers import KEYS, serve, sidecar
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+QUESTION = [{"role": "user", "content": "When was the bridge built?"}]
+
+
+def _attrs(span: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in span.attributes:
+        value = kv.value
+        out[kv.key] = value.string_value or value.int_value or value.bool_value
+    return out
+
+
+async def test_otlp_export_shows_the_fusion_span_tree_with_substitution() -> None:
+    """A local OTLP/HTTP receiver gets one trace: parented on the inbound traceparent, a CLIENT
+    span per upstream attempt, and the substitution on the seat's span."""
+    received: list[Any] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource_spans in message.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                received.extend(scope_spans.spans)
+        return web.Response(status=200)
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", traces)
+    async with serve(collector) as otlp:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/")}
+        async with fusion_sidecar(environ=env) as s:
+            s.wall.script("up-m2", Status(503))
+            await s.openai().chat.completions.create(
+                model="fusion/trio",
+                messages=QUESTION,  # type: ignore[arg-type]
+                extra_headers={"traceparent": TRACEPARENT},
+            )
+            await asyncio.to_thread(s.app[TELEMETRY].force_flush)
+    by_id = {span.span_id: span for span in received}
+    assert received, "nothing was exported"
+    assert all(span.trace_id.hex() == TRACE_ID for span in received)
+    server = [s for s in received if s.kind == s.SPAN_KIND_SERVER]
+    assert len(server) == 1
+    assert server[0].parent_span_id.hex() == PARENT_ID
+    clients = [s for s in received if s.kind == s.SPAN_KIND_CLIENT]
+    models = sorted(_attrs(c)["gen_ai.request.model"] for c in clients)
+    assert models == sorted(
+        ["up-m1", "up-m2", "up-m2", "up-m3", "up-sub1", "up-judge-m", "up-synth-m"]
+    )
+    for client in clients:
+        attrs = _attrs(client)
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert attrs["gen_ai.provider.name"] == "openai"
+    failed = [c for c in clients if _attrs(c)["gen_ai.request.model"] == "up-m2"]
+    assert all(_attrs(c)["error.type"] == "provider_unavailable" for c in failed)
+    seats = [s for s in received if s.name == "fusion.seat"]
+    substituted = [s for s in seats if _attrs(s).get("router.substitute_for") == "m2"]
+    assert len(substituted) == 1
+    assert any(e.name == "router.fusion.substituted" for e in substituted[0].events)
+    # every client span of the substituted seat hangs under that seat's span
+    for client in failed:
+        assert client.parent_span_id == substituted[0].span_id
+    workflow = next(s for s in received if s.name == "invoke_workflow fusion")
+    assert by_id[workflow.parent_span_id] is server[0]
+
+
+async def test_unreachable_collector_never_fails_a_request() -> None:
+    """With the OTLP endpoint on a closed port, requests succeed as usual."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    async with sidecar(environ=env) as s:
+        for _ in range(5):
+            reply = await s.openai().chat.completions.create(model="m-a", messages=QUESTION)  # type: ignore[arg-type]
+            assert reply.choices[0].message.content
+
+
+async def test_log_lines_carry_request_and_trace_ids() -> None:
+    """The canonical request.completed line has the request id, trace id and span id."""
+    lines: list[dict[str, Any]] = []
+
+    def keep(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
+        lines.append(dict(event_dict))
+        return json.dumps(event_dict, default=str)
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, add_trace_ids, keep],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        async with sidecar() as s:
+            raw = await s.openai().chat.completions.with_raw_response.create(
+                model="m-a",
+                messages=QUESTION,
+                extra_headers={"traceparent": TRACEPARENT},  # type: ignore[arg-type]
+            )
+        completed = [line for line in lines if line["event"] == "request.completed"]
+        assert len(completed) == 1
+        line = completed[0]
+        assert line["request_id"] == raw.headers["x-request-id"]
+        assert line["trace_id"] == TRACE_ID
+        assert len(line["span_id"]) == 16
+        assert line["served_model"] == "m-a"
+        assert line["attempts"] == 1
+        assert line["policy_version"]
+    finally:
+        structlog.reset_defaults()
+
+
+async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> None:
+    """S1/S2: canary keys and canary prompt text appear in no log line, span, metric or error body."""
+    canary_prompt = "CANARY-PROMPT-7f3e text that must not be logged"
+    captured: list[str] = []
+
+    def keep(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
+        captured.append(json.dumps(event_dict, default=str))
+        return ""
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, keep],
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    exporter = InMemorySpanExporter()
+    bodies: list[str] = []
+    try:
+        async with sidecar() as s, aiohttp.ClientSession() as http:
+            s.app[TELEMETRY].provider.add_span_processor(  # type: ignore[union-attr]
+                __import__(
+                    "opentelemetry.sdk.trace.export", fromlist=["SimpleSpanProcessor"]
+                ).SimpleSpanProcessor(exporter)
+            )
+            messages = [{"role": "user", "content": canary_prompt}]
+            for script in (
+                Status(401, "bad key " + KEYS["TEST_KEY_A"]),
+                Status(500),
+                Status(429, retry_after="1"),
+            ):
+                s.wall.script("up-model-a", script)
+                for stream in (False, True):
+                    async with http.post(
+                        f"{s.base_url}/chat/completions",
+                        json={"model": "both", "messages": messages, "stream": stream},
+                    ) as response:
+                        bodies.append(await response.text())
+                        bodies.append(repr(dict(response.headers)))
+            async with http.get(f"{s.url}/metrics") as response:
+                bodies.append(await response.text())
+            async with http.get(f"{s.url}/admin/breakers") as response:
+                bodies.append(await response.text())
+    finally:
+        structlog.reset_defaults()
+    spans = [
+        json.dumps(
+            {
+                "name": sp.name,
+                "attrs": dict(sp.attributes or {}),
+                "events": [e.name for e in sp.events],
+            },
+            default=str,
+        )
+        for sp in exporter.get_finished_spans()
+    ]
+    assert captured and spans and bodies
+    everything = "\n".join(captured + spans + bodies)
+    for canary in (*KEYS.values(), "CANARY-PROMPT-7f3e"):
+        assert canary not in everything
