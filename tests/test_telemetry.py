@@ -188,7 +188,9 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
         )
         for sp in exporter.get_finished_spans()
     ]
-    assert captured and spans and bodies
+    assert captured
+    assert spans
+    assert bodies
     everything = "\n".join(captured + spans + bodies)
     for canary in (*KEYS.values(), "CANARY-PROMPT-7f3e"):
         assert canary not in everything
