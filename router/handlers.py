@@ -15,6 +15,7 @@ from router.errors import (
     DeadlineExceeded,
     InvalidRequest,
     PayloadTooLarge,
+    PolicyDenied,
     ProviderError,
     RouterError,
     UnknownModel,
@@ -254,6 +255,15 @@ async def _fusion(
     gate = view.gate
     availability = availability_for(catalog, gate, lambda m: router.unavailable(m) is not None)
     plan = plan_panel(panel, catalog.models, availability)
+    if not plan.seated:
+        # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
+        decision = view.decision(catalog.models[panel.panelists[0]])
+        if not decision.allowed:
+            raise PolicyDenied(
+                f"no panelist of {chat.model!r} (or substitute) is allowed in jurisdiction "
+                f"{decision.jurisdiction!r} (rule {decision.rule_id}: {decision.reason})",
+                rule_id=decision.rule_id,
+            )
     caller = RouterCaller(router, catalog.models, new_budget(), gate)
     tracer = request.app[TELEMETRY].tracer
     deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
