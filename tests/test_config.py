@@ -128,7 +128,9 @@ def test_broken_config_reports_every_problem_with_path_and_line(tmp_path: Path) 
 
 def test_plain_http_needs_an_explicit_flag(tmp_path: Path) -> None:
     """A plain-http base URL is refused unless the provider says allow_http."""
-    text = BROKEN.split("models:", maxsplit=1)[0].replace("?key=abc", "").replace("bogus_top: 1\n", "")
+    text = (
+        BROKEN.split("models:", maxsplit=1)[0].replace("?key=abc", "").replace("bogus_top: 1\n", "")
+    )
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
