@@ -264,3 +264,75 @@ async def test_bad_fusion_options_are_4xx(options: dict[str, Any], status: int, 
             assert response.status == status
             assert (await response.json())["error"]["code"] == code
         assert s.wall.calls == []
+
+
+async def test_hedging_starts_a_substitute_and_the_first_answer_wins() -> None:
+    """A seat slower than hedge_after_s gets a substitute in parallel; the loser is cancelled."""
+    from tests.fakes.script import Delay
+
+    async with fusion_sidecar(first_byte_s=5, panel_extra="    hedge_after_s: 0.2") as s:
+        s.wall.script("up-m2", Delay(3.0, Answer("too late")))
+        started = time.monotonic()
+        completion = await s.openai().chat.completions.create(
+            model="fusion/trio", messages=QUESTION
+        )  # type: ignore[arg-type]
+        fusion = fusion_of(completion)
+        assert fusion["seats"][1]["served"] == "sub1"
+        assert fusion["substitutions"][0]["code"] == "hedged"
+        assert time.monotonic() - started < 2.5
+        async with asyncio.timeout(1.0):
+            while s.wall.active:
+                await asyncio.sleep(0.02)
+        assert s.wall.cancelled >= 1  # the slow primary's upstream call was cancelled
+
+
+FAILURES = [Answer("fine"), Status(500), Status(503), Status(429), Status(400), Hang(5)]
+
+
+def test_fu9_any_failure_schedule_stays_within_the_call_caps() -> None:
+    """FU9: whatever fails, a fusion request makes at most 8 upstream calls and at most 3 per seat,
+    and ends with a success or a well-formed error."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.fusion_setup import MODELS
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.dictionaries(
+            st.sampled_from(sorted(MODELS)),
+            st.lists(st.sampled_from(FAILURES), min_size=1, max_size=3),
+        )
+    )
+    def check(schedule: dict[str, list[Any]]) -> None:
+        async def run() -> None:
+            async with fusion_sidecar(first_byte_s=0.2) as s, aiohttp.ClientSession() as http:
+                for model, behaviours in schedule.items():
+                    s.wall.script(f"up-{model}", behaviours)
+                body = {"model": "fusion/trio", "messages": QUESTION}
+                async with http.post(f"{s.base_url}/chat/completions", json=body) as response:
+                    payload = await response.json()
+                    if response.status == 200:
+                        assert payload["choices"][0]["message"]["content"] is not None
+                        assert payload["fusion"]["upstream_calls"] == len(s.wall.calls)
+                    else:
+                        assert payload["error"]["code"] in (
+                            "panel_exhausted",
+                            "upstream_rejected",
+                            "rate_limited",
+                        )
+                assert len(s.wall.calls) <= MAX_UPSTREAM_CALLS
+                per_model: dict[str, int] = {}
+                for call in s.wall.calls:
+                    if role_of(call) == "panelist":
+                        per_model[call.model] = per_model.get(call.model, 0) + 1
+                assert all(n <= 3 for n in per_model.values())
+
+        asyncio.run(run())
+
+    check()
