@@ -71,7 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             message="binding beyond loopback; set server.auth_token_env",
         )
-    asyncio.run(_serve(app, host, port, loaded.config.server.shutdown_grace_s, loaded))
+    coroutine = _serve(app, host, port, loaded.config.server.shutdown_grace_s, loaded)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
     log.info("server.stopped")
     return 0
 
