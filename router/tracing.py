@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__
@@ -59,9 +60,12 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
             "service.version": __version__,
         }
     )
-    provider = TracerProvider(resource=resource)
+    wants = exporter is not None or _wants_export(environ)
+    # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not
+    # recorded, which keeps the hot path cheap.
+    provider = TracerProvider(resource=resource, sampler=None if wants else ALWAYS_OFF)
     exporting = False
-    if exporter is None and _wants_export(environ):
+    if exporter is None and wants:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
