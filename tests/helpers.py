@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import openai
 from aiohttp import web
@@ -117,7 +118,7 @@ KEYS: Mapping[str, str] = {
 
 @asynccontextmanager
 async def sidecar(
-    extra_yaml: str = "", environ: Mapping[str, str] | None = None
+    extra_yaml: str = "", environ: Mapping[str, str] | None = None, span_exporter: Any = None
 ) -> AsyncIterator[Sidecar]:
     """A sidecar in front of one fake OpenAI server hosting two providers."""
     wall = Wall()
@@ -125,7 +126,7 @@ async def sidecar(
         loaded = config_from_yaml(
             two_provider_yaml(str(upstream.make_url("")).rstrip("/"), extra_yaml)
         )
-        app = create_app(loaded, environ={**KEYS, **(environ or {})})
+        app = create_app(loaded, environ={**KEYS, **(environ or {})}, span_exporter=span_exporter)
         async with serve(app) as server:
             s = Sidecar(str(server.make_url("")).rstrip("/"), wall, app)
             try:

@@ -151,12 +151,7 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
     exporter = InMemorySpanExporter()
     bodies: list[str] = []
     try:
-        async with sidecar() as s, aiohttp.ClientSession() as http:
-            s.app[TELEMETRY].provider.add_span_processor(  # type: ignore[union-attr]
-                __import__(
-                    "opentelemetry.sdk.trace.export", fromlist=["SimpleSpanProcessor"]
-                ).SimpleSpanProcessor(exporter)
-            )
+        async with sidecar(span_exporter=exporter) as s, aiohttp.ClientSession() as http:
             messages = [{"role": "user", "content": canary_prompt}]
             for script in (
                 Status(401, "bad key " + KEYS["TEST_KEY_A"]),
@@ -175,6 +170,7 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
                 bodies.append(await response.text())
             async with http.get(f"{s.url}/admin/breakers") as response:
                 bodies.append(await response.text())
+            s.app[TELEMETRY].force_flush()
     finally:
         structlog.reset_defaults()
     spans = [
