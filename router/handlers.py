@@ -34,7 +34,7 @@ from router.fusion_http import (
 )
 from router.inbound import parse_json, validate_chat
 from router.logs import get_logger
-from router.metrics import CONTENT_TYPE_LATEST, Metrics
+from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
 from router.middlewares import LOG_FIELDS, POLICY_VIEW, REQUEST_ID
 from router.policy_view import PolicyView
 from router.routing import AttemptLog, Router, check_max_tokens
@@ -336,7 +336,14 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    """`GET /metrics`: Prometheus exposition."""
+    """`GET /metrics`: Prometheus exposition (breaker states refreshed at scrape time)."""
+    metrics = request.app[METRICS]
+    board = request.app[RUNTIME].breakers
+    if board is not None:
+        for entry in board.snapshot():
+            metrics.breaker_state.labels(entry["key"], entry["provider"], entry["model"] or "").set(
+                BREAKER_STATE_VALUE.get(entry["state"], 0)
+            )
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
