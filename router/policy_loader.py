@@ -584,8 +584,13 @@ class PolicyStore:
         """Read and validate the folder (blocking I/O: safe to run in a thread); no side effect."""
         ticket = next(self._tickets)
         seen = fingerprint(self.directory)
+        # a jurisdiction that was loaded may not silently vanish on reload (a deleted or renamed
+        # file keeps the last-known-good set); removing one takes a restart
+        current: PolicySet | None = getattr(self, "current", None)
+        loaded = current.jurisdictions if current is not None else ()
+        required = tuple(dict.fromkeys((*self.required, *loaded)))
         try:
-            policies = load_policy_dir(self.directory, self.catalog_models, self.required)
+            policies = load_policy_dir(self.directory, self.catalog_models, required)
         except PolicyError as exc:
             return PolicyCandidate(ticket, seen, None, exc)
         return PolicyCandidate(ticket, seen, policies, None)
