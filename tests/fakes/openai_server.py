@@ -177,7 +177,8 @@ def make_app(wall: Wall) -> web.Application:
             await _send(
                 response, chunk_json(model, usage=(behaviour.input_tokens, behaviour.output_tokens))
             )
-            await _send(response, "[DONE]")
+            if behaviour.done_marker:
+                await _send(response, "[DONE]")
             return response
         if isinstance(behaviour, CutStream | StallStream | InBandError):
             response = await _sse(request)

@@ -23,6 +23,7 @@ class Answer:
     output_tokens: int = 7
     chunk_delay: float = 0.0
     finish_reason: str = "stop"
+    done_marker: bool = True  # False: end a stream after finish_reason without `[DONE]`
 
 
 @dataclass(frozen=True)
