@@ -122,7 +122,7 @@ async def test_f01_one_500_is_retried_once_on_the_same_target() -> None:
     async with bed() as s:
         s.wall.script("up-ma", [Status(500), Answer("second try")])
         started = time.monotonic()
-        status, headers, body = await post(s, "ab")
+        status, _headers, body = await post(s, "ab")
         assert (status, body["choices"][0]["message"]["content"]) == (200, "second try")
         assert (count(s, "ma"), count(s, "mb")) == (2, 0)
         assert time.monotonic() - started < 1.0
@@ -319,7 +319,7 @@ async def test_f21_finish_reason_without_done_marker_completes_promptly() -> Non
     async with bed() as s:
         s.wall.script("up-ma", Answer("all there", done_marker=False))
         started = time.monotonic()
-        status, headers, body = await post(s, "ma", stream=True)
+        status, _headers, body = await post(s, "ma", stream=True)
         assert status == 200
         assert body.rstrip().endswith("data: [DONE]")
         assert "all" in body
@@ -330,7 +330,7 @@ async def test_f22_dns_failure_fails_over_at_once() -> None:
     async with bed() as s:
         status, headers, body = await post(s, "dns")
         assert (status, headers["X-Router-Model"]) == (200, "mb")
-        assert [a["code"] for a in body["router"]["attempts"]][0] == "provider_unavailable"
+        assert next(a["code"] for a in body["router"]["attempts"]) == "provider_unavailable"
 
 
 async def test_f24_redirects_are_not_followed() -> None:
