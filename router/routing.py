@@ -6,7 +6,8 @@ failover or the breaker act on it:
 - caller faults go straight back (a context-length refusal may move on to a
   larger-context model of the same route);
 - a silent provider (any timeout) and a rejected credential fail over at once;
-- other provider faults get one jittered retry on the same target, then fail over;
+- other provider faults fail over to the next target at once; on the last target of the
+  chain they get one jittered retry (throttling without Retry-After: one throttle backoff);
 - 429 with Retry-After cools the target down (never shortening a cooldown) and
   fails over now, or waits when it is the last target and the wait fits the
   deadline; an exhausted quota cools it for 5 minutes.
@@ -483,6 +484,8 @@ class Router:
             delay = full_jitter(
                 retries_here, policy.transient_base_s, policy.transient_cap_s, self._rng
             )
+        if later:
+            return None  # another target is ready: fail over now rather than wait on this one
         if retries_here >= 1 or delay > remaining - MIN_ATTEMPT_S:
             return None
         return delay

@@ -14,6 +14,7 @@ from tests.fakes.script import (
     Call,
     CutStream,
     Delay,
+    Flaky,
     Hang,
     InBandError,
     Malformed,
@@ -135,6 +136,8 @@ def make_app(wall: Wall) -> web.Application:
             )
         )
         behaviour = wall.next_for(model)
+        if isinstance(behaviour, Flaky):
+            behaviour = behaviour.pick()
         if isinstance(behaviour, Delay):
             await asyncio.sleep(behaviour.seconds)
             behaviour = behaviour.then

@@ -86,8 +86,34 @@ class InBandError:
     text: str = "one two three"
 
 
+@dataclass
+class Flaky:
+    """Answer 503 on a seeded random `rate` of calls, else answer normally."""
+
+    rate: float
+    seed: int = 0
+    answer: Answer = field(default_factory=Answer)
+
+    def __post_init__(self) -> None:
+        import random
+
+        self._rng = random.Random(self.seed)
+
+    def pick(self) -> Answer | Status:
+        return Status(503, "flaky") if self._rng.random() < self.rate else self.answer
+
+
 Behaviour = (
-    Answer | Status | Hang | Delay | Malformed | Reset | CutStream | StallStream | InBandError
+    Flaky
+    | Answer
+    | Status
+    | Hang
+    | Delay
+    | Malformed
+    | Reset
+    | CutStream
+    | StallStream
+    | InBandError
 )
 
 
