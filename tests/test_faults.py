@@ -168,7 +168,7 @@ async def test_f06_429_without_retry_after_backs_off_once_on_the_last_target() -
         code, headers, _ = await post(s, "ab")
         assert (code, headers["X-Router-Model"]) == (200, "mb")
         assert count(s, "ma") == 1  # another target was ready: failed over at once
-        code, headers, body = await post(s, "ma")
+        code, headers, _body = await post(s, "ma")
         assert code == 502
         calls = s.wall.calls_to("up-ma")
         assert len(calls) == 3  # alone, it was tried twice, with a throttle backoff between
