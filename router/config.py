@@ -213,16 +213,28 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _schema_problems(exc: ValidationError, file: str, doc: yaml12.LoadedYaml) -> list[Problem]:
+def schema_problems(
+    exc: ValidationError,
+    file: str,
+    doc: yaml12.LoadedYaml,
+    messages: Mapping[tuple[str, str], str] | None = None,
+) -> list[Problem]:
+    """Pydantic errors as Problems with dotted paths and lines (config and policy files alike).
+
+    `messages` maps (error type, path suffix) to a clearer message for that case.
+    """
     problems = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = _dotted(loc)
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required key is missing"
+        for (kind, suffix), text in (messages or {}).items():
+            if err["type"] == kind and path.endswith(suffix):
+                message = text
         problems.append(Problem(file, path, message, doc.line_of(path)))
     return problems
 
@@ -311,7 +323,7 @@ def parse_config(doc: yaml12.LoadedYaml, file: str) -> RouterConfig:
     try:
         config = RouterConfig.model_validate(doc.data)
     except ValidationError as exc:
-        problems.extend(_schema_problems(exc, file, doc))
+        problems.extend(schema_problems(exc, file, doc))
     problems.extend(cross_check(doc.data, file, doc))
     if problems or config is None:
         problems.sort(key=lambda p: (p.line or 0, p.path))

@@ -33,7 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from router import yaml12
 from router.catalog import CatalogModel
-from router.config import JURISDICTION_RE
+from router.config import JURISDICTION_RE, schema_problems
 from router.errors import PolicyError, Problem
 from router.logs import get_logger
 from router.policy import (
@@ -122,31 +122,16 @@ class PolicySpec(_Strict):
 # --- problems ------------------------------------------------------------------
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out = f"{out}.{part}" if out else str(part)
-    return out
+_MESSAGES = {
+    ("string_pattern_mismatch", ".id"): "a rule id is 1-128 letters, digits, '.', '_', ':' or '-'"
+}
 
 
-def schema_problems(exc: ValidationError, file: str, doc: yaml12.LoadedYaml) -> list[Problem]:
-    """Pydantic errors as Problems with dotted paths and lines."""
-    problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = _dotted(loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] == "string_pattern_mismatch" and path.endswith(".id"):
-            message = "a rule id is 1-128 letters, digits, '.', '_', ':' or '-'"
-        problems.append(Problem(file, path, message, doc.line_of(path)))
-    return problems
+def policy_schema_problems(
+    exc: ValidationError, file: str, doc: yaml12.LoadedYaml
+) -> list[Problem]:
+    """Pydantic errors of a policy file as Problems with dotted paths and lines."""
+    return schema_problems(exc, file, doc, _MESSAGES)
 
 
 _YAML_PATH_MESSAGE = re.compile(r"^(?P<path>[^\s']+): (?P<msg>(?:duplicate key|key) .*)$", re.S)
@@ -401,7 +386,7 @@ def check_policy_file(
     try:
         spec = PolicySpec.model_validate(doc.data)
     except ValidationError as exc:
-        problems.extend(schema_problems(exc, file, doc))
+        problems.extend(policy_schema_problems(exc, file, doc))
     problems.sort(key=lambda p: (p.line or 0, p.path))
     policy: Policy | None = None
     if spec is not None and not any(p.severity == "error" for p in problems):
