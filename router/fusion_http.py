@@ -120,6 +120,21 @@ def _count(metrics: Metrics, report: FusionReport) -> None:
         metrics.substitutions.labels(panel, "hedged" if sub.code == "hedged" else "failed").inc()
     for stage in report.degraded:
         metrics.fusion_degraded.labels(panel, stage).inc()
+    stages: list[tuple[str | None, Usage, float]] = [
+        (seat.served, seat.usage, seat.cost)
+        for seat in (report.panel.seats if report.panel else ())
+    ]
+    if report.judge is not None:
+        stages.append((report.judge.model, report.judge.usage, report.judge.cost))
+    if report.synthesis is not None:
+        stages.append((report.synthesis.model, report.synthesis.usage, report.synthesis.cost))
+    for model, usage, cost in stages:
+        if model is None or not (usage.input_tokens or usage.output_tokens):
+            continue
+        provider = report.providers.get(model, "unknown")
+        metrics.tokens.labels(provider, model, "input").inc(usage.input_tokens)
+        metrics.tokens.labels(provider, model, "output").inc(usage.output_tokens)
+        metrics.cost.labels(provider, model).inc(cost)
 
 
 def _completion_body(

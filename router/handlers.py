@@ -268,7 +268,10 @@ async def _fusion(
     tracer = request.app[TELEMETRY].tracer
     deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
     report = FusionReport(
-        plan, jurisdictions=view.jurisdictions, policy_version=view.pinned.version
+        plan,
+        jurisdictions=view.jurisdictions,
+        policy_version=view.pinned.version,
+        providers={m.id: m.provider for m in catalog.models.values()},
     )
     fields = request[LOG_FIELDS]
     attributes: dict[str, str | int] = {

@@ -38,6 +38,7 @@ class FusionReport:
     policy_version: str | None = None
     upstream_calls: int = 0
     total_ms: float = 0.0
+    providers: dict[str, str] = field(default_factory=dict)  # model id -> provider, for metrics
 
     @property
     def usage(self) -> Usage:
