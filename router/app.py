@@ -41,7 +41,7 @@ from router.state import (
     Runtime,
     Settings,
 )
-from router.tracing import build_telemetry, inject_headers
+from router.tracing import build_telemetry, content_capture, inject_headers
 
 
 def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None) -> Settings:
@@ -135,6 +135,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         runtime.providers,
         breakers=board,
         tracer=telemetry.tracer,
+        capture_content=runtime.capture_content,
         trace_headers=trace_headers,
         observer=observe,
         policy=retry_policy(config.retry),
@@ -232,6 +233,7 @@ def create_app(
     app[POLICY] = _policy_store(loaded, app[CATALOG], metrics)
     app.cleanup_ctx.append(_policy_watcher)
     app[TELEMETRY] = build_telemetry(env, span_exporter)
+    app[RUNTIME].capture_content = content_capture(loaded.config.telemetry.capture_content, env)
     app.cleanup_ctx.append(_telemetry)
     app.cleanup_ctx.append(_client_session)
     handlers.add_routes(app)

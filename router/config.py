@@ -155,6 +155,14 @@ class RetryConfig(_Strict):
     budget_window_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
 
+class TelemetryConfig(_Strict):
+    """Operator opt-ins for telemetry."""
+
+    # Prompts and completions go into spans and the request log line only when this is true AND
+    # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is SPAN_ONLY or SPAN_AND_EVENT.
+    capture_content: bool = False
+
+
 class ServerConfig(_Strict):
     """The sidecar's own listener and limits."""
 
@@ -175,6 +183,7 @@ class RouterConfig(_Strict):
     policies: str = "policies"
     server: ServerConfig = ServerConfig()
     retry: RetryConfig = RetryConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     models: Annotated[dict[Name, ModelConfig], Field(min_length=1)]
     routes: dict[Name, Annotated[list[Name], Field(min_length=1)]] = {}

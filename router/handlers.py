@@ -149,6 +149,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not chat.stream:
         routed = await router.complete(chat, chain, deadline, gate=view.gate)
         _log_served(request, routed.model, routed.attempts, routed.completion.usage)
+        if runtime.capture_content:
+            fields.update(
+                prompt=[{"role": m.role, "content": m.content} for m in chat.messages],
+                completion=routed.completion.text,
+            )
         body = completion_body(
             request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
         )

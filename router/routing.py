@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -207,7 +208,9 @@ class Router:
         trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] = lambda _m: (),
         observer: Callable[[AttemptRecord], None] | None = None,
         tracer: trace.Tracer | None = None,
+        capture_content: bool = False,
     ) -> None:
+        self._capture = capture_content
         self._tracer = tracer or trace.NoOpTracer()
         self._observer = observer
         self.on_budget_exhausted: Callable[[], None] | None = None
@@ -435,6 +438,16 @@ class Router:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
                 raise
             span.set_attribute(semconv.ROUTER_OUTCOME, Outcome.SUCCESS.value)
+            if self._capture:
+                span.set_attribute(
+                    semconv.GEN_AI_INPUT_MESSAGES,
+                    json.dumps([{"role": m.role, "content": m.content} for m in request.messages]),
+                )
+                if isinstance(value, Completion):
+                    span.set_attribute(
+                        semconv.GEN_AI_OUTPUT_MESSAGES,
+                        json.dumps([{"role": "assistant", "content": value.text}]),
+                    )
             if isinstance(value, Completion):
                 span.set_attribute(
                     semconv.GEN_AI_RESPONSE_MODEL, value.response_model or model.upstream_id

@@ -28,6 +28,7 @@ class Runtime:
     router: Router | None = None
     breakers: BreakerBoard | None = None
     inflight: int = 0
+    capture_content: bool = False
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,19 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
     return Telemetry(provider.get_tracer("router", __version__), provider, exporting)
 
 
+CONTENT_CAPTURE_VALUES = frozenset({"SPAN_ONLY", "SPAN_AND_EVENT"})
+
+
+def content_capture(config_flag: bool, environ: Mapping[str, str]) -> bool:
+    """Prompts and completions are recorded only when the operator opts in twice."""
+    value = (
+        environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "NO_CONTENT")
+        .strip()
+        .upper()
+    )
+    return config_flag and value in CONTENT_CAPTURE_VALUES
+
+
 def extract_context(headers: Mapping[str, str]) -> Any:
     """The parent context from an inbound `traceparent` (W3C trace context)."""
     return _PROPAGATOR.extract(headers)

@@ -19,6 +19,8 @@ def test_gen_ai_attribute_names_match_the_conventions() -> None:
     assert semconv.GEN_AI_RESPONSE_FINISH_REASONS == gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
     assert semconv.GEN_AI_USAGE_INPUT_TOKENS == gen_ai.GEN_AI_USAGE_INPUT_TOKENS
     assert semconv.GEN_AI_USAGE_OUTPUT_TOKENS == gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+    assert semconv.GEN_AI_INPUT_MESSAGES == gen_ai.GEN_AI_INPUT_MESSAGES
+    assert semconv.GEN_AI_OUTPUT_MESSAGES == gen_ai.GEN_AI_OUTPUT_MESSAGES
     assert gen_ai.GenAiOperationNameValues.CHAT.value == semconv.OPERATION_CHAT
     assert semconv.OPERATION_INVOKE_WORKFLOW == "invoke_workflow"
 

@@ -190,3 +190,44 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
     everything = "\n".join(captured + spans + bodies)
     for canary in (*KEYS.values(), "CANARY-PROMPT-7f3e"):
         assert canary not in everything
+
+
+async def test_content_is_captured_only_when_the_operator_opts_in_twice() -> None:
+    """S2: prompts and completions reach spans and the log line only with the config flag AND
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY."""
+    prompt = [{"role": "user", "content": "CANARY-OPT-IN prompt"}]
+    cases = [
+        (
+            "telemetry: {capture_content: true}\n",
+            {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"},
+            True,
+        ),
+        ("telemetry: {capture_content: true}\n", {}, False),
+        ("", {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"}, False),
+    ]
+    for extra, env, expected in cases:
+        exporter = InMemorySpanExporter()
+        lines: list[str] = []
+
+        def keep(
+            _logger: Any, _method: str, event_dict: dict[str, Any], lines: list[str] = lines
+        ) -> str:
+            lines.append(json.dumps(event_dict, default=str))
+            return ""
+
+        structlog.configure(
+            processors=[keep],
+            logger_factory=structlog.ReturnLoggerFactory(),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            async with sidecar(extra, environ=env, span_exporter=exporter) as s:
+                await s.openai().chat.completions.create(model="m-a", messages=prompt)  # type: ignore[arg-type]
+                s.app[TELEMETRY].force_flush()
+        finally:
+            structlog.reset_defaults()
+        spans = json.dumps(
+            [dict(sp.attributes or {}) for sp in exporter.get_finished_spans()], default=str
+        )
+        assert ("CANARY-OPT-IN" in spans) is expected
+        assert ("CANARY-OPT-IN" in "\n".join(lines)) is expected
