@@ -390,3 +390,14 @@ async def test_f27_client_disconnect_mid_stream_cancels_upstream_without_a_break
                 await asyncio.sleep(0.02)
         assert s.wall.cancelled == 1
         assert (await breakers(s))["pa/ma"]["fail_counter"] == 0
+
+
+async def test_f25_oversized_response_is_cut_at_the_cap_and_fails_over() -> None:
+    """A body past the 16 MiB cap is a provider fault: aborted, never buffered whole, failed over."""
+    from tests.fakes.script import Huge
+
+    async with bed() as s:
+        s.wall.script("up-ma", Huge())
+        status, headers, body = await post(s, "ab")
+        assert (status, headers["X-Router-Model"]) == (200, "mb")
+        assert body["router"]["attempts"][0]["code"] == "provider_malformed"

@@ -15,6 +15,7 @@ from tests.fakes.script import (
     CutStream,
     Delay,
     Flaky,
+    Huge,
     Hang,
     InBandError,
     Malformed,
@@ -157,6 +158,15 @@ def make_app(wall: Wall) -> web.Application:
                 content_type="application/json",
                 headers=headers,
             )
+        if isinstance(behaviour, Huge):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b'{"pad": "')
+            block = b"x" * 65536
+            for _ in range(behaviour.size // len(block)):
+                await response.write(block)
+            await response.write(b'"}')
+            return response
         if isinstance(behaviour, Malformed):
             if stream:
                 response = await _sse(request)

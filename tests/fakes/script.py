@@ -86,6 +86,13 @@ class InBandError:
     text: str = "one two three"
 
 
+@dataclass(frozen=True)
+class Huge:
+    """Answer 200 with a JSON body of about `size` bytes (beyond the router's response cap)."""
+
+    size: int = 17 * 1024 * 1024
+
+
 @dataclass
 class Flaky:
     """Answer 503 on a seeded random `rate` of calls, else answer normally."""
@@ -104,7 +111,8 @@ class Flaky:
 
 
 Behaviour = (
-    Flaky
+    Huge
+    | Flaky
     | Answer
     | Status
     | Hang
