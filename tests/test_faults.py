@@ -13,6 +13,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from router.app import create_app
 from tests.fakes import openai_server
@@ -401,3 +402,40 @@ async def test_f25_oversized_response_is_cut_at_the_cap_and_fails_over() -> None
         status, headers, body = await post(s, "ab")
         assert (status, headers["X-Router-Model"]) == (200, "mb")
         assert body["router"]["attempts"][0]["code"] == "provider_malformed"
+
+
+async def test_f23_untrusted_tls_certificate_fails_over_and_never_downgrades() -> None:
+    """A provider whose certificate the router does not trust is a provider fault; the router
+    fails over and never retries without verification (the fake sees no plaintext request)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()  # a CA the router has never heard of
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    tls_wall = Wall()
+    tls_server = TestServer(openai_server.make_app(tls_wall), host="127.0.0.1", port=0)
+    await tls_server.start_server(ssl=server_context)
+    try:
+        wall = Wall()
+        wall.script("up-mb", Answer("from mb"))
+        async with serve(openai_server.make_app(wall)) as upstream:
+            plain = str(upstream.make_url("")).rstrip("/")
+            text = faults_yaml(plain).replace(
+                f"base_url: {plain}/v1\n    allow_http: true\n    region: us\n    api_key_env: TEST_KEY_A",
+                f"base_url: https://127.0.0.1:{tls_server.port}/v1\n    region: us\n    api_key_env: TEST_KEY_A",
+            )
+            app = create_app(config_from_yaml(text), environ=dict(KEYS))
+            async with serve(app) as server, aiohttp.ClientSession() as http:
+                body = {"model": "ab", "messages": Q}
+                async with http.post(
+                    str(server.make_url("/v1/chat/completions")), json=body
+                ) as response:
+                    assert response.status == 200
+                    assert response.headers["X-Router-Model"] == "mb"
+                    data = await response.json()
+        assert data["router"]["attempts"][0]["code"] == "provider_unavailable"
+        assert tls_wall.calls == []  # the handshake failed: no request was ever sent in the clear
+    finally:
+        await tls_server.close()
