@@ -439,3 +439,59 @@ async def test_f23_untrusted_tls_certificate_fails_over_and_never_downgrades() -
         assert tls_wall.calls == []  # the handshake failed: no request was ever sent in the clear
     finally:
         await tls_server.close()
+
+
+FAULTS = [
+    Answer("ok"),
+    Status(500),
+    Status(503),
+    Status(429),
+    Status(429, retry_after="1"),
+    Status(400),
+    Hang(3),
+    Malformed(),
+    Reset(),
+    CutStream(after=0),
+]
+
+
+def test_r2_any_failure_schedule_keeps_the_attempt_cap_and_the_deadline() -> None:
+    """R2: whatever each target does, a request makes ≤ 3 upstream calls and ends by its deadline."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.fixed_dictionaries(
+            {
+                m: st.lists(st.sampled_from(FAULTS), min_size=1, max_size=3)
+                for m in ("ma", "mb", "mc")
+            }
+        ),
+        st.booleans(),
+    )
+    def check(schedule: dict[str, list[Any]], stream: bool) -> None:
+        async def run() -> None:
+            async with bed() as s, aiohttp.ClientSession() as http:
+                for model, behaviours in schedule.items():
+                    s.wall.script(f"up-{model}", behaviours)
+                started = time.monotonic()
+                body = {"model": "abc", "messages": Q, "stream": stream}
+                async with http.post(
+                    f"{s.base_url}/chat/completions",
+                    json=body,
+                    headers={"X-Router-Deadline-Ms": "1500"},
+                ) as response:
+                    await response.read()
+                    assert response.status in (200, 400, 429, 502, 503, 504)
+                assert time.monotonic() - started < 1.5 + 0.5
+                assert len(s.wall.calls) <= 3
+
+        asyncio.run(run())
+
+    check()
