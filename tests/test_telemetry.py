@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from router.state import TELEMETRY
 from router.tracing import add_trace_ids
-from tests.fakes.script import Status
+from tests.fakes.script import Answer, CutStream, InBandError, Malformed, Reset, StallStream, Status
 from tests.fusion_setup import fusion_sidecar
 from tests.helpers import KEYS, serve, sidecar
 
@@ -151,13 +151,23 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
     exporter = InMemorySpanExporter()
     bodies: list[str] = []
     try:
-        async with sidecar(span_exporter=exporter) as s, aiohttp.ClientSession() as http:
-            messages = [{"role": "user", "content": canary_prompt}]
-            for script in (
-                Status(401, "bad key " + KEYS["TEST_KEY_A"]),
-                Status(500),
-                Status(429, retry_after="1"),
-            ):
+        messages = [{"role": "user", "content": canary_prompt}]
+        for (
+            script
+        ) in (  # the fault matrix's families, each on a fresh sidecar (no breaker in the way)
+            Status(401, "bad key " + KEYS["TEST_KEY_A"]),
+            Status(500, "boom " + KEYS["TEST_KEY_A"]),
+            Status(400, "echo " + canary_prompt),
+            Status(429, retry_after="1"),
+            Status(429, "quota", code="insufficient_quota"),
+            Malformed(),
+            Reset(),
+            CutStream(after=1),
+            InBandError(after=1),
+            StallStream(after=1, seconds=2),
+            Answer("fine"),
+        ):
+            async with sidecar(span_exporter=exporter) as s, aiohttp.ClientSession() as http:
                 s.wall.script("up-model-a", script)
                 for stream in (False, True):
                     async with http.post(
@@ -166,11 +176,11 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
                     ) as response:
                         bodies.append(await response.text())
                         bodies.append(repr(dict(response.headers)))
-            async with http.get(f"{s.url}/metrics") as response:
-                bodies.append(await response.text())
-            async with http.get(f"{s.url}/admin/breakers") as response:
-                bodies.append(await response.text())
-            s.app[TELEMETRY].force_flush()
+                async with http.get(f"{s.url}/metrics") as response:
+                    bodies.append(await response.text())
+                async with http.get(f"{s.url}/admin/breakers") as response:
+                    bodies.append(await response.text())
+                s.app[TELEMETRY].force_flush()
     finally:
         structlog.reset_defaults()
     spans = [
