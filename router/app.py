@@ -114,7 +114,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         metrics.breaker_transitions.labels(change.provider, model, change.new_state).inc()
         log.warning(
             "breaker.state_changed",
-            key=change.key,
+            breaker=change.key,
             provider=change.provider,
             model=change.model,
             old=change.old_state,
