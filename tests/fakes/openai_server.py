@@ -14,11 +14,14 @@ from tests.fakes.script import (
     Call,
     CutStream,
     Delay,
+    Endless,
     Flaky,
     Hang,
     Huge,
     InBandError,
     Malformed,
+    MalformedEvent,
+    Redirect,
     Reset,
     StallStream,
     Status,
@@ -158,14 +161,50 @@ def make_app(wall: Wall) -> web.Application:
                 content_type="application/json",
                 headers=headers,
             )
+        if isinstance(behaviour, Redirect):
+            return web.Response(
+                status=behaviour.status,
+                headers={"Location": behaviour.location},
+                text="moved",
+            )
+        if isinstance(behaviour, Endless):
+            response = await _sse(request)
+            sent = 0
+            try:
+                while sent < behaviour.limit:
+                    if behaviour.events:
+                        line = f"data: {chunk_json(model, text='x' * behaviour.chunk_bytes)}\n\n"
+                    else:
+                        line = f": {'x' * behaviour.chunk_bytes}\n"
+                    await response.write(line.encode())
+                    sent += len(line)
+            except ConnectionResetError:
+                pass  # the reader gave up, as it should
+            return response
+        if isinstance(behaviour, MalformedEvent):
+            response = await _sse(request)
+            answer = behaviour.answer
+            for i, word in enumerate(answer.text.split(" ")):
+                if i == behaviour.at:
+                    await _send(response, "{not json")
+                await _send(response, chunk_json(model, text=word if i == 0 else " " + word))
+            await _send(response, chunk_json(model, text="", finish=answer.finish_reason))
+            await _send(
+                response, chunk_json(model, usage=(answer.input_tokens, answer.output_tokens))
+            )
+            await _send(response, "[DONE]")
+            return response
         if isinstance(behaviour, Huge):
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
-            await response.write(b'{"pad": "')
-            block = b"x" * 65536
-            for _ in range(behaviour.size // len(block)):
-                await response.write(block)
-            await response.write(b'"}')
+            try:
+                await response.write(b'{"pad": "')
+                block = b"x" * 65536
+                for _ in range(behaviour.size // len(block)):
+                    await response.write(block)
+                await response.write(b'"}')
+            except ConnectionResetError:
+                pass  # the reader stopped at its cap and hung up, as it should
             return response
         if isinstance(behaviour, Malformed):
             if stream:
@@ -202,7 +241,11 @@ def make_app(wall: Wall) -> web.Application:
             elif isinstance(behaviour, InBandError):
                 await _send(response, json.dumps({"error": {"message": "overloaded", "code": 502}}))
             assert request.transport is not None
-            request.transport.close()
+            if isinstance(behaviour, CutStream) and behaviour.abort:
+                await asyncio.sleep(0.1)  # let the chunks reach the reader before the reset
+                request.transport.abort()
+            else:
+                request.transport.close()
             return response
         raise AssertionError(behaviour)
 

@@ -63,10 +63,15 @@ class Reset:
 
 @dataclass(frozen=True)
 class CutStream:
-    """Stream `after` chunks, then close without the terminal marker."""
+    """Stream `after` chunks, then close without the terminal marker.
+
+    With `abort`, the connection is reset (TCP RST) instead of closed cleanly, a moment after
+    the chunks went out so they reach the reader first.
+    """
 
     after: int = 2
     text: str = "one two three four five six"
+    abort: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,32 @@ class Huge:
     size: int = 17 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Redirect:
+    """Answer with a redirect status pointing at `location` (another server)."""
+
+    location: str
+    status: int = 307
+
+
+@dataclass(frozen=True)
+class MalformedEvent:
+    """Stream `answer` normally, but put one event that is not JSON before chunk `at`."""
+
+    at: int = 2
+    answer: Answer = field(default_factory=lambda: Answer("one two three four"))
+
+
+@dataclass(frozen=True)
+class Endless:
+    """Stream without end: SSE comment lines (no event at all), or, with `events`, valid chunks
+    of `chunk_bytes` text each. Stops at `limit` bytes or when the reader goes away."""
+
+    chunk_bytes: int = 64 * 1024
+    events: bool = False
+    limit: int = 64 * 1024 * 1024
+
+
 @dataclass
 class Flaky:
     """Answer 503 on a seeded random `rate` of calls, else answer normally."""
@@ -112,6 +143,9 @@ class Flaky:
 
 Behaviour = (
     Huge
+    | Redirect
+    | MalformedEvent
+    | Endless
     | Flaky
     | Answer
     | Status
