@@ -94,15 +94,25 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     )
     session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
     runtime.session = session
-    runtime.providers = build_providers(app[CONFIG].config, session, app[KEYS])
     config = app[CONFIG].config
     metrics = app[METRICS]
+
+    def on_malformed_event(provider: str) -> None:
+        metrics.sse_malformed.labels(provider).inc()
+
+    runtime.providers = build_providers(
+        config, session, app[KEYS], on_malformed_event=on_malformed_event
+    )
 
     def observe(record: AttemptRecord) -> None:
         metrics.upstream_attempts.labels(record.provider, record.model, record.outcome).inc()
         metrics.upstream_duration.labels(record.provider, record.model).observe(
             record.duration_ms / 1000
         )
+        if record.code == "provider_quota_exhausted":
+            metrics.quota_exhausted.labels(record.provider, record.model).inc()
+        elif record.code == "provider_auth_failed":
+            metrics.auth_failures.labels(record.provider, record.model).inc()
 
     log = get_logger()
 

@@ -82,6 +82,7 @@ class ProviderConfig(_Strict):
     allow_http: bool = False
     forward_trace_context: bool = False
     max_inflight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    skip_malformed_events: Annotated[int, Field(ge=0, le=100)] = 1
     timeouts: TimeoutsConfig = TimeoutsConfig()
     breaker: BreakerConfig = BreakerConfig()
     sim: SimProfile | None = None

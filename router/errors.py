@@ -268,6 +268,8 @@ class ProviderRateLimited(ProviderError):
         super().__init__(message, provider=provider, upstream_status=429)
         self.retry_after = retry_after
         self.quota_exhausted = quota_exhausted
+        if quota_exhausted:
+            self.code = "provider_quota_exhausted"  # type: ignore[misc]  # its own alert
 
 
 class ProviderAuthFailed(ProviderError):

@@ -29,10 +29,13 @@ class Metrics:
     shed: Counter
     upstream_attempts: Counter
     upstream_duration: Histogram
+    quota_exhausted: Counter
+    auth_failures: Counter
     breaker_state: Gauge
     breaker_transitions: Counter
     retry_budget_exhausted: Counter
     stream_truncated: Counter
+    sse_malformed: Counter
     substitutions: Counter
     quorum_failures: Counter
     fusion_degraded: Counter
@@ -79,6 +82,18 @@ class Metrics:
                 buckets=_LATENCY_BUCKETS,
                 registry=r,
             ),
+            quota_exhausted=Counter(
+                "router_provider_quota_exhausted_total",
+                "Upstream answers saying the account's quota is spent (429 insufficient_quota).",
+                ["provider", "model"],
+                registry=r,
+            ),
+            auth_failures=Counter(
+                "router_provider_auth_failures_total",
+                "Upstream answers refusing our credential (401/403).",
+                ["provider", "model"],
+                registry=r,
+            ),
             breaker_state=Gauge(
                 "router_breaker_state",
                 "Breaker state: 0 closed, 1 half-open, 2 open.",
@@ -100,6 +115,12 @@ class Metrics:
                 "router_stream_truncated_total",
                 "Streams that ended with an in-band error after the first byte.",
                 ["provider", "model"],
+                registry=r,
+            ),
+            sse_malformed=Counter(
+                "router_sse_malformed_total",
+                "Malformed upstream stream events skipped (providers.*.skip_malformed_events).",
+                ["provider"],
                 registry=r,
             ),
             substitutions=Counter(

@@ -50,15 +50,24 @@ from router.errors import (
     ProviderRejected,
     ProviderTimeout,
     RateLimited,
+    StreamTruncated,
 )
 from router.providers.base import Provider
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.tracing import current_event
-from router.types import ChatRequest, Completion, ProviderCall, StreamEvent, Timeouts
+from router.types import (
+    ChatRequest,
+    Completion,
+    ProviderCall,
+    StreamEvent,
+    TextDelta,
+    Timeouts,
+)
 
 MIN_ATTEMPT_S = 0.1
 T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
+Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
 
 
 class Guard(Protocol):
@@ -139,19 +148,79 @@ class Routed:
         return self.model.cost(self.completion.usage)
 
 
+class StreamAbandoned(Exception):  # a verdict, never raised to a caller
+    """The caller closed a stream before its end: neutral for the breaker."""
+
+
+class HeldEvents:
+    """The rest of a stream; its breaker verdict waits until the stream is closed.
+
+    Faults after the first event (a cut, a stall, a malformed event) count against
+    the provider's breaker like faults before it; a stream the caller abandons is
+    neutral; one that reached its end event is a success.
+    """
+
+    __slots__ = ("_guard", "_provider", "_source", "_verdict")
+
+    def __init__(
+        self,
+        source: AsyncIterator[StreamEvent],
+        guard: contextlib.AbstractAsyncContextManager[None] | None,
+        first: StreamEvent,
+        provider: str,
+    ) -> None:
+        self._source = source
+        self._guard = guard
+        self._provider = provider
+        self._verdict: BaseException | None = (
+            StreamAbandoned() if isinstance(first, TextDelta) else None
+        )
+
+    def __aiter__(self) -> HeldEvents:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            event = await anext(self._source)
+        except StopAsyncIteration:
+            self._verdict = StreamTruncated(
+                "the stream ended without its terminal event", provider=self._provider
+            )
+            raise
+        except ProviderError as exc:
+            self._verdict = exc
+            raise
+        if not isinstance(event, TextDelta):
+            self._verdict = None
+        return event
+
+    async def aclose(self) -> None:
+        """Close the upstream stream, then give the breaker its verdict (once)."""
+        try:
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            guard, self._guard = self._guard, None
+            if guard is not None:
+                verdict = self._verdict
+                if verdict is None:
+                    await guard.__aexit__(None, None, None)
+                else:
+                    await guard.__aexit__(type(verdict), verdict, None)
+
+
 @dataclass
 class OpenedStream:
     """A stream whose first event has arrived; `events` yields the rest."""
 
     model: CatalogModel
     first: StreamEvent
-    events: AsyncIterator[StreamEvent]
+    events: HeldEvents
     attempts: AttemptLog
 
     async def aclose(self) -> None:
-        aclose = getattr(self.events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.events.aclose()
 
 
 def check_max_tokens(request: ChatRequest, chain: Sequence[CatalogModel]) -> None:
@@ -253,8 +322,8 @@ class Router:
         async def attempt(provider: Provider, call: ProviderCall) -> Completion:
             return await provider.complete(call)
 
-        model, completion, attempts = await self._run(
-            request, chain, deadline, budget, gate, attempt
+        model, completion, attempts, _ = await self._run(
+            request, chain, deadline, budget, gate, attempt, hold=False
         )
         return Routed(model, completion, attempts)
 
@@ -287,10 +356,12 @@ class Router:
                 raise
             return first, events
 
-        model, (first, events), attempts = await self._run(
-            request, chain, deadline, budget, gate, attempt
+        model, (first, events), attempts, guard = await self._run(
+            request, chain, deadline, budget, gate, attempt, hold=True
         )
-        return OpenedStream(model, first, events, attempts)
+        return OpenedStream(
+            model, first, HeldEvents(events, guard, first, model.provider), attempts
+        )
 
     async def _run(
         self,
@@ -300,15 +371,21 @@ class Router:
         budget: CallBudget | None,
         gate: Gate | None,
         attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-    ) -> tuple[CatalogModel, T, AttemptLog]:
+        *,
+        hold: bool,
+    ) -> tuple[CatalogModel, T, AttemptLog, Held]:
         attempts = AttemptLog(observer=self._observer)
         waits: list[float] = []
         rate_limited: float | None = None
         stopped_by_deadline = False
         calls = 0
+        needs_window = 0  # after a context-length refusal: only larger windows may follow
         self.budget.record_request()
         policy = self.policy
         for position, model in enumerate(chain):
+            if model.context_window <= needs_window:
+                attempts.skip(model, "context_window_too_small")
+                continue
             key = self._key(model)
             retries_here = 0
             while True:
@@ -352,7 +429,9 @@ class Router:
                 started = self._clock()
                 self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
                 try:
-                    value = await self._attempt_once(request, model, remaining, calls, attempt)
+                    value, held = await self._attempt_once(
+                        request, model, remaining, calls, attempt, hold=hold
+                    )
                 except BreakerOpen as exc:
                     calls -= 1  # rejected without a call (the half-open probe was taken)
                     attempts.skip(model, exc.code)
@@ -380,11 +459,13 @@ class Router:
                         continue
                     if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None:
                         rate_limited = min(exc.retry_after, policy.max_cooldown_s)
+                    if isinstance(exc, ProviderRejected):  # context length: a larger model next
+                        needs_window = max(needs_window, model.context_window)
                     break
                 finally:
                     self.inflight[model.provider] -= 1
                 attempts.add(model, Outcome.SUCCESS.value, "ok", 200, started, self._clock())
-                return model, value, attempts
+                return model, value, attempts, held
             if stopped_by_deadline:
                 break
         self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
@@ -396,8 +477,14 @@ class Router:
         remaining: float,
         number: int,
         attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-    ) -> T:
-        """One upstream call inside its CLIENT span, its breaker guard and its total clock."""
+        *,
+        hold: bool,
+    ) -> tuple[T, Held]:
+        """One upstream call inside its CLIENT span, its breaker guard and its total clock.
+
+        With `hold`, a successful call leaves the guard entered and returns it: the
+        caller settles it when the stream ends (`HeldEvents.aclose`).
+        """
         provider = self._providers[model.provider]
         attributes: dict[str, str | int] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
@@ -419,7 +506,8 @@ class Router:
                 else _Nothing()
             )
             try:
-                async with guard:
+                await guard.__aenter__()  # BreakerOpen here: nothing was called
+                try:
                     try:
                         async with asyncio.timeout(remaining):
                             value = await attempt(provider, call)
@@ -430,6 +518,12 @@ class Router:
                             provider=model.provider,
                             phase="total",
                         ) from None
+                except BaseException as exc:
+                    await guard.__aexit__(type(exc), exc, exc.__traceback__)
+                    raise
+                held: Held = guard if hold else None
+                if not hold:
+                    await guard.__aexit__(None, None, None)
             except ProviderError as exc:
                 span.set_attribute(semconv.ERROR_TYPE, exc.code)
                 span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
@@ -455,7 +549,7 @@ class Router:
                 span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, value.usage.input_tokens)
                 span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, value.usage.output_tokens)
                 span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (value.finish_reason,))
-            return value
+            return value, held
 
     def _after_failure(
         self,

@@ -448,11 +448,6 @@ async def test_f07_exhausted_quota_is_not_retried_and_a_stays_out_for_300_s() ->
         assert (await s.breakers())["pa/a"]["fail_counter"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no quota-exhaustion alert metric: router/metrics.py has no "
-    "provider_quota_exhausted_total and routing.Router._after_failure does not count it",
-)
 async def test_f07_exhausted_quota_raises_the_alert_metric() -> None:
     async with bed() as s:
         s.wall.script("up-a", Status(429, "quota", code="insufficient_quota"))
@@ -500,12 +495,6 @@ async def test_f09_context_length_is_a_400_when_no_larger_model_is_on_the_route(
         assert (await s.breakers())["pa/a"]["fail_counter"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="routing.Router._run: after context_length_exceeded on A, the walk resumes at the "
-    "next chain position even when that model's context_window is not larger, so the same "
-    "over-long prompt goes to B (8k, same as A) before reaching the 64k model",
-)
 async def test_f09_context_length_moves_only_to_a_larger_context_model() -> None:
     targets = (*ABC, Target("big", context=64000))
     async with bed(targets, routes={"abig": ["a", "b", "big"]}) as s:
@@ -634,18 +623,29 @@ async def test_f15_stall_after_tokens_ends_in_an_in_band_error_and_the_process_s
         assert r.status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="faults after the first event are outside the breaker: routing.Router._attempt_once "
-    "guards only until open_stream's first event; handlers._stream consumes the rest with no "
-    "breaker, so a provider that always stalls (or cuts) mid-stream never trips",
-)
 async def test_f15_mid_stream_faults_count_against_the_breaker() -> None:
     async with bed() as s:
         s.wall.script("up-a", StallStream(after=1, seconds=30))
         r = await s.post("a", stream=True)
         assert r.error is not None
         assert (await s.breakers())["pa/a"]["fail_counter"] == 1
+        s.wall.script("up-a", Answer("whole"))
+        r = await s.post("a", stream=True)  # a stream that reaches its end is a success
+        assert (r.done, r.text) == (True, "whole")
+        assert (await s.breakers())["pa/a"]["fail_counter"] == 0
+
+
+async def test_f15_a_provider_that_always_cuts_mid_stream_trips_its_breaker() -> None:
+    async with bed() as s:
+        s.wall.script("up-a", [CutStream(after=1)] * 5)
+        for _ in range(5):
+            r = await s.post("ab", stream=True)
+            assert (r.status, r.model) == (200, "a")  # failover ends at the first byte
+            assert r.error is not None
+        assert (await s.breakers())["pa/a"]["state"] == "open"
+        r = await s.post("ab", stream=True)  # now skipped without a call
+        assert (r.status, r.model, r.done) == (200, "b", True)
+        assert s.count("a") == (5,)
 
 
 # --- F16-F21: transport and stream faults ----------------------------------------------------
@@ -705,12 +705,6 @@ async def test_f19_one_malformed_event_never_reaches_the_client() -> None:
             assert response.status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bar's default for one malformed SSE event is skip + sse_malformed_total + "
-    "complete; providers/openai.py OpenAIProvider.stream raises ProviderMalformed from "
-    "parse_event_json on the first bad event, so the stream ends in an in-band error",
-)
 async def test_f19_one_malformed_event_is_skipped_and_the_stream_completes() -> None:
     async with bed() as s:
         s.wall.script("up-a", MalformedEvent(at=2, answer=Answer("one two three four")))
@@ -718,7 +712,19 @@ async def test_f19_one_malformed_event_is_skipped_and_the_stream_completes() -> 
         assert (r.status, r.model) == (200, "a")
         assert r.done
         assert r.text == "one two three four"
-        assert "sse_malformed" in await s.metrics()
+        assert metric_value(await s.metrics(), "router_sse_malformed_total", provider="pa") == 1
+        assert (await s.breakers())["pa/a"]["fail_counter"] == 0
+
+
+async def test_f19_a_stream_of_malformed_events_still_fails() -> None:
+    async with bed() as s:  # skip_malformed_events: 1 (the default); the second one fails
+        s.wall.script("up-a", MalformedEvent(at=1, repeat=2, answer=Answer("one two three")))
+        r = await s.post("abc", stream=True)
+        assert (r.status, r.model) == (200, "a")
+        assert not r.done
+        assert r.error is not None
+        assert r.error["code"] == "provider_malformed"
+        assert "not json" not in r.raw
 
 
 async def test_f20_truncated_stream_fails_over_before_the_first_byte_and_errors_after() -> None:

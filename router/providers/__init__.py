@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
 from router.config import RouterConfig, SimProfile
 from router.providers.anthropic import AnthropicProvider
-from router.providers.base import Provider, Secret
+from router.providers.base import MalformedEvents, Provider, Secret
 from router.providers.gemini import GeminiProvider
 from router.providers.openai import OpenAIProvider
 from router.providers.sim import SimProvider
@@ -36,21 +36,26 @@ def resolve_keys(config: RouterConfig, environ: Mapping[str, str]) -> dict[str, 
 
 
 def build_providers(
-    config: RouterConfig, session: aiohttp.ClientSession, keys: Mapping[str, Secret | None]
+    config: RouterConfig,
+    session: aiohttp.ClientSession,
+    keys: Mapping[str, Secret | None],
+    *,
+    on_malformed_event: Callable[[str], None] | None = None,
 ) -> dict[str, Provider]:
     """Adapters for every provider in `config`, sharing the app's pooled `session`."""
     providers: dict[str, Provider] = {}
     for name, p in config.providers.items():
         key = keys.get(name)
+        malformed = MalformedEvents(p.skip_malformed_events, on_malformed_event)
         if p.protocol == "sim":
             providers[name] = SimProvider(name, p.sim or SimProfile())
         elif p.protocol == "openai":
             assert p.base_url is not None  # noqa: S101  # guaranteed by config.cross_check
-            providers[name] = OpenAIProvider(name, session, p.base_url, key)
+            providers[name] = OpenAIProvider(name, session, p.base_url, key, malformed=malformed)
         elif p.protocol == "anthropic":
             assert p.base_url is not None  # noqa: S101
-            providers[name] = AnthropicProvider(name, session, p.base_url, key)
+            providers[name] = AnthropicProvider(name, session, p.base_url, key, malformed=malformed)
         else:
             assert p.base_url is not None  # noqa: S101
-            providers[name] = GeminiProvider(name, session, p.base_url, key)
+            providers[name] = GeminiProvider(name, session, p.base_url, key, malformed=malformed)
     return providers

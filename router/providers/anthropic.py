@@ -16,12 +16,14 @@ import aiohttp
 
 from router.errors import ProviderError, ProviderMalformed, StreamTruncated
 from router.providers.base import (
+    SKIP_ONE_MALFORMED,
+    EventReader,
     HttpTarget,
+    MalformedEvents,
     Secret,
     error_for_status,
     estimate_tokens,
     iter_sse,
-    parse_event_json,
     read_json,
     send,
 )
@@ -283,10 +285,17 @@ class AnthropicProvider:
     protocol = "anthropic"
 
     def __init__(
-        self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None
+        self,
+        name: str,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: Secret | None,
+        *,
+        malformed: MalformedEvents = SKIP_ONE_MALFORMED,
     ) -> None:
         self.name = name
         self._session = session
+        self._malformed = malformed
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
@@ -311,10 +320,11 @@ class AnthropicProvider:
         payload = to_wire(call.request, call.upstream_model, stream=True)
         async with send(self._session, self.name, self._stream_target, payload, call) as response:
             state = StreamState()
+            reader = EventReader(self.name, self._malformed)
             async for sse in iter_sse(response, self.name, call):
-                event = parse_event_json(sse, self.name)
-                if not isinstance(event, dict):
-                    raise ProviderMalformed(f"{self.name}: malformed event", provider=self.name)
+                event = reader.object(sse)
+                if event is None:
+                    continue
                 event.setdefault("type", sse.event)
                 if event["type"] == "message_stop":
                     break

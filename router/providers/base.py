@@ -15,7 +15,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -341,12 +341,43 @@ async def iter_sse(
             data_lines.append(value)
 
 
-def parse_event_json(event: SseEvent, provider: str) -> Any:
-    """The JSON in one SSE data field; a malformed one is a provider fault."""
-    try:
-        return json.loads(event.data)
-    except (ValueError, RecursionError):
-        raise ProviderMalformed(f"{provider}: malformed stream event", provider=provider) from None
+@dataclass(frozen=True, slots=True)
+class MalformedEvents:
+    """How a stream treats events that are not JSON objects: skip up to `skip`, then fail."""
+
+    skip: int = 1
+    on_skip: Callable[[str], None] | None = None  # called with the provider's name
+
+
+SKIP_ONE_MALFORMED = MalformedEvents()
+
+
+class EventReader:
+    """The JSON objects of one stream's events, skipping (and counting) a few malformed ones."""
+
+    __slots__ = ("_left", "_on_skip", "_provider")
+
+    def __init__(self, provider: str, rules: MalformedEvents) -> None:
+        self._provider = provider
+        self._left = rules.skip
+        self._on_skip = rules.on_skip
+
+    def object(self, event: SseEvent) -> dict[str, Any] | None:
+        """The event's JSON object, or None when it was malformed and skipped."""
+        try:
+            value = json.loads(event.data)
+        except (ValueError, RecursionError):
+            value = None
+        if isinstance(value, dict):
+            return value
+        if self._left <= 0:
+            raise ProviderMalformed(
+                f"{self._provider}: malformed stream event", provider=self._provider
+            )
+        self._left -= 1
+        if self._on_skip is not None:
+            self._on_skip(self._provider)
+        return None
 
 
 def estimate_tokens(text: str) -> int:

@@ -17,12 +17,14 @@ import aiohttp
 
 from router.errors import ProviderError, ProviderMalformed, ProviderRejected, StreamTruncated
 from router.providers.base import (
+    SKIP_ONE_MALFORMED,
+    EventReader,
     HttpTarget,
+    MalformedEvents,
     Secret,
     error_for_status,
     estimate_tokens,
     iter_sse,
-    parse_event_json,
     read_json,
     send,
 )
@@ -224,10 +226,17 @@ class GeminiProvider:
     protocol = "gemini"
 
     def __init__(
-        self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None
+        self,
+        name: str,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: Secret | None,
+        *,
+        malformed: MalformedEvents = SKIP_ONE_MALFORMED,
     ) -> None:
         self.name = name
         self._session = session
+        self._malformed = malformed
         self._base_url = base_url.rstrip("/")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
@@ -253,8 +262,12 @@ class GeminiProvider:
             usage_data: Any = None
             model, response_id = "", None
             out_chars = 0
+            reader = EventReader(self.name, self._malformed)
             async for event in iter_sse(response, self.name, call):
-                chunk = _parse(parse_event_json(event, self.name), self.name)
+                data = reader.object(event)
+                if data is None:
+                    continue
+                chunk = _parse(data, self.name)
                 model = chunk.model or model
                 response_id = chunk.response_id or response_id
                 if chunk.usage is not None:

@@ -9,12 +9,14 @@ import aiohttp
 
 from router.errors import ProviderMalformed, ProviderUnavailable, StreamTruncated
 from router.providers.base import (
+    SKIP_ONE_MALFORMED,
+    EventReader,
     HttpTarget,
+    MalformedEvents,
     Secret,
     error_for_status,
     estimate_tokens,
     iter_sse,
-    parse_event_json,
     read_json,
     send,
 )
@@ -109,10 +111,17 @@ class OpenAIProvider:
     protocol = "openai"
 
     def __init__(
-        self, name: str, session: aiohttp.ClientSession, base_url: str, api_key: Secret | None
+        self,
+        name: str,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: Secret | None,
+        *,
+        malformed: MalformedEvents = SKIP_ONE_MALFORMED,
     ) -> None:
         self.name = name
         self._session = session
+        self._malformed = malformed
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key.reveal()}"
@@ -136,14 +145,13 @@ class OpenAIProvider:
             usage_data: Any = None
             model, response_id = "", None
             out_chars = 0
+            reader = EventReader(self.name, self._malformed)
             async for event in iter_sse(response, self.name, call):
                 if event.data.strip() == "[DONE]":
                     break
-                chunk = parse_event_json(event, self.name)
-                if not isinstance(chunk, dict):
-                    raise ProviderMalformed(
-                        f"{self.name}: malformed stream chunk", provider=self.name
-                    )
+                chunk = reader.object(event)
+                if chunk is None:
+                    continue
                 if "error" in chunk:
                     err = chunk["error"] if isinstance(chunk["error"], dict) else {}
                     code = err.get("code")

@@ -186,7 +186,8 @@ def make_app(wall: Wall) -> web.Application:
             answer = behaviour.answer
             for i, word in enumerate(answer.text.split(" ")):
                 if i == behaviour.at:
-                    await _send(response, "{not json")
+                    for _ in range(behaviour.repeat):
+                        await _send(response, "{not json")
                 await _send(response, chunk_json(model, text=word if i == 0 else " " + word))
             await _send(response, chunk_json(model, text="", finish=answer.finish_reason))
             await _send(

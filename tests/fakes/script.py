@@ -108,9 +108,10 @@ class Redirect:
 
 @dataclass(frozen=True)
 class MalformedEvent:
-    """Stream `answer` normally, but put one event that is not JSON before chunk `at`."""
+    """Stream `answer` normally, but put `repeat` events that are not JSON before chunk `at`."""
 
     at: int = 2
+    repeat: int = 1
     answer: Answer = field(default_factory=lambda: Answer("one two three four"))
 
 
