@@ -19,6 +19,7 @@
     │   ├── ProviderTimeout              connect / first byte / stream idle clock ran out
     │   ├── ProviderUnavailable          connect error, reset, 5xx, 529, redirect
     │   ├── ProviderMalformed            a body or stream we cannot parse
+    │   │   └── ResponseTooLarge         response_too_large: past the 16 MiB cap
     │   ├── StreamTruncated              the stream ended without its terminal marker
     │   ├── ProviderRateLimited          429 (.retry_after, .quota_exhausted)
     │   ├── ProviderAuthFailed           401/403 from the provider: our key is bad
@@ -67,6 +68,7 @@ class RouterError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.tried: tuple[AttemptRecord, ...] | None = None  # set by routing: what it tried
 
     def headers(self) -> Mapping[str, str]:
         """Extra response headers this error asks for (e.g. Retry-After)."""
@@ -243,6 +245,12 @@ class ProviderMalformed(ProviderError):
     """The provider answered with something we cannot parse."""
 
     code = "provider_malformed"
+
+
+class ResponseTooLarge(ProviderMalformed):
+    """The body or stream grew past the response cap; reading stopped there."""
+
+    code = "response_too_large"
 
 
 class StreamTruncated(ProviderError):
@@ -433,3 +441,9 @@ class DeadlineExceeded(ServiceError):
 def is_retryable_status(status: int) -> bool:
     """5xx and 529 are worth another attempt; everything else is decided by class."""
     return status >= 500
+
+
+def attempt_headers(records: Sequence[AttemptRecord]) -> dict[str, str]:
+    """`X-Router-Attempts` / `X-Router-Attempted`: the upstream calls made, in order."""
+    providers = [r.provider for r in records if r.outcome != "skipped"]
+    return {"X-Router-Attempts": str(len(providers)), "X-Router-Attempted": ",".join(providers)}

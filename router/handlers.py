@@ -20,6 +20,7 @@ from router.errors import (
     RouterError,
     UnknownModel,
     UnsupportedMediaType,
+    attempt_headers,
 )
 from router.explain import explain
 from router.fusion.panel import FusionDeps
@@ -83,8 +84,7 @@ def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) 
         "X-Request-Id": request_id,
         "X-Router-Model": model.id,
         "X-Router-Provider": model.provider,
-        "X-Router-Attempts": str(len(attempts.calls)),
-        "X-Router-Attempted": ",".join(attempts.providers),
+        **attempt_headers(attempts.records),
     }
 
 

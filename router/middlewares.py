@@ -14,7 +14,14 @@ from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
 from router import semconv
-from router.errors import InvalidRequest, Overloaded, PayloadTooLarge, RouterError, Unauthorized
+from router.errors import (
+    InvalidRequest,
+    Overloaded,
+    PayloadTooLarge,
+    RouterError,
+    Unauthorized,
+    attempt_headers,
+)
 from router.logs import get_logger
 from router.policy_view import PolicyView
 from router.state import METRICS, RUNTIME, SETTINGS, TELEMETRY
@@ -31,6 +38,8 @@ _SHED_PATHS = frozenset({"/v1/chat/completions"})
 def error_response(exc: RouterError, request_id: str) -> web.Response:
     """The OpenAI-shaped JSON error for `exc`."""
     headers = {"X-Request-Id": request_id, **exc.headers()}
+    if exc.tried is not None:
+        headers.update(attempt_headers(exc.tried))
     return web.json_response(exc.body(), status=exc.status, headers=headers)
 
 

@@ -50,6 +50,7 @@ from router.errors import (
     ProviderRejected,
     ProviderTimeout,
     RateLimited,
+    RouterError,
     StreamTruncated,
 )
 from router.providers.base import Provider
@@ -375,6 +376,24 @@ class Router:
         hold: bool,
     ) -> tuple[CatalogModel, T, AttemptLog, Held]:
         attempts = AttemptLog(observer=self._observer)
+        try:
+            return await self._walk(request, chain, deadline, budget, gate, attempt, hold, attempts)
+        except RouterError as exc:
+            if exc.tried is None:  # the error response reports what was tried
+                exc.tried = tuple(attempts.records)
+            raise
+
+    async def _walk(
+        self,
+        request: ChatRequest,
+        chain: Sequence[CatalogModel],
+        deadline: float,
+        budget: CallBudget | None,
+        gate: Gate | None,
+        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
+        hold: bool,
+        attempts: AttemptLog,
+    ) -> tuple[CatalogModel, T, AttemptLog, Held]:
         waits: list[float] = []
         rate_limited: float | None = None
         stopped_by_deadline = False

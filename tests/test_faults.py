@@ -401,7 +401,7 @@ async def test_f25_oversized_response_is_cut_at_the_cap_and_fails_over() -> None
         s.wall.script("up-ma", Huge())
         status, headers, body = await post(s, "ab")
         assert (status, headers["X-Router-Model"]) == (200, "mb")
-        assert body["router"]["attempts"][0]["code"] == "provider_malformed"
+        assert body["router"]["attempts"][0]["code"] == "response_too_large"
 
 
 async def test_f23_untrusted_tls_certificate_fails_over_and_never_downgrades() -> None:

@@ -29,6 +29,7 @@ from router.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    ResponseTooLarge,
     StreamTruncated,
 )
 from router.types import Completion, ProviderCall, StreamEvent
@@ -264,20 +265,26 @@ async def send(
 
 
 async def read_json(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> Any:
-    """Read a whole JSON body with the idle clock and the size cap."""
+    """Read a whole JSON body with the idle clock on every read and the size cap.
+
+    The body grows in place in one buffer and reading stops at the cap, so an oversized
+    answer costs at most the cap in memory.
+    """
+    content = response.content
+    body = bytearray()
+    idle = call.timeouts.idle
     with map_upstream_errors(provider, "idle"):
-        async with asyncio.timeout(call.timeouts.idle):
-            body = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            # a body read may return early; keep reading until EOF or the cap
-            while not response.content.at_eof() and len(body) <= MAX_RESPONSE_BYTES:
-                more = await response.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
-                if not more:
-                    break
-                body += more
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise ProviderMalformed(
-            f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
-        )
+        while True:
+            async with asyncio.timeout(idle):
+                piece = await content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+            body += piece
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge(
+                    f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes",
+                    provider=provider,
+                )
+            if not piece or content.at_eof():
+                break
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
@@ -321,7 +328,7 @@ async def iter_sse(
             return
         total += len(raw)
         if total > MAX_RESPONSE_BYTES:
-            raise ProviderMalformed(
+            raise ResponseTooLarge(
                 f"{provider}: stream larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
             )
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
