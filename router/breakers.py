@@ -29,6 +29,11 @@ pybreaker under asyncio, and what this adapter does about it (reliability-bar §
   open cannot close, and a late failure cannot refresh ``opened_at`` or count twice.
 - Missing rules, added: a sliding failure-rate window, and re-open backoff (each half-open ->
   open doubles the open time, capped at ``max_reset_timeout_s``, ±``jitter``; closing resets).
+- Demotion (passive outlier detection, below the trip threshold): a closed breaker whose
+  window shows at least ``demote_rate`` failures over ``demote_min_calls`` calls is *demoted*
+  for ``demote_for_s``: routing tries it after the healthy targets of a chain instead of
+  first. It still serves when they fail; when the time is up it is tried first again, and
+  its next outcome decides anew.
 - Listeners run synchronously inside transitions and their exceptions reach the caller. Ours
   is internal; ``on_change`` is wrapped, its errors logged and counted in ``listener_errors``.
 
@@ -123,6 +128,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         self.probing = False
         self.window: deque[tuple[float, bool]] = deque()
         self.window_failures = 0
+        self.demoted_until = 0.0
         self._failing: BaseException | None = None  # the one exception pybreaker may count
         self._quiet_reopen = False  # the coming half-open -> open does not double
 
@@ -161,11 +167,20 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         self.window_failures += failed
         self._prune()
         calls = len(self.window)
-        if (
-            calls >= self.cfg.rate_min_calls
-            and self.window_failures / calls >= self.cfg.failure_rate
-        ):
+        rate = self.window_failures / calls
+        if calls >= self.cfg.rate_min_calls and rate >= self.cfg.failure_rate:
             self.cb.open()
+        elif failed and 0 < self.cfg.demote_rate <= rate and calls >= self.cfg.demote_min_calls:
+            now = self.board.clock()
+            if self.demoted_until <= now:
+                get_logger().warning(
+                    "breaker.demoted",
+                    breaker=self.key,
+                    failure_rate=round(rate, 3),
+                    calls=calls,
+                    for_s=self.cfg.demote_for_s,
+                )
+            self.demoted_until = now + self.cfg.demote_for_s
 
     def _prune(self) -> None:
         horizon = self.board.clock() - self.cfg.rate_window_s
@@ -186,6 +201,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         if new in ("open", "closed"):
             self.window.clear()
             self.window_failures = 0
+            self.demoted_until = 0.0
         if new == "closed":
             self.reopens, self.nominal_open_s = 0, self.cfg.reset_timeout_s
             cb.reset_timeout = self.cfg.reset_timeout_s
@@ -250,6 +266,7 @@ class _Breaker(pybreaker.CircuitBreakerListener):
             "probe_in_flight": self.probing,
             "window_calls": len(self.window),
             "window_failures": self.window_failures,
+            "demoted_for_s": round(max(0.0, self.demoted_until - self.board.clock()), 3),
         }
 
 
@@ -311,6 +328,11 @@ class BreakerBoard:
         """Seconds until the target admits a call; None if it would admit one now."""
         breaker = self._breakers.get(self.key_for(provider, model))
         return breaker.retry_after() if breaker else None
+
+    def is_demoted(self, provider: str, model: str) -> bool:
+        """Should routing try this target after the healthy ones? (See "Demotion" above.)"""
+        breaker = self._breakers.get(self.key_for(provider, model))
+        return breaker is not None and breaker.demoted_until > self.clock()
 
     def is_open(self, provider: str, model: str) -> bool:
         """Would `guard` reject this target now? Cheap, and creates nothing."""

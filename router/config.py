@@ -56,6 +56,9 @@ class BreakerConfig(_Strict):
     reset_timeout_s: PositiveSeconds = 30.0
     max_reset_timeout_s: PositiveSeconds = 300.0
     success_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    demote_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
+    demote_min_calls: Annotated[int, Field(ge=1, le=100_000)] = 10
+    demote_for_s: PositiveSeconds = 10.0
 
 
 class SimProfile(_Strict):

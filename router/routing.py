@@ -76,6 +76,8 @@ class Guard(Protocol):
 
     def is_open(self, provider: str, model: str) -> bool: ...
 
+    def is_demoted(self, provider: str, model: str) -> bool: ...
+
     def retry_after(self, provider: str, model: str) -> float | None: ...
 
     def key_for(self, provider: str, model: str) -> str: ...
@@ -376,12 +378,25 @@ class Router:
         hold: bool,
     ) -> tuple[CatalogModel, T, AttemptLog, Held]:
         attempts = AttemptLog(observer=self._observer)
+        chain = self._healthy_first(chain)
         try:
             return await self._walk(request, chain, deadline, budget, gate, attempt, hold, attempts)
         except RouterError as exc:
             if exc.tried is None:  # the error response reports what was tried
                 exc.tried = tuple(attempts.records)
             raise
+
+    def _healthy_first(self, chain: Sequence[CatalogModel]) -> Sequence[CatalogModel]:
+        """`chain` with demoted targets moved behind the others, order kept otherwise."""
+        board = self._breakers
+        if board is None or len(chain) < 2:
+            return chain
+        demoted = [board.is_demoted(m.provider, m.id) for m in chain]
+        if not any(demoted) or all(demoted):
+            return chain
+        return [m for m, d in zip(chain, demoted, strict=True) if not d] + [
+            m for m, d in zip(chain, demoted, strict=True) if d
+        ]
 
     async def _walk(
         self,

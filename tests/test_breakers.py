@@ -412,6 +412,39 @@ async def test_b10_changed_fail_max_applies_to_the_kept_counter() -> None:
 # --- reading the board ---------------------------------------------------------
 
 
+async def test_demotion_at_the_demote_rate_below_the_trip_rate_and_its_expiry() -> None:
+    """3 faults in 10 calls (30%): closed (the trip rate is 50%) but demoted for demote_for_s;
+    the demotion ends when its time is up, and the next fault (still >= 20%) renews it."""
+    clock = FakeClock()
+    board, up = BreakerBoard(settings(demote_for_s=10.0), clock=clock), Upstream()
+    for i in range(9):
+        await outcome(board, up, fault() if i in (0, 4, 8) else None)
+    assert not board.is_demoted("a", "m")  # 9 calls: under demote_min_calls (10)
+    await outcome(board, up, None)
+    assert not board.is_demoted("a", "m")  # only a failure decides a demotion
+    await outcome(board, up, fault())  # 4 of 11
+    assert board.state("a/m") == "closed"
+    assert board.is_demoted("a", "m")
+    assert row(board, "a/m")["demoted_for_s"] == 10.0
+    clock.advance(10.0)
+    assert not board.is_demoted("a", "m")
+    await outcome(board, up, fault())  # 5 of 12, not 5 in a row: still closed
+    assert board.is_demoted("a", "m")
+
+
+async def test_a_rare_fault_never_demotes_and_demote_rate_0_disables_it() -> None:
+    clock = FakeClock()
+    board, up = BreakerBoard(settings(), clock=clock), Upstream()
+    for i in range(30):
+        await outcome(board, up, fault() if i % 10 == 9 else None)  # 10%
+    assert not board.is_demoted("a", "m")
+    off, up2 = BreakerBoard(settings(demote_rate=0), clock=clock), Upstream()
+    for i in range(19):
+        await outcome(off, up2, fault() if i % 3 == 0 else None)  # 37%
+    assert not off.is_demoted("a", "m")
+    assert off.state("a/m") == "closed"
+
+
 async def test_an_elapsed_open_breaker_reads_half_open_and_admits() -> None:
     board, up = BreakerBoard(settings(), jitter=0.0), Upstream()
     with time_machine.travel(T0, tick=False) as clock:

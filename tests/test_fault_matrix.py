@@ -993,3 +993,28 @@ async def test_a_caller_fault_and_an_unavailable_route_report_their_attempts_too
         r = await s.post("nope")  # never routed: no attempt headers at all
         assert r.status == 404
         assert "X-Router-Attempts" not in r.headers
+
+
+async def test_a_demoted_target_is_tried_after_the_healthy_ones_and_still_serves() -> None:
+    """A fails 3 of 10 calls (under the 50% trip rate): demoted, so the route starts at B; when
+    B fails too, A still answers; when the demotion ends, A is first again."""
+    breaker = "{fail_max: 5, reset_timeout_s: 3, demote_for_s: 1}"
+    async with bed(breaker=breaker) as s:
+        ok, bad = Answer("from a"), Status(503)
+        s.wall.script("up-a", [bad, ok, ok, bad, ok, ok, bad, ok, ok, ok, bad])
+        for _ in range(11):
+            await s.post("ab")  # a fault on A fails over to B: one A call per request
+        assert s.count("a") == (11,)
+        board = await s.breakers()
+        assert (board["pa/a"]["state"], board["pa/a"]["window_failures"]) == ("closed", 4)
+        assert board["pa/a"]["demoted_for_s"] > 0
+        r = await s.post("abc")
+        assert (r.status, r.model, r.attempted) == (200, "b", ["pb"])
+        s.wall.script("up-a", Answer("from a"))
+        s.wall.script("up-b", Status(503))
+        s.wall.script("up-c", Status(503))
+        r = await s.post("abc")  # B and C fail: the demoted A is the third attempt
+        assert (r.status, r.model, r.attempted) == (200, "a", ["pb", "pc", "pa"])
+        await asyncio.sleep(1.1)
+        r = await s.post("abc")
+        assert (r.status, r.model, r.attempted) == (200, "a", ["pa"])
