@@ -24,8 +24,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from router.state import RUNTIME
 from router.types import Completion, ProviderCall, StreamEvent
 from tests.fakes.script import Answer, Flaky, Wall
