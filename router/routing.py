@@ -69,6 +69,7 @@ MIN_ATTEMPT_S = 0.1
 T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
 Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
+_THROTTLED = frozenset({ProviderRateLimited.code, "provider_quota_exhausted", "cooling_down"})
 
 
 class Guard(Protocol):
@@ -646,13 +647,17 @@ class Router:
             and all(r.code == "policy_denied" for r in attempts.records)
         ):
             raise NoEligibleModel("policy no longer allows any target of this request")
+        if attempts.records and all(r.code in _THROTTLED for r in attempts.records):
+            hints = [*waits, rate_limited] if rate_limited is not None else waits
+            raise RateLimited(
+                "every allowed target is rate limited or cooling down",
+                retry_after=min(hints) if hints else None,
+            )
         if not calls and waits:
             raise AllUpstreamsUnavailable(
                 "every allowed target is unavailable (breaker open, cooling down or at capacity)",
                 retry_after=min(waits),
             )
-        if rate_limited is not None and all(r.code == ProviderRateLimited.code for r in calls):
-            raise RateLimited("every allowed target is rate limited", retry_after=rate_limited)
         timed_out = not calls or calls[-1].code == ProviderTimeout.code
         if timed_out and (stopped_by_deadline or self._clock() >= deadline - MIN_ATTEMPT_S):
             raise DeadlineExceeded("the request deadline passed before any provider answered")
