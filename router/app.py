@@ -144,7 +144,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     runtime.router = router = Router(
         runtime.providers,
         breakers=board,
-        tracer=telemetry.tracer,
+        tracer=telemetry.tracer if telemetry.exporting else None,
         capture_content=runtime.capture_content,
         trace_headers=trace_headers,
         observer=observe,

@@ -61,9 +61,10 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import pybreaker
@@ -270,6 +271,50 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         }
 
 
+class _Guard:
+    """One call under one breaker: ``async with board.guard(provider, model):``.
+
+    Entry admits the call through pybreaker's ``calling()`` (or raises `BreakerOpen`);
+    exit judges the outcome before pybreaker records it, then settles the ticket.
+    """
+
+    __slots__ = ("_breaker", "_calling", "_ticket")
+
+    def __init__(self, breaker: _Breaker) -> None:
+        self._breaker = breaker
+        self._calling: contextlib.AbstractContextManager[None] | None = None
+        self._ticket: _Ticket | None = None
+
+    async def __aenter__(self) -> None:
+        breaker = self._breaker
+        if breaker.probing:
+            raise breaker.rejected()
+        calling = breaker.cb.calling()
+        try:
+            calling.__enter__()
+        except pybreaker.CircuitBreakerError:
+            raise breaker.rejected() from None
+        self._calling = calling
+        self._ticket = breaker.admit()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        breaker, ticket, calling = self._breaker, self._ticket, self._calling
+        if ticket is None or calling is None:
+            return False
+        self._ticket = self._calling = None
+        try:
+            breaker.judge(ticket, exc)
+            calling.__exit__(exc_type, exc, tb)  # pybreaker records it (and re-raises `exc`)
+        finally:
+            breaker.settle(ticket)
+        return False
+
+
 class BreakerBoard:
     """Every breaker of the process, created lazily per key from the providers' settings."""
 
@@ -295,29 +340,9 @@ class BreakerBoard:
         cfg = self._settings.get(provider)
         return provider if cfg is not None and cfg.scope == "provider" else f"{provider}/{model}"
 
-    @contextlib.asynccontextmanager
-    async def guard(self, provider: str, model: str) -> AsyncIterator[None]:
+    def guard(self, provider: str, model: str) -> _Guard:
         """Run the block under the target's breaker, or raise `BreakerOpen` without running it."""
-        breaker = self._breaker(provider, model)
-        if breaker.probing:
-            raise breaker.rejected()
-        ticket: _Ticket | None = None
-        try:
-            with breaker.cb.calling():
-                ticket = breaker.admit()
-                try:
-                    yield
-                except BaseException as exc:
-                    breaker.judge(ticket, exc)
-                    raise
-                breaker.judge(ticket, None)
-        except pybreaker.CircuitBreakerError:
-            if ticket is not None:
-                raise  # not ours to rewrite (pybreaker raises it only on entry)
-            raise breaker.rejected() from None
-        finally:
-            if ticket is not None:
-                breaker.settle(ticket)
+        return _Guard(self._breaker(provider, model))
 
     def state(self, key: str) -> str:
         """'closed', 'open' or 'half_open' (an elapsed open window reads 'half_open')."""

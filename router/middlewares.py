@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import time
 import uuid
@@ -12,6 +13,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
 from router.errors import (
@@ -74,6 +76,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     log = get_logger()
     telemetry = request.app[TELEMETRY]
+    if not telemetry.exporting and "traceparent" not in request.headers:
+        return await _handle(request, handler, request_id, fields, started, log, INVALID_SPAN)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     with telemetry.tracer.start_as_current_span(
@@ -130,15 +134,20 @@ async def _handle(
             labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
             metrics.requests.labels(*labels).inc()
             metrics.request_duration.labels(*labels).observe(elapsed)
-        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+        recording = span.is_recording()
+        logging_info = log.is_enabled_for(logging.INFO)
         view = request.get(POLICY_VIEW)
         if view is not None:
-            _audit(request, view, fields, span)
-        if "error_code" in fields:
-            span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
-        if status >= 500:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", ""))))
-        if request.path not in _OPEN_PATHS:
+            _audit(request, view, fields, span if recording else None, logging_info)
+        if recording:
+            span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+            if "error_code" in fields:
+                span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
+            if status >= 500:
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", "")))
+                )
+        if logging_info and request.path not in _OPEN_PATHS:
             log.info(
                 "request.completed",
                 method=request.method,
@@ -150,23 +159,30 @@ async def _handle(
 
 
 def _audit(
-    request: web.Request, view: PolicyView, fields: dict[str, Any], span: trace.Span
+    request: web.Request,
+    view: PolicyView,
+    fields: dict[str, Any],
+    span: trace.Span | None,
+    logging_info: bool,
 ) -> None:
     """Every policy decision of the request: in the log line, the trace and the metrics."""
-    fields.update(view.log_fields())
-    span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
-    span.set_attribute(semconv.ROUTER_POLICY_VERSION, view.pinned.version)
+    if logging_info:
+        fields.update(view.log_fields())
+    if span is not None:
+        span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
+        span.set_attribute(semconv.ROUTER_POLICY_VERSION, view.pinned.version)
     metrics = request.app[METRICS]
     for decision in view.consulted.values():
-        span.add_event(
-            semconv.EVENT_POLICY_DECISION,
-            {
-                semconv.ROUTER_MODEL: decision.model_id,
-                semconv.ROUTER_POLICY_DECISION: decision.label,
-                semconv.ROUTER_POLICY_RULE: decision.rule_id,
-                semconv.ROUTER_JURISDICTION: decision.jurisdiction,
-            },
-        )
+        if span is not None:
+            span.add_event(
+                semconv.EVENT_POLICY_DECISION,
+                {
+                    semconv.ROUTER_MODEL: decision.model_id,
+                    semconv.ROUTER_POLICY_DECISION: decision.label,
+                    semconv.ROUTER_POLICY_RULE: decision.rule_id,
+                    semconv.ROUTER_JURISDICTION: decision.jurisdiction,
+                },
+            )
         if not decision.allowed:
             metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, Protocol, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
 from router.catalog import CatalogModel
@@ -69,6 +70,7 @@ MIN_ATTEMPT_S = 0.1
 T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
 Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
+_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
 _THROTTLED = frozenset({ProviderRateLimited.code, "provider_quota_exhausted", "cooling_down"})
 
 
@@ -285,6 +287,7 @@ class Router:
     ) -> None:
         self._capture = capture_content
         self._tracer = tracer or trace.NoOpTracer()
+        self._tracing = tracer is not None  # None: no CLIENT spans at all (nothing exports them)
         self._observer = observer
         self.on_budget_exhausted: Callable[[], None] | None = None
         self._providers = providers
@@ -521,19 +524,22 @@ class Router:
         caller settles it when the stream ends (`HeldEvents.aclose`).
         """
         provider = self._providers[model.provider]
-        attributes: dict[str, str | int] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
-            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
-                provider.protocol, provider.protocol
-            ),
-            semconv.GEN_AI_REQUEST_MODEL: model.upstream_id,
-            semconv.ROUTER_PROVIDER: model.provider,
-            semconv.ROUTER_MODEL: model.id,
-            semconv.ROUTER_ATTEMPT: number,
-        }
-        with self._tracer.start_as_current_span(
-            f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
-        ) as span:
+        span_context: contextlib.AbstractContextManager[trace.Span] = _NO_SPAN
+        if self._tracing:
+            attributes: dict[str, str | int] = {
+                semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+                semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
+                    provider.protocol, provider.protocol
+                ),
+                semconv.GEN_AI_REQUEST_MODEL: model.upstream_id,
+                semconv.ROUTER_PROVIDER: model.provider,
+                semconv.ROUTER_MODEL: model.id,
+                semconv.ROUTER_ATTEMPT: number,
+            }
+            span_context = self._tracer.start_as_current_span(
+                f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
+            )
+        with span_context as span:
             call = _call_for(request, model, remaining, self._trace_headers(model))
             guard: contextlib.AbstractAsyncContextManager[None] = (
                 self._breakers.guard(model.provider, model.id)
@@ -560,12 +566,15 @@ class Router:
                 if not hold:
                     await guard.__aexit__(None, None, None)
             except ProviderError as exc:
-                span.set_attribute(semconv.ERROR_TYPE, exc.code)
-                span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
-                if exc.upstream_status is not None:
-                    span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
+                if span.is_recording():
+                    span.set_attribute(semconv.ERROR_TYPE, exc.code)
+                    span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
+                    if exc.upstream_status is not None:
+                        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
                 raise
+            if not span.is_recording():
+                return value, held
             span.set_attribute(semconv.ROUTER_OUTCOME, Outcome.SUCCESS.value)
             if self._capture:
                 span.set_attribute(

@@ -1,7 +1,9 @@
 """OpenTelemetry setup from the standard `OTEL_*` variables, and the small span helpers we use.
 
-Spans are always created (their ids go into every log line); they are
-exported only when an OTLP endpoint is configured. Export runs on the SDK's
+Spans are exported only when an OTLP endpoint is configured. When nothing is
+exported, a request makes no span at all unless it arrives with a W3C
+`traceparent`: then its SERVER span (unsampled, never recorded) carries the
+caller's trace id into the log lines. Export runs on the SDK's
 background thread with a bounded queue, so an unreachable collector never
 slows or fails a request. Prompt and completion text are never recorded.
 """

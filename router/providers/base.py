@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from router.errors import (
     ProviderAuthFailed,
@@ -226,42 +228,80 @@ class HttpTarget:
     headers: Mapping[str, str]
 
 
-@contextlib.asynccontextmanager
-async def send(
+@functools.lru_cache(maxsize=256)
+def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
+    """aiohttp's connect clocks (one object per distinct value, not one per call)."""
+    return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+
+
+class _Sending:
+    """`send()`'s context: the POST on the way in, the connection released on the way out."""
+
+    __slots__ = ("_call", "_payload", "_provider", "_response", "_session", "_target")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        provider: str,
+        target: HttpTarget,
+        payload: Mapping[str, Any],
+        call: ProviderCall,
+    ) -> None:
+        self._session, self._provider, self._target = session, provider, target
+        self._payload, self._call = payload, call
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        call, provider, target = self._call, self._provider, self._target
+        headers = target.headers
+        if call.extra_headers:
+            headers = {**headers, **dict(call.extra_headers)}
+        data = orjson.dumps(self._payload)
+        with map_upstream_errors(provider, "connect"):
+            try:
+                async with asyncio.timeout(call.timeouts.first_byte):
+                    response = await self._session.post(
+                        target.url,
+                        data=data,
+                        headers=headers,
+                        timeout=_client_timeout(call.timeouts.connect),
+                        allow_redirects=False,
+                    )
+            except TimeoutError:
+                raise ProviderTimeout(
+                    f"{provider}: no response headers within the first-byte timeout",
+                    provider=provider,
+                    phase="first_byte",
+                ) from None
+        self._response = response
+        if response.status >= 300:
+            try:
+                with map_upstream_errors(provider, "idle"):
+                    async with asyncio.timeout(call.timeouts.idle):
+                        body = await response.content.read(65536)
+                raise error_for_status(provider, response.status, response.headers, body)
+            finally:
+                response.release()
+        return response
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._response is not None:
+            self._response.release()
+
+
+def send(
     session: aiohttp.ClientSession,
     provider: str,
     target: HttpTarget,
     payload: Mapping[str, Any],
     call: ProviderCall,
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST `payload` and yield the 2xx response; headers must arrive within the first-byte clock."""
-    headers = dict(target.headers)
-    headers.update(call.extra_headers)
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=call.timeouts.connect, sock_connect=call.timeouts.connect
-    )
-    data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    with map_upstream_errors(provider, "connect"):
-        try:
-            async with asyncio.timeout(call.timeouts.first_byte):
-                response = await session.post(
-                    target.url, data=data, headers=headers, timeout=timeout, allow_redirects=False
-                )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{provider}: no response headers within the first-byte timeout",
-                provider=provider,
-                phase="first_byte",
-            ) from None
-    try:
-        if response.status >= 300:
-            with map_upstream_errors(provider, "idle"):
-                async with asyncio.timeout(call.timeouts.idle):
-                    body = await response.content.read(65536)
-            raise error_for_status(provider, response.status, response.headers, body)
-        yield response
-    finally:
-        response.release()
+) -> _Sending:
+    """POST `payload` and yield the 2xx response; headers must arrive within the first-byte clock.
+
+    Use as ``async with send(...) as response:``; a non-2xx answer raises its classified
+    `ProviderError` on entry, and the connection is released on exit.
+    """
+    return _Sending(session, provider, target, payload, call)
 
 
 async def read_json(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> Any:
@@ -286,7 +326,7 @@ async def read_json(response: aiohttp.ClientResponse, provider: str, call: Provi
             if not piece or content.at_eof():
                 break
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except (ValueError, RecursionError):
         raise ProviderMalformed(
             f"{provider}: response body is not valid JSON", provider=provider
@@ -372,7 +412,7 @@ class EventReader:
     def object(self, event: SseEvent) -> dict[str, Any] | None:
         """The event's JSON object, or None when it was malformed and skipped."""
         try:
-            value = json.loads(event.data)
+            value = orjson.loads(event.data)
         except (ValueError, RecursionError):
             value = None
         if isinstance(value, dict):
