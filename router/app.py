@@ -105,8 +105,8 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     )
 
     def observe(record: AttemptRecord) -> None:
-        metrics.upstream_attempts.labels(record.provider, record.model, record.outcome).inc()
-        metrics.upstream_duration.labels(record.provider, record.model).observe(
+        metrics.upstream_attempts_of(record.provider, record.model, record.outcome).inc()
+        metrics.upstream_duration_of(record.provider, record.model).observe(
             record.duration_ms / 1000
         )
         if record.code == "provider_quota_exhausted":
@@ -237,9 +237,10 @@ def create_app(
     app[CONFIG] = loaded
     app[CATALOG] = Catalog.from_config(loaded.config)
     app[SETTINGS] = settings
-    app[RUNTIME] = Runtime()
+    app[RUNTIME] = runtime = Runtime()
     app[KEYS] = resolve_keys(loaded.config, env)
     app[METRICS] = metrics = Metrics.create()
+    metrics.inflight.set_function(lambda: runtime.inflight)
     app[POLICY] = _policy_store(loaded, app[CATALOG], metrics)
     app.cleanup_ctx.append(_policy_watcher)
     app[TELEMETRY] = build_telemetry(env, span_exporter)

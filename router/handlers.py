@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -45,16 +44,13 @@ from router.wire_out import (
     DONE,
     completion_body,
     error_event,
+    json_bytes,
     sse,
     stream_chunk,
     usage_chunk,
 )
 
 DEADLINE_HEADER = "X-Router-Deadline-Ms"
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _deadline(request: web.Request, default_s: float) -> float:
@@ -109,9 +105,9 @@ def _log_served(
 
 def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
     """Tokens and cost counters for one served call."""
-    metrics.tokens.labels(model.provider, model.id, "input").inc(usage.input_tokens)
-    metrics.tokens.labels(model.provider, model.id, "output").inc(usage.output_tokens)
-    metrics.cost.labels(model.provider, model.id).inc(model.cost(usage))
+    metrics.tokens_of(model.provider, model.id, "input").inc(usage.input_tokens)
+    metrics.tokens_of(model.provider, model.id, "output").inc(usage.output_tokens)
+    metrics.cost_of(model.provider, model.id).inc(model.cost(usage))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -158,7 +154,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
         )
         return web.Response(
-            text=_dumps(body),
+            body=json_bytes(body),
             content_type="application/json",
             headers=_served_headers(routed.model, routed.attempts, request_id),
         )

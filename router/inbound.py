@@ -109,9 +109,12 @@ def parse_json(raw: bytes) -> Any:
             f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json"
         ) from None
     try:
-        return json.loads(
+        value = json.loads(
             text, object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float
         )
+        if b"\\u" in raw:  # only an escape can make a lone surrogate out of valid UTF-8
+            _walk(value, "", 0, surrogates=True)
+        return value
     except _Duplicate as exc:
         raise InvalidRequest(
             f"duplicate key {exc.key!r} in the JSON body", code="duplicate_key", param=exc.key
@@ -124,8 +127,23 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def _walk(value: Any, path: str, depth: int) -> None:
-    """Refuse forbidden fields at any depth, lone surrogates and deep nesting."""
+def _clean(value: Any, depth: int) -> bool:
+    """No forbidden field and no deep nesting (the fast check; `_walk` says where)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.lower() in FORBIDDEN_FIELDS or not _clean(item, depth + 1):
+                return False
+    elif isinstance(value, list):
+        for item in value:
+            if not _clean(item, depth + 1):
+                return False
+    return True
+
+
+def _walk(value: Any, path: str, depth: int, *, surrogates: bool = False) -> None:
+    """Refuse forbidden fields at any depth and deep nesting (and lone surrogates), by path."""
     if depth > MAX_DEPTH:
         raise InvalidRequest(
             f"the JSON body is nested deeper than {MAX_DEPTH} levels",
@@ -133,6 +151,8 @@ def _walk(value: Any, path: str, depth: int) -> None:
             param=path,
         )
     if isinstance(value, str):
+        if not surrogates:
+            return
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -148,11 +168,11 @@ def _walk(value: Any, path: str, depth: int) -> None:
                     code="forbidden_field",
                     param=child,
                 )
-            _walk(key, child, depth + 1)
-            _walk(item, child, depth + 1)
+            _walk(key, child, depth + 1, surrogates=surrogates)
+            _walk(item, child, depth + 1, surrogates=surrogates)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, f"{path}[{i}]", depth + 1)
+            _walk(item, f"{path}[{i}]", depth + 1, surrogates=surrogates)
 
 
 def _is_int(value: Any) -> bool:
@@ -237,7 +257,8 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     """A `ChatRequest` (and the raw `fusion` options, if any) from decoded JSON."""
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
-    _walk(data, "", 0)
+    if not _clean(data, 0):
+        _walk(data, "", 0)  # raises, naming the offending path
     unknown = sorted(set(data) - _KNOWN)
     if unknown:
         raise InvalidRequest(

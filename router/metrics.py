@@ -7,7 +7,10 @@ codes, stages); a name a caller made up is reported as ``unknown``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -44,6 +47,24 @@ class Metrics:
     policy_stale: Gauge
     tokens: Counter
     cost: Counter
+    # per-request label lookups, cached (label values come from config: a bounded set)
+    requests_of: Callable[..., Counter] = field(init=False, repr=False)
+    request_duration_of: Callable[..., Histogram] = field(init=False, repr=False)
+    upstream_attempts_of: Callable[..., Counter] = field(init=False, repr=False)
+    upstream_duration_of: Callable[..., Histogram] = field(init=False, repr=False)
+    tokens_of: Callable[..., Counter] = field(init=False, repr=False)
+    cost_of: Callable[..., Counter] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        def cached(metric: Any) -> Any:
+            return functools.lru_cache(maxsize=4096)(metric.labels)
+
+        self.requests_of = cached(self.requests)
+        self.request_duration_of = cached(self.request_duration)
+        self.upstream_attempts_of = cached(self.upstream_attempts)
+        self.upstream_duration_of = cached(self.upstream_duration)
+        self.tokens_of = cached(self.tokens)
+        self.cost_of = cached(self.cost)
 
     @classmethod
     def create(cls) -> Metrics:

@@ -132,8 +132,8 @@ async def _handle(
             metrics = request.app[METRICS]
             outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
             labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
-            metrics.requests.labels(*labels).inc()
-            metrics.request_duration.labels(*labels).observe(elapsed)
+            metrics.requests_of(*labels).inc()
+            metrics.request_duration_of(*labels).observe(elapsed)
         recording = span.is_recording()
         logging_info = log.is_enabled_for(logging.INFO)
         view = request.get(POLICY_VIEW)
@@ -218,10 +218,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if runtime.inflight >= settings.max_inflight:
         metrics.shed.inc()
         raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)
-    runtime.inflight += 1
-    metrics.inflight.inc()
+    runtime.inflight += 1  # router_inflight_requests reads it at scrape time
     try:
         return await handler(request)
     finally:
         runtime.inflight -= 1
-        metrics.inflight.dec()

@@ -213,6 +213,10 @@ class PolicySet:
     policies: Mapping[str, Policy]
     version: str
     sha256: str
+    # decisions already made against this set: (jurisdictions, model id, day) -> (model, decision)
+    memo: dict[tuple[tuple[str, ...], str, date], tuple[CatalogModel, Decision]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def of(cls, policies: Sequence[Policy]) -> PolicySet:
@@ -314,6 +318,27 @@ def decide_all(
         allowed = allowed or decision
     assert allowed is not None  # noqa: S101  # codes is not empty
     return allowed
+
+
+MEMO_LIMIT = 4096
+
+
+def decide_memo(
+    policies: PolicySet, jurisdictions: tuple[str, ...], model: CatalogModel, today: date
+) -> Decision:
+    """`decide_all`, remembered on the policy set (a pure function of its arguments).
+
+    The memo is bounded (callers choose jurisdictions) and dies with its set on reload.
+    """
+    key = (jurisdictions, model.id, today)
+    hit = policies.memo.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    decision = decide_all(policies, jurisdictions, model, today)
+    if len(policies.memo) >= MEMO_LIMIT:
+        policies.memo.clear()
+    policies.memo[key] = (model, decision)
+    return decision
 
 
 @dataclass(frozen=True, slots=True)

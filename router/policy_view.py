@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 
 from router.catalog import CatalogModel
 from router.errors import NoEligibleModel, PolicyDenied
-from router.policy import Decision, PolicySet, decide_all, normalize_jurisdictions
+from router.policy import Decision, PolicySet, decide_memo, normalize_jurisdictions
 from router.policy_loader import PolicyStore
 
 
@@ -48,7 +48,7 @@ class PolicyView:
         """The pinned set's decision on `model` (memoized)."""
         found = self._memo.get(model.id)
         if found is None:
-            found = decide_all(self.pinned, self.jurisdictions, model, self.today)
+            found = decide_memo(self.pinned, self.jurisdictions, model, self.today)
             self._memo[model.id] = found
         return found
 
@@ -62,7 +62,7 @@ class PolicyView:
             )
         current = self.store.current
         if current is not self.pinned:
-            now = decide_all(current, self.jurisdictions, model, self.today)
+            now = decide_memo(current, self.jurisdictions, model, self.today)
             if not now.allowed:
                 self.consulted[model.id] = now
                 return (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+
+import orjson
 
 from router.errors import RouterError
 from router.routing import AttemptLog
@@ -15,9 +16,12 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(data: dict[str, Any]) -> bytes:
     """One SSE `data:` event."""
-    return (
-        b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    )
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def json_bytes(data: Any) -> bytes:
+    """A compact UTF-8 JSON document."""
+    return orjson.dumps(data)
 
 
 def usage_body(usage: Usage) -> dict[str, int]:

@@ -314,17 +314,18 @@ async def read_json(response: aiohttp.ClientResponse, provider: str, call: Provi
     body = bytearray()
     idle = call.timeouts.idle
     with map_upstream_errors(provider, "idle"):
-        while True:
+        if content.is_eof():  # the whole body came with the headers: no clock needed
+            body += content.read_nowait(MAX_RESPONSE_BYTES + 1)
+        while len(body) <= MAX_RESPONSE_BYTES and not content.at_eof():
             async with asyncio.timeout(idle):
                 piece = await content.read(MAX_RESPONSE_BYTES + 1 - len(body))
-            body += piece
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise ResponseTooLarge(
-                    f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes",
-                    provider=provider,
-                )
-            if not piece or content.at_eof():
+            if not piece:
                 break
+            body += piece
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise ResponseTooLarge(
+            f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
+        )
     try:
         return orjson.loads(body)
     except (ValueError, RecursionError):
