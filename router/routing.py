@@ -254,7 +254,8 @@ def _call_for(
     )
     if request.max_tokens is not None and request.max_tokens > model.max_output_tokens:
         request = dataclasses.replace(request, max_tokens=model.max_output_tokens)
-    return ProviderCall(request, model.upstream_id, timeouts, extra_headers)
+    deadline = time.monotonic() + timeouts.total
+    return ProviderCall(request, model.upstream_id, timeouts, extra_headers, deadline)
 
 
 class _Nothing:
@@ -550,8 +551,11 @@ class Router:
                 await guard.__aenter__()  # BreakerOpen here: nothing was called
                 try:
                     try:
-                        async with asyncio.timeout(remaining):
-                            value = await attempt(provider, call)
+                        if getattr(provider, "self_clocked", False):
+                            value = await attempt(provider, call)  # its clocks end by call.deadline
+                        else:
+                            async with asyncio.timeout(remaining):
+                                value = await attempt(provider, call)
                     except TimeoutError:
                         # inside the guard, so the breaker counts it as a provider fault
                         raise ProviderTimeout(

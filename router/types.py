@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,3 +126,4 @@ class ProviderCall:
     upstream_model: str
     timeouts: Timeouts = field(default_factory=Timeouts)
     extra_headers: tuple[tuple[str, str], ...] = ()
+    deadline: float = math.inf  # time.monotonic() at which the attempt's total clock runs out

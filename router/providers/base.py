@@ -42,7 +42,12 @@ RETRY_AFTER_CAP_S = 86_400.0
 
 
 class Provider(Protocol):
-    """**Protocol**: something that can answer a chat call, whole or streamed."""
+    """**Protocol**: something that can answer a chat call, whole or streamed.
+
+    An adapter whose every wait is bounded by `clock()` (so by the attempt's total clock,
+    `ProviderCall.deadline`) sets the class attribute ``self_clocked = True``; the router
+    then spares it an outer timeout.
+    """
 
     name: str
     protocol: str
@@ -75,6 +80,12 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def clock(call: ProviderCall, seconds: float, phase: str) -> tuple[float, str]:
+    """`seconds` of the named clock, or what is left of the attempt's total clock if less."""
+    left = call.deadline - time.monotonic()
+    return (seconds, phase) if seconds <= left else (max(left, 0.0), "total")
 
 
 @contextlib.contextmanager
@@ -257,9 +268,10 @@ class _Sending:
         if call.extra_headers:
             headers = {**headers, **dict(call.extra_headers)}
         data = orjson.dumps(self._payload)
+        budget, phase = clock(call, call.timeouts.first_byte, "first_byte")
         with map_upstream_errors(provider, "connect"):
             try:
-                async with asyncio.timeout(call.timeouts.first_byte):
+                async with asyncio.timeout(budget):
                     response = await self._session.post(
                         target.url,
                         data=data,
@@ -269,15 +281,16 @@ class _Sending:
                     )
             except TimeoutError:
                 raise ProviderTimeout(
-                    f"{provider}: no response headers within the first-byte timeout",
+                    f"{provider}: no response headers within the {phase} timeout",
                     provider=provider,
-                    phase="first_byte",
+                    phase=phase,
                 ) from None
         self._response = response
         if response.status >= 300:
             try:
-                with map_upstream_errors(provider, "idle"):
-                    async with asyncio.timeout(call.timeouts.idle):
+                budget, phase = clock(call, call.timeouts.idle, "idle")
+                with map_upstream_errors(provider, phase):
+                    async with asyncio.timeout(budget):
                         body = await response.content.read(65536)
                 raise error_for_status(provider, response.status, response.headers, body)
             finally:
@@ -312,16 +325,17 @@ async def read_json(response: aiohttp.ClientResponse, provider: str, call: Provi
     """
     content = response.content
     body = bytearray()
-    idle = call.timeouts.idle
-    with map_upstream_errors(provider, "idle"):
-        if content.is_eof():  # the whole body came with the headers: no clock needed
+    if content.is_eof():  # the whole body came with the headers: no clock needed
+        with map_upstream_errors(provider, "idle"):
             body += content.read_nowait(MAX_RESPONSE_BYTES + 1)
-        while len(body) <= MAX_RESPONSE_BYTES and not content.at_eof():
-            async with asyncio.timeout(idle):
+    while len(body) <= MAX_RESPONSE_BYTES and not content.at_eof():
+        budget, phase = clock(call, call.timeouts.idle, "idle")
+        with map_upstream_errors(provider, phase):
+            async with asyncio.timeout(budget):
                 piece = await content.read(MAX_RESPONSE_BYTES + 1 - len(body))
-            if not piece:
-                break
-            body += piece
+        if not piece:
+            break
+        body += piece
     if len(body) > MAX_RESPONSE_BYTES:
         raise ResponseTooLarge(
             f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
@@ -353,10 +367,10 @@ async def iter_sse(
     content = response.content
     while True:
         if first:
-            budget = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
-            phase = "first_byte"
+            left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
+            budget, phase = clock(call, left, "first_byte")
         else:
-            budget, phase = call.timeouts.idle, "idle"
+            budget, phase = clock(call, call.timeouts.idle, "idle")
         with map_upstream_errors(provider, phase):
             try:
                 async with asyncio.timeout(budget):
