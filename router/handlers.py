@@ -186,7 +186,8 @@ async def _stream(
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
-        await response.write(sse(stream_chunk(request_id, model.id, created, role=True)))
+        # the role chunk goes out with the first token (one write: the headers, both chunks)
+        head = sse(stream_chunk(request_id, model.id, created, role=True))
         try:
             async with asyncio.timeout_at(
                 asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
@@ -195,8 +196,9 @@ async def _stream(
                 while True:
                     if isinstance(event, TextDelta):
                         await response.write(
-                            sse(stream_chunk(request_id, model.id, created, text=event.text))
+                            head + sse(stream_chunk(request_id, model.id, created, text=event.text))
                         )
+                        head = b""
                     else:
                         end = event
                         break
@@ -213,11 +215,11 @@ async def _stream(
             fields.update(error_code=error.code, stream_truncated=True)
             request.app[METRICS].stream_truncated.labels(model.provider, model.id).inc()
             _log_served(request, model, opened.attempts, None)
-            await response.write(sse(error_event(error)))
+            await response.write(head + sse(error_event(error)))
             await response.write_eof()
             return response
         await response.write(
-            sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason))
+            head + sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason))
         )
         if chat.include_usage:
             await response.write(

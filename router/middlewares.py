@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -67,7 +67,7 @@ def _http_error(exc: web.HTTPException) -> RouterError:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, render every error as JSON, and write one `request.completed` line."""
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
     fields: dict[str, Any] = {}
     request[LOG_FIELDS] = fields

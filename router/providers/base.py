@@ -359,12 +359,18 @@ class SseEvent:
 async def iter_sse(
     response: aiohttp.ClientResponse, provider: str, call: ProviderCall
 ) -> AsyncIterator[SseEvent]:
-    """Server-sent events with the first-byte clock on the first one and the idle clock after."""
-    event, data_lines = "", list[str]()
+    """Server-sent events with the first-byte clock on the first one and the idle clock after.
+
+    Reads whatever the network delivered (one clock per read, not per line) and splits it
+    into lines here; a line longer than `MAX_SSE_LINE` or a stream past the response cap
+    is an error.
+    """
+    content = response.content
+    pending = bytearray()
     total = 0
     first = True
     started = time.monotonic()
-    content = response.content
+    event, data_lines = "", list[str]()
     while True:
         if first:
             left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
@@ -372,35 +378,35 @@ async def iter_sse(
         else:
             budget, phase = clock(call, call.timeouts.idle, "idle")
         with map_upstream_errors(provider, phase):
-            try:
-                async with asyncio.timeout(budget):
-                    raw = await content.readline()
-            except ValueError:
-                raise ProviderMalformed(
-                    f"{provider}: stream line too long", provider=provider
-                ) from None
-        if not raw:
+            async with asyncio.timeout(budget):
+                chunk = await content.readany()
+        if not chunk:
             return
-        total += len(raw)
+        total += len(chunk)
         if total > MAX_RESPONSE_BYTES:
             raise ResponseTooLarge(
                 f"{provider}: stream larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
             )
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data_lines:
-                first = False
-                yield SseEvent(event or "message", "\n".join(data_lines))
-            event, data_lines = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            event = value
-        elif field == "data":
-            data_lines.append(value)
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            line = pending[start:end].decode("utf-8", "replace").rstrip("\r")
+            start = end + 1
+            if not line:
+                if data_lines:
+                    first = False
+                    yield SseEvent(event or "message", "\n".join(data_lines))
+                event, data_lines = "", []
+            elif not line.startswith(":"):
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data_lines.append(value)
+        del pending[:start]
+        if len(pending) > MAX_SSE_LINE:
+            raise ProviderMalformed(f"{provider}: stream line too long", provider=provider)
 
 
 @dataclass(frozen=True, slots=True)
