@@ -14,6 +14,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from router.tracing import add_trace_ids
@@ -70,6 +71,13 @@ def redact(
     return event_dict
 
 
+def _json(value: Any, **options: Any) -> str:
+    """structlog's serializer: orjson (several times the standard library), as text."""
+    return orjson.dumps(
+        value, default=options.get("default"), option=orjson.OPT_NON_STR_KEYS
+    ).decode()
+
+
 def configure(
     level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -77,7 +85,9 @@ def configure(
     out = stream or sys.stdout
     use_json = json if json is not None else not out.isatty()
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_json)
+        if use_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
