@@ -64,6 +64,7 @@ _KNOWN = frozenset(
         "fusion",
     }
 )
+_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
 _ROLES: Mapping[str, Role] = {
     "system": "system",
     "developer": "system",
@@ -98,6 +99,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float
+)  # stateless: one for the process, not one per request
+
+
 def parse_json(raw: bytes) -> Any:
     """Decode strict JSON from request bytes, or raise `InvalidRequest`."""
     if not raw.strip():
@@ -109,9 +115,7 @@ def parse_json(raw: bytes) -> Any:
             f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json"
         ) from None
     try:
-        value = json.loads(
-            text, object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float
-        )
+        value = _DECODER.decode(text)
         if b"\\u" in raw:  # only an escape can make a lone surrogate out of valid UTF-8
             _walk(value, "", 0, surrogates=True)
         return value
@@ -213,33 +217,39 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         raise InvalidRequest(f"'messages' has more than {max_messages} entries", param="messages")
     out = []
     total = 0
+    only_system = True
     for i, item in enumerate(value):
-        param = f"messages[{i}]"
         if not isinstance(item, dict):
-            raise InvalidRequest("each message must be an object", param=param)
-        unknown = set(item) - {"role", "content", "name"}
-        if unknown:
+            raise InvalidRequest("each message must be an object", param=f"messages[{i}]")
+        if not item.keys() <= _MESSAGE_FIELDS:
+            unknown = sorted(set(item) - _MESSAGE_FIELDS)
             raise InvalidRequest(
-                f"unsupported message field(s): {', '.join(sorted(unknown))}",
+                f"unsupported message field(s): {', '.join(unknown)}",
                 code="unsupported_parameter",
-                param=param,
+                param=f"messages[{i}]",
             )
         raw_role = item.get("role")
         role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise InvalidRequest(
-                "role must be one of system, developer, user, assistant", param=f"{param}.role"
+                "role must be one of system, developer, user, assistant",
+                param=f"messages[{i}].role",
             )
-        if "content" not in item:
-            raise InvalidRequest("message has no content", param=f"{param}.content")
-        text = _content(item["content"], f"{param}.content")
+        content = item.get("content")
+        if isinstance(content, str):
+            text = content
+        elif "content" not in item:
+            raise InvalidRequest("message has no content", param=f"messages[{i}].content")
+        else:
+            text = _content(content, f"messages[{i}].content")
         total += len(text)
+        only_system = only_system and role == "system"
         out.append(Message(role, text))
     if total > MAX_CONTENT_CHARS:
         raise InvalidRequest(
             f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
         )
-    if all(m.role == "system" for m in out):
+    if only_system:
         raise InvalidRequest(
             "'messages' needs at least one user or assistant message", param="messages"
         )
