@@ -333,12 +333,19 @@ class BreakerBoard:
         self._jitter = jitter
         self._rng = rng or random.Random()
         self._breakers: dict[str, _Breaker] = {}
+        self._keys: dict[tuple[str, str], str] = {}
         self.listener_errors = 0
 
     def key_for(self, provider: str, model: str) -> str:
         """The provider for scope 'provider', else 'provider/model' (unknown providers: model)."""
-        cfg = self._settings.get(provider)
-        return provider if cfg is not None and cfg.scope == "provider" else f"{provider}/{model}"
+        key = self._keys.get((provider, model))
+        if key is None:
+            cfg = self._settings.get(provider)
+            scoped = cfg is not None and cfg.scope == "provider"
+            key = provider if scoped else f"{provider}/{model}"
+            if cfg is not None:  # remembered only for configured providers (a bounded set)
+                self._keys[(provider, model)] = key
+        return key
 
     def guard(self, provider: str, model: str) -> _Guard:
         """Run the block under the target's breaker, or raise `BreakerOpen` without running it."""
@@ -370,6 +377,7 @@ class BreakerBoard:
     def reconfigure(self, settings: Mapping[str, BreakerConfig]) -> None:
         """Hot reload: unchanged keys keep state, removed providers (or scopes) are dropped."""
         self._settings = dict(settings)
+        self._keys.clear()
         for key, breaker in list(self._breakers.items()):
             cfg = self._settings.get(breaker.provider)
             if cfg is None or (cfg.scope == "provider") != (breaker.model is None):
