@@ -635,6 +635,10 @@ class Router:
             )
         elif isinstance(exc, ProviderTimeout | ProviderAuthFailed):
             return None
+        elif exc.upstream_status == 529:  # overloaded: a provider fault that backs off like a 429
+            delay = full_jitter(
+                retries_here, policy.throttle_base_s, policy.throttle_cap_s, self._rng
+            )
         else:
             delay = full_jitter(
                 retries_here, policy.transient_base_s, policy.transient_cap_s, self._rng

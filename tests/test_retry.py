@@ -292,3 +292,24 @@ async def test_r5_the_wall_sees_exactly_the_reported_attempts_for_every_outcome(
             assert 1 <= seen <= 3
         for call in s.wall.calls:  # plain aiohttp upstream: no SDK retry machinery in play
             assert not any(h.lower().startswith("x-stainless") for h in call.headers)
+
+
+async def test_529_on_the_last_target_backs_off_like_a_throttle() -> None:
+    """529 (overloaded) is a provider fault, but its one retry on the last target waits a
+    throttle backoff (first retry: full jitter below the throttle base, 0.2 s here), not a
+    transient one (below 0.05 s): over fifteen requests at least one gap exceeds 0.08 s (all
+    fifteen below it under throttle: p = 0.4^15)."""
+    from tests.test_fault_matrix import bed
+
+    async with bed(breaker="{fail_max: 50, rate_min_calls: 1000}") as s:
+        gaps = []
+        for _ in range(15):
+            before = len(s.wall.calls)
+            s.wall.script("up-c", [Status(529, "overloaded"), Answer("after the 529")])
+            r = await s.post("c")
+            assert (r.status, r.text) == (200, "after the 529")
+            calls = s.wall.calls[before:]
+            assert len(calls) == 2
+            gaps.append(calls[1].at - calls[0].at)
+        assert max(gaps) > 0.08
+        assert max(gaps) < 0.2 + 0.3
