@@ -7,7 +7,10 @@ server, plus extra targets where a case needs them). Assertions are on the fake'
 0.5 s, connect 0.5 s, breaker open 3 s, transient backoff 50-200 ms, throttle 200-500 ms.
 
 Each test states the bar it checks; a gap in the router would show as a failing test here.
-R2, the property over random failure schedules, lives in test_retry.py.
+Beyond the bare matrix: F02/F03 over the OpenAI protocol with exactly one call on A, the
+F14/F15/F17 failures (and an upstream in-band error) as the official `openai` SDK sees them,
+a malformed first event (F19), and what every error response reports in its headers.
+R2, the property over random failure schedules, lives in test_retry.py (on this bed).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.connector
+import openai
 import pytest
 from aiohttp import web
 from aiohttp.resolver import ThreadedResolver
@@ -45,6 +49,7 @@ from tests.fakes.script import (
     Endless,
     Hang,
     Huge,
+    InBandError,
     Malformed,
     MalformedEvent,
     Redirect,
@@ -368,6 +373,18 @@ async def test_f03_anthropic_529_overloaded_fails_over_like_a_503() -> None:
             assert (await s.breakers())["pa/a"]["fail_counter"] >= 1
 
 
+@pytest.mark.parametrize("status", [503, 529], ids=["503", "529_openai"])
+async def test_f02_f03_openai_5xx_with_b_ready_calls_a_exactly_once(status: int) -> None:
+    """Stronger than the bar's A ≤ 2: with B ready, a 503 (and a 529 over the OpenAI protocol,
+    not only Anthropic's) fails over at once, one call on A, two attempts in all."""
+    async with bed() as s:
+        s.wall.script("up-a", Status(status, "overloaded"))
+        r = await s.post("ab")
+        assert (r.status, r.body["model"], r.model) == (200, "b", "b")
+        assert s.count("a", "b") == (1, 1)
+        assert (r.attempts, r.attempted) == (2, ["pa", "pb"])
+
+
 async def test_f04_retry_after_2_cools_a_down_and_fails_over_or_waits_when_alone() -> None:
     """With B allowed: A is cooled for 2 s and never called inside that window; requests fail
     over at once. With A alone (here: C on its own), the router waits the 2 s out (gap ≥ 1.8 s)."""
@@ -682,6 +699,44 @@ async def test_f17_reset_mid_stream_is_an_in_band_error_never_a_truncated_succes
         assert r.ended - r.times[-2] < 0.5
 
 
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        Answer("a b c d e", chunk_delay=3 * IDLE_S),
+        StallStream(after=2, seconds=30),
+        CutStream(after=2),
+        InBandError(after=2),
+    ],
+    ids=["f14_slow_stream", "f15_stall", "f17_cut", "upstream_in_band_error"],
+)
+async def test_f14_f15_f17_failure_after_the_first_byte_raises_in_the_openai_sdk(
+    behaviour: Any,
+) -> None:
+    """Seen through the official SDK: a stream that breaks after text went out (slow, stalled,
+    cut, or an upstream in-band error) raises `openai.APIError`, never ends as a success, and
+    is never retried on B."""
+    async with bed() as s:
+        s.wall.script("up-a", behaviour)
+        started = time.monotonic()
+        async with openai.AsyncOpenAI(
+            base_url=f"{s.url}/v1", api_key="unused", max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(model="ab", messages=Q, stream=True)  # type: ignore[arg-type]
+            text: list[str] = []
+
+            async def drain() -> None:
+                async for chunk in stream:
+                    text.extend(c.delta.content or "" for c in chunk.choices)
+
+            with pytest.raises(openai.APIError):
+                await drain()
+        assert text  # the first bytes did reach the client
+        assert time.monotonic() - started < 3.5
+        assert s.count("a", "b") == (1, 0)  # no transparent retry after the first byte
+        async with s.http.get(f"{s.url}/healthz") as response:
+            assert response.status == 200
+
+
 async def test_f18_malformed_json_body_fails_over_and_never_reaches_the_client() -> None:
     async with bed() as s:
         s.wall.script("up-a", Malformed())
@@ -729,6 +784,16 @@ async def test_f19_a_stream_of_malformed_events_still_fails() -> None:
         assert not r.done
         assert r.error is not None
         assert r.error["code"] == "provider_malformed"
+        assert "not json" not in r.raw
+
+
+async def test_f19_malformed_first_event_fails_over_and_never_reaches_the_client() -> None:
+    """The only event of A's stream is not JSON: nothing went out yet, so the router fails over."""
+    async with bed() as s:
+        s.wall.script("up-a", Malformed())
+        r = await s.post("ab", stream=True)
+        assert (r.status, r.model, r.text) == (200, "b", "from b")
+        assert r.done
         assert "not json" not in r.raw
 
 
