@@ -20,7 +20,14 @@ from router import handlers, middlewares
 from router.breakers import BreakerBoard, BreakerChange
 from router.catalog import Catalog, CatalogModel
 from router.config import LoadedConfig
-from router.errors import AttemptRecord, ConfigError, PolicyError, Problem
+from router.errors import (
+    AttemptRecord,
+    ConfigError,
+    PolicyError,
+    Problem,
+    ProviderAuthFailed,
+    ProviderRateLimited,
+)
 from router.inbound import Limits
 from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, Metrics
@@ -109,9 +116,9 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         metrics.upstream_duration_of(record.provider, record.model).observe(
             record.duration_ms / 1000
         )
-        if record.code == "provider_quota_exhausted":
+        if record.code == ProviderRateLimited.quota_code:
             metrics.quota_exhausted.labels(record.provider, record.model).inc()
-        elif record.code == "provider_auth_failed":
+        elif record.code == ProviderAuthFailed.code:
             metrics.auth_failures.labels(record.provider, record.model).inc()
 
     log = get_logger()

@@ -263,6 +263,7 @@ class ProviderRateLimited(ProviderError):
     """429: rate limited (maybe with Retry-After) or quota exhausted."""
 
     code = "provider_rate_limited"
+    quota_code: ClassVar[str] = "provider_quota_exhausted"  # the code when the quota is spent
     outcome = Outcome.THROTTLED
 
     def __init__(
@@ -277,7 +278,7 @@ class ProviderRateLimited(ProviderError):
         self.retry_after = retry_after
         self.quota_exhausted = quota_exhausted
         if quota_exhausted:
-            self.code = "provider_quota_exhausted"  # type: ignore[misc]  # its own alert
+            self.code = self.quota_code  # type: ignore[misc]  # its own alert
 
 
 class ProviderAuthFailed(ProviderError):

@@ -71,7 +71,7 @@ T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
 Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
 _NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
-_THROTTLED = frozenset({ProviderRateLimited.code, "provider_quota_exhausted", "cooling_down"})
+_THROTTLED = frozenset({ProviderRateLimited.code, ProviderRateLimited.quota_code, "cooling_down"})
 
 
 class Guard(Protocol):
