@@ -40,6 +40,7 @@ from router.state import (
     CATALOG,
     CONFIG,
     KEYS,
+    LOGGER,
     METRICS,
     POLICY,
     RUNTIME,
@@ -111,7 +112,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         config, session, app[KEYS], on_malformed_event=on_malformed_event
     )
 
-    def observe(record: AttemptRecord) -> None:
+    def observe(record: AttemptRecord) -> None:  # after the response: see `observe_later`
         metrics.upstream_attempts_of(record.provider, record.model, record.outcome).inc()
         metrics.upstream_duration_of(record.provider, record.model).observe(
             record.duration_ms / 1000
@@ -120,6 +121,9 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
             metrics.quota_exhausted.labels(record.provider, record.model).inc()
         elif record.code == ProviderAuthFailed.code:
             metrics.auth_failures.labels(record.provider, record.model).inc()
+
+    def observe_later(record: AttemptRecord) -> None:
+        asyncio.get_running_loop().call_soon(observe, record)
 
     log = get_logger()
 
@@ -154,7 +158,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         tracer=telemetry.tracer if telemetry.exporting else None,
         capture_content=runtime.capture_content,
         trace_headers=trace_headers,
-        observer=observe,
+        observer=observe_later,
         policy=retry_policy(config.retry),
         bulkheads={name: p.max_inflight for name, p in config.providers.items()},
     )
@@ -242,6 +246,7 @@ def create_app(
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
     app[CONFIG] = loaded
+    app[LOGGER] = get_logger().bind()
     app[CATALOG] = Catalog.from_config(loaded.config)
     app[SETTINGS] = settings
     app[RUNTIME] = runtime = Runtime()

@@ -100,7 +100,8 @@ def _log_served(
             output_tokens=usage.output_tokens,
             cost_usd=round(model.cost(usage), 8),
         )
-        record_usage(request.app[METRICS], model, usage)
+        # counted on the loop's next turn, after the response is on the wire
+        asyncio.get_running_loop().call_soon(record_usage, request.app[METRICS], model, usage)
 
 
 def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -24,9 +25,8 @@ from router.errors import (
     Unauthorized,
     attempt_headers,
 )
-from router.logs import get_logger
 from router.policy_view import PolicyView
-from router.state import METRICS, RUNTIME, SETTINGS, TELEMETRY
+from router.state import LOGGER, METRICS, RUNTIME, SETTINGS, TELEMETRY
 from router.tracing import extract_context
 
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -74,10 +74,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-    log = get_logger()
     telemetry = request.app[TELEMETRY]
     if not telemetry.exporting and "traceparent" not in request.headers:
-        return await _handle(request, handler, request_id, fields, started, log, INVALID_SPAN)
+        return await _handle(request, handler, request_id, fields, started, INVALID_SPAN)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     with telemetry.tracer.start_as_current_span(
@@ -90,7 +89,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             semconv.ROUTER_REQUEST_ID: request_id,
         },
     ) as span:
-        return await _handle(request, handler, request_id, fields, started, log, span)
+        return await _handle(request, handler, request_id, fields, started, span)
 
 
 async def _handle(
@@ -99,10 +98,10 @@ async def _handle(
     request_id: str,
     fields: dict[str, Any],
     started: float,
-    log: Any,
     span: trace.Span,
 ) -> web.StreamResponse:
     status = 500
+    log = request.app[LOGGER]
     try:
         try:
             response = await handler(request)
@@ -128,63 +127,69 @@ async def _handle(
         return response
     finally:
         elapsed = time.perf_counter() - started
-        if request.path in _SHED_PATHS:
-            metrics = request.app[METRICS]
-            outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
-            labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
-            metrics.requests_of(*labels).inc()
-            metrics.request_duration_of(*labels).observe(elapsed)
-        recording = span.is_recording()
-        logging_info = log.is_enabled_for(logging.INFO)
         view = request.get(POLICY_VIEW)
-        if view is not None:
-            _audit(request, view, fields, span if recording else None, logging_info)
-        if recording:
-            span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
-            if "error_code" in fields:
-                span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
-            if status >= 500:
-                span.set_status(
-                    trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", "")))
-                )
-        if logging_info and request.path not in _OPEN_PATHS:
-            log.info(
-                "request.completed",
-                method=request.method,
-                path=request.path,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                **fields,
-            )
+        if span.is_recording():  # the span ends when this returns: its attributes go on now
+            _trace(span, status, fields, view)
+        # Metrics and the log line wait for the loop's next turn: by then the response (whole,
+        # or the end of a stream) is on the wire, so the caller does not wait for them.
+        asyncio.get_running_loop().call_soon(_account, request, log, view, fields, status, elapsed)
 
 
-def _audit(
-    request: web.Request,
-    view: PolicyView,
-    fields: dict[str, Any],
-    span: trace.Span | None,
-    logging_info: bool,
-) -> None:
-    """Every policy decision of the request: in the log line, the trace and the metrics."""
-    if logging_info:
-        fields.update(view.log_fields())
-    if span is not None:
-        span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
-        span.set_attribute(semconv.ROUTER_POLICY_VERSION, view.pinned.version)
-    metrics = request.app[METRICS]
+def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyView | None) -> None:
+    """The server span's outcome and every policy decision as span events."""
+    span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+    if "error_code" in fields:
+        span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
+    if status >= 500:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", ""))))
+    if view is None:
+        return
+    span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
+    span.set_attribute(semconv.ROUTER_POLICY_VERSION, view.pinned.version)
     for decision in view.consulted.values():
-        if span is not None:
-            span.add_event(
-                semconv.EVENT_POLICY_DECISION,
-                {
-                    semconv.ROUTER_MODEL: decision.model_id,
-                    semconv.ROUTER_POLICY_DECISION: decision.label,
-                    semconv.ROUTER_POLICY_RULE: decision.rule_id,
-                    semconv.ROUTER_JURISDICTION: decision.jurisdiction,
-                },
-            )
-        if not decision.allowed:
-            metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
+        span.add_event(
+            semconv.EVENT_POLICY_DECISION,
+            {
+                semconv.ROUTER_MODEL: decision.model_id,
+                semconv.ROUTER_POLICY_DECISION: decision.label,
+                semconv.ROUTER_POLICY_RULE: decision.rule_id,
+                semconv.ROUTER_JURISDICTION: decision.jurisdiction,
+            },
+        )
+
+
+def _account(
+    request: web.Request,
+    log: Any,
+    view: PolicyView | None,
+    fields: dict[str, Any],
+    status: int,
+    elapsed: float,
+) -> None:
+    """A finished request in the metrics (with its policy denials) and its `request.completed` line."""
+    path = request.path
+    metrics = request.app[METRICS]
+    if path in _SHED_PATHS:
+        outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
+        labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
+        metrics.requests_of(*labels).inc()
+        metrics.request_duration_of(*labels).observe(elapsed)
+    logging_info = log.is_enabled_for(logging.INFO)
+    if view is not None:
+        for decision in view.consulted.values():
+            if not decision.allowed:
+                metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
+        if logging_info:
+            fields.update(view.log_fields())
+    if logging_info and path not in _OPEN_PATHS:
+        log.info(
+            "request.completed",
+            method=request.method,
+            path=path,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+            **fields,
+        )
 
 
 @web.middleware

@@ -11,18 +11,34 @@ into the response headers, the log line and the trace.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 
 from router.catalog import CatalogModel
 from router.errors import NoEligibleModel, PolicyDenied
 from router.policy import Decision, PolicySet, decide_memo, normalize_jurisdictions
 from router.policy_loader import PolicyStore
 
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=2)
+def _day(days_since_epoch: int) -> date:
+    return date.fromordinal(_EPOCH_DAY + days_since_epoch)
+
 
 def today_utc() -> date:
-    return datetime.now(UTC).date()
+    """Today's UTC date (one `date` object per day, not one per request)."""
+    return _day(int(time.time() // 86400))
+
+
+@functools.lru_cache(maxsize=256)
+def _jurisdictions(own: str, header: str | None) -> tuple[str, ...]:
+    """`normalize_jurisdictions`, memoized: a sidecar sees few distinct header values."""
+    return normalize_jurisdictions(own, header)
 
 
 @dataclass
@@ -42,7 +58,7 @@ class PolicyView:
         cls, store: PolicyStore, own: str, header: str | None, models: Mapping[str, CatalogModel]
     ) -> PolicyView:
         """Pin the current set; the header may only narrow the sidecar's own jurisdiction."""
-        return cls(store, store.current, normalize_jurisdictions(own, header), models, today_utc())
+        return cls(store, store.current, _jurisdictions(own, header), models, today_utc())
 
     def decision(self, model: CatalogModel) -> Decision:
         """The pinned set's decision on `model` (memoized)."""

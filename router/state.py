@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from structlog.typing import FilteringBoundLogger
 
 from router.breakers import BreakerBoard
 from router.catalog import Catalog
@@ -51,3 +52,4 @@ KEYS = web.AppKey("keys", Mapping[str, Secret | None])
 METRICS = web.AppKey("metrics", Metrics)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 POLICY = web.AppKey("policy", PolicyStore)
+LOGGER = web.AppKey("logger", FilteringBoundLogger)  # bound once: no logger built per request
