@@ -19,6 +19,7 @@ from router.fusion.plan import MAX_UPSTREAM_CALLS, FusionPlan
 from router.fusion.synthesize import SynthesisResult, best_answer, synthesis_request
 from router.metrics import Metrics
 from router.routing import CallBudget, Gate, OpenedStream, Routed, Router
+from router.sse_response import event_stream
 from router.state import METRICS
 from router.types import ChatRequest, StreamEnd, TextDelta, Usage
 from router.wire_out import DONE, error_event, sse, stream_chunk, usage_body
@@ -291,14 +292,7 @@ async def _stream_synthesis(
             report.degraded.append("synthesizer")
             fallback_text = best_answer(deliberation.answers, findings).text or ""
     report.upstream_calls = caller.budget.used
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            **fusion_headers(request_id, model_name, report),
-        }
-    )
+    response = event_stream(fusion_headers(request_id, model_name, report))
     created = int(time.time())
     await response.prepare(request)
     await response.write(sse(stream_chunk(request_id, model_name, created, role=True)))

@@ -38,6 +38,7 @@ from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
 from router.middlewares import LOG_FIELDS, POLICY_VIEW, REQUEST_ID
 from router.policy_view import PolicyView
 from router.routing import AttemptLog, Router, check_max_tokens
+from router.sse_response import event_stream
 from router.state import CATALOG, CONFIG, METRICS, POLICY, RUNTIME, SETTINGS, TELEMETRY
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
@@ -173,14 +174,8 @@ async def _stream(
     request_id = request[REQUEST_ID]
     opened = await router.open_stream(chat, chain, deadline, gate=view.gate)
     model: CatalogModel = opened.model
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            **_served_headers(model, opened.attempts, request_id),
-            **view.headers(),
-        }
+    response = event_stream(
+        {**_served_headers(model, opened.attempts, request_id), **view.headers()}
     )
     fields = request[LOG_FIELDS]
     created = int(time.time())

@@ -9,14 +9,13 @@ non-2xx answer. Every aiohttp, socket and timeout exception is mapped in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,45 +87,62 @@ def clock(call: ProviderCall, seconds: float, phase: str) -> tuple[float, str]:
     return (seconds, phase) if seconds <= left else (max(left, 0.0), "total")
 
 
-@contextlib.contextmanager
-def map_upstream_errors(provider: str, phase: str) -> Iterator[None]:
-    """Translate transport exceptions raised inside the block into `ProviderError`s."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except TimeoutError:
-        raise ProviderTimeout(
+def upstream_error(exc: BaseException, provider: str, phase: str) -> ProviderError | None:
+    """The `ProviderError` a transport exception means, or None if it is not one of ours."""
+    if isinstance(exc, ProviderError):
+        return None
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeout(
             f"{provider}: no answer within the {phase} timeout", provider=provider, phase=phase
-        ) from None
-    except aiohttp.ServerTimeoutError:
-        raise ProviderTimeout(
-            f"{provider}: {phase} timeout", provider=provider, phase=phase
-        ) from None
-    except aiohttp.ClientConnectorCertificateError:
-        raise ProviderUnavailable(
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return ProviderTimeout(f"{provider}: {phase} timeout", provider=provider, phase=phase)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ProviderUnavailable(
             f"{provider}: TLS certificate verification failed", provider=provider
-        ) from None
-    except aiohttp.ClientConnectorDNSError:
-        raise ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider) from None
-    except aiohttp.ClientConnectorError:
-        raise ProviderUnavailable(f"{provider}: connection failed", provider=provider) from None
-    except aiohttp.ClientPayloadError:
-        raise StreamTruncated(
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProviderUnavailable(f"{provider}: connection failed", provider=provider)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return StreamTruncated(
             f"{provider}: the response ended before it was complete", provider=provider
-        ) from None
-    except aiohttp.ServerDisconnectedError:
-        raise ProviderUnavailable(f"{provider}: server disconnected", provider=provider) from None
-    except aiohttp.ClientResponseError as exc:
-        raise ProviderMalformed(
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ProviderUnavailable(f"{provider}: server disconnected", provider=provider)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ProviderMalformed(
             f"{provider}: invalid HTTP response ({exc.status})", provider=provider
-        ) from None
-    except aiohttp.ClientError:
-        raise ProviderUnavailable(f"{provider}: transport error", provider=provider) from None
-    except ssl.SSLError:
-        raise ProviderUnavailable(f"{provider}: TLS error", provider=provider) from None
-    except ConnectionError:
-        raise ProviderUnavailable(f"{provider}: connection reset", provider=provider) from None
+        )
+    if isinstance(exc, aiohttp.ClientError):
+        return ProviderUnavailable(f"{provider}: transport error", provider=provider)
+    if isinstance(exc, ssl.SSLError):
+        return ProviderUnavailable(f"{provider}: TLS error", provider=provider)
+    if isinstance(exc, ConnectionError):
+        return ProviderUnavailable(f"{provider}: connection reset", provider=provider)
+    return None
+
+
+class map_upstream_errors:  # lower case: used like the context-manager function it replaced
+    """Translate transport exceptions raised inside the block into `ProviderError`s.
+
+    A class, not a generator: it sits around every network read of every stream.
+    """
+
+    __slots__ = ("_phase", "_provider")
+
+    def __init__(self, provider: str, phase: str) -> None:
+        self._provider, self._phase = provider, phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> None:
+        if exc is not None:
+            mapped = upstream_error(exc, self._provider, self._phase)
+            if mapped is not None:
+                raise mapped from None
 
 
 def parse_retry_after(value: str | None) -> float | None:
