@@ -46,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from router.values import value
+
 
 class Outcome(enum.StrEnum):
     """How an upstream attempt ended, decided before retry, failover or breaker see it."""
@@ -378,7 +380,7 @@ class AllUpstreamsUnavailable(_RetryAfterMixin, ServiceError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AttemptRecord:
     """One upstream attempt as reported to the caller and the logs."""
 

@@ -1,15 +1,17 @@
-"""Frozen value objects that cross module boundaries: requests, completions, stream events."""
+"""Immutable value objects that cross module boundaries: requests, completions, stream events."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
+
+from router.values import value
 
 Role = Literal["system", "user", "assistant"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Message:
     """One chat message, text only."""
 
@@ -17,7 +19,7 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChatRequest:
     """A validated chat request, independent of any wire protocol."""
 
@@ -44,7 +46,7 @@ class ChatRequest:
         return tuple(m for m in self.messages if m.role != "system")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Usage:
     """Token counts of one upstream call (or a sum of them)."""
 
@@ -64,7 +66,7 @@ class Usage:
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Completion:
     """A whole answer from one provider call."""
 
@@ -75,14 +77,14 @@ class Completion:
     response_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TextDelta:
     """A piece of streamed answer text."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StreamEnd:
     """The protocol's terminal marker was seen: the stream is complete."""
 
@@ -95,7 +97,7 @@ class StreamEnd:
 StreamEvent = TextDelta | StreamEnd
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Price:
     """USD per million tokens."""
 
@@ -108,7 +110,7 @@ class Price:
         ) / 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Timeouts:
     """The clocks of one attempt, in seconds."""
 
@@ -118,7 +120,7 @@ class Timeouts:
     total: float = 300.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProviderCall:
     """Everything an adapter needs for one attempt; nothing about routing."""
 

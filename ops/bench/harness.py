@@ -239,7 +239,7 @@ def _merge(samples: list[Sample]) -> Sample:
 
 
 async def phase_one_in_flight(
-    s: Settings, report: Report, up: Proc, floor: Proc, side: Proc, tel: Proc
+    s: Settings, report: Report, cores: Cores, up: Proc, floor: Proc, side: Proc, tel: Proc
 ) -> None:
     """Per-request overhead: one request in flight, direct, floor and sidecar interleaved."""
     payload = client.body(MODEL)
@@ -257,7 +257,7 @@ async def phase_one_in_flight(
         added = c.p(q) - d.p(q)
         report.add(
             1,
-            f"1 in flight, non-stream: added {label} over direct",
+            f"1 in flight, interleaved (python client): added {label} over direct",
             "ms",
             direct=d.p(q),
             floor=f.p(q) - d.p(q),
@@ -266,6 +266,8 @@ async def phase_one_in_flight(
             target=f"< {limit:g} ms",
             passed=added < limit,
         )
+    if s.use_wrk:
+        await _one_in_flight_wrk(s, report, cores, up, floor, side)
     # telemetry on: its own interleaved run, so its export thread never steals from the others
     tel_samples = await client.interleaved(
         {"direct": (up.chat_url, payload), "sidecar_telemetry": (tel.chat_url, payload)},
@@ -283,6 +285,57 @@ async def phase_one_in_flight(
         kind="diff",
     )
     report.details["phase1"] = {k: v.summary() for k, v in {**samples, **tel_samples}.items()}
+
+
+async def _one_in_flight_wrk(
+    s: Settings, report: Report, cores: Cores, up: Proc, floor: Proc, side: Proc
+) -> None:
+    """One wrk connection, requests back to back (how the issue's peer table was measured).
+
+    Unlike the Python client, wrk leaves no pause between an answer and the next request, so
+    whatever a server does after answering delays the next request. Added p50 is the median
+    over rounds of (target p50 - direct p50), the rounds alternating the order.
+    """
+    payload = client.body(MODEL)
+    order: list[tuple[str, Proc]] = [("direct", up), ("floor", floor), ("sidecar", side)]
+    p50s: dict[str, list[float]] = {name: [] for name, _ in order}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in order}
+    for r in range(s.rounds):
+        for name, proc in order if r % 2 == 0 else order[::-1]:
+            before = proc.cpu_s()
+            result = await asyncio.to_thread(
+                client.run_wrk, proc.chat_url, payload, 1, s.wrk_seconds, cores.load
+            )
+            p50s[name].append(result.p50_ms)
+            if result.requests:
+                cpu[name].append((proc.cpu_s() - before) * 1000 / result.requests)
+            if result.errors:
+                report.notes.append(f"phase 1 (wrk): {name} had {result.errors} errors")
+    direct = statistics.median(p50s["direct"])
+    added = {
+        name: statistics.median(a - d for a, d in zip(p50s[name], p50s["direct"], strict=True))
+        for name in ("floor", "sidecar")
+    }
+    report.details["phase1_wrk"] = {"p50_ms": p50s, "cpu_ms_per_request": cpu}
+    report.add(
+        1,
+        "1 in flight, back to back (wrk, 1 connection): added p50 over direct",
+        "ms",
+        direct=direct,
+        floor=added["floor"],
+        sidecar=added["sidecar"],
+        kind="diff",
+        target="< 0.5 ms",
+        passed=added["sidecar"] < 0.5,
+    )
+    report.add(
+        1,
+        "1 in flight, back to back: CPU per request (server process, user + system)",
+        "ms",
+        floor=statistics.median(cpu["floor"]) if cpu["floor"] else None,
+        sidecar=statistics.median(cpu["sidecar"]) if cpu["sidecar"] else None,
+        kind="ratio",
+    )
 
 
 async def phase_realistic(
@@ -825,7 +878,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
                 rss_trace[key].append(round(rss, 2))
                 peak[key] = max(peak[key], rss)
 
-        await timed("1", phase_one_in_flight(s, report, up, floor, side, tel))
+        await timed("1", phase_one_in_flight(s, report, cores, up, floor, side, tel))
         await timed("2", phase_realistic(s, report, slow, floor_slow, side))
         await timed("3", phase_max_throughput(s, report, cores, up, floor, side, tel))
         await timed("4", phase_streaming(s, report, up, floor, side))

@@ -34,6 +34,7 @@ from router.errors import (
     StreamTruncated,
 )
 from router.types import Completion, ProviderCall, StreamEvent
+from router.values import value
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_SSE_LINE = 1024 * 1024
@@ -364,7 +365,7 @@ async def read_json(response: aiohttp.ClientResponse, provider: str, call: Provi
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SseEvent:
     """One server-sent event."""
 
