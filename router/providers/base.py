@@ -389,16 +389,21 @@ async def iter_sse(
     started = time.monotonic()
     event, data_lines = "", list[str]()
     while True:
-        if first:
-            left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
-            budget, phase = clock(call, left, "first_byte")
-        else:
-            budget, phase = clock(call, call.timeouts.idle, "idle")
-        with map_upstream_errors(provider, phase):
-            async with asyncio.timeout(budget):
-                chunk = await content.readany()
+        # what the network already delivered needs no clock (the first event often comes
+        # with the headers; under load several events wait in the buffer)
+        with map_upstream_errors(provider, "idle"):  # a buffered transport error raises here
+            chunk = content.read_nowait() if not content.at_eof() else b""
         if not chunk:
-            return
+            if first:
+                left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
+                budget, phase = clock(call, left, "first_byte")
+            else:
+                budget, phase = clock(call, call.timeouts.idle, "idle")
+            with map_upstream_errors(provider, phase):
+                async with asyncio.timeout(budget):
+                    chunk = await content.readany()
+            if not chunk:
+                return
         total += len(chunk)
         if total > MAX_RESPONSE_BYTES:
             raise ResponseTooLarge(
