@@ -18,7 +18,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__
@@ -52,6 +58,31 @@ def _wants_export(environ: Mapping[str, str]) -> bool:
     )
 
 
+def sampler_from(environ: Mapping[str, str]) -> Sampler:
+    """The sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (the SDK's names).
+
+    Unset or unknown: `parentbased_always_on`, the SDK's default. A ratio that is missing, not
+    a number or outside [0, 1] counts as 1.0, as the specification says.
+    """
+    name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    parent_based = name.startswith("parentbased_")
+    kind = name.removeprefix("parentbased_")
+    root: Sampler
+    if kind == "always_off":
+        root = ALWAYS_OFF
+    elif kind == "traceidratio":
+        try:
+            ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            ratio = 1.0
+        root = TraceIdRatioBased(ratio if 0.0 <= ratio <= 1.0 else 1.0)
+    elif kind == "always_on":
+        root = ALWAYS_ON
+    else:
+        return ParentBased(ALWAYS_ON)
+    return ParentBased(root) if parent_based else root
+
+
 def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = None) -> Telemetry:
     """A tracer provider of our own (never the global one); OTLP/HTTP export when configured."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -65,7 +96,9 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
     wants = exporter is not None or _wants_export(environ)
     # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not
     # recorded, which keeps the hot path cheap.
-    provider = TracerProvider(resource=resource, sampler=None if wants else ALWAYS_OFF)
+    provider = TracerProvider(
+        resource=resource, sampler=sampler_from(environ) if wants else ALWAYS_OFF
+    )
     exporting = False
     if exporter is None and wants:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

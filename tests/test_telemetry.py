@@ -8,13 +8,14 @@ import logging
 from typing import Any
 
 import aiohttp
+import pytest
 import structlog
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from router.state import TELEMETRY
-from router.tracing import add_trace_ids
+from router.tracing import add_trace_ids, sampler_from
 from tests.fakes.script import Answer, CutStream, InBandError, Malformed, Reset, StallStream, Status
 from tests.fusion_setup import fusion_sidecar
 from tests.helpers import KEYS, serve, sidecar
@@ -241,3 +242,40 @@ async def test_content_is_captured_only_when_the_operator_opts_in_twice() -> Non
         )
         assert ("CANARY-OPT-IN" in spans) is expected
         assert ("CANARY-OPT-IN" in "\n".join(lines)) is expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "description"),
+    [
+        ({}, "ParentBased{root:AlwaysOnSampler"),
+        ({"OTEL_TRACES_SAMPLER": "always_off"}, "AlwaysOffSampler"),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"},
+            "ParentBased{root:TraceIdRatioBased{0.25}",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "lots"},
+            "TraceIdRatioBased{1.0}",
+        ),
+        ({"OTEL_TRACES_SAMPLER": "TraceIdRatio", "OTEL_TRACES_SAMPLER_ARG": "7"}, "{1.0}"),
+        ({"OTEL_TRACES_SAMPLER": "no_such_sampler"}, "ParentBased{root:AlwaysOnSampler"),
+    ],
+)
+def test_sampler_follows_the_otel_variables(environ: dict[str, str], description: str) -> None:
+    assert description in sampler_from(environ).get_description()
+
+
+@pytest.mark.parametrize(("ratio", "expect_spans"), [("0", False), ("1", True)])
+async def test_sampling_ratio_decides_what_is_exported(ratio: str, expect_spans: bool) -> None:
+    """OTEL_TRACES_SAMPLER=traceidratio at 0 exports nothing (requests still answer); at 1, all."""
+    exporter = InMemorySpanExporter()
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio}
+    async with sidecar(environ=env, span_exporter=exporter) as s:
+        for _ in range(3):
+            reply = await s.openai().chat.completions.create(model="m-a", messages=QUESTION)  # type: ignore[arg-type]
+            assert reply.choices[0].message.content
+        s.app[TELEMETRY].force_flush()
+    names = {span.name for span in exporter.get_finished_spans()}
+    assert bool(names) is expect_spans
+    if expect_spans:
+        assert "POST /v1/chat/completions" in names
