@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -295,19 +296,23 @@ async def _stream_synthesis(
     response = event_stream(fusion_headers(request_id, model_name, report))
     created = int(time.time())
     await response.prepare(request)
-    await response.write(sse(stream_chunk(request_id, model_name, created, role=True)))
+    # the role chunk goes out with the first token (one write: the head, both chunks)
+    head = sse(stream_chunk(request_id, model_name, created, role=True))
     try:
         if opened is None:
             await response.write(
-                sse(stream_chunk(request_id, model_name, created, text=fallback_text or ""))
+                head + sse(stream_chunk(request_id, model_name, created, text=fallback_text or ""))
             )
+            head = b""
         else:
-            end = await _relay(response, opened, request_id, model_name, created, deadline)
+            end, head = await _relay(
+                response, opened, head, request_id, model_name, created, deadline
+            )
             if isinstance(end, RouterError):
                 report.synthesis = SynthesisResult("failed", opened.model.id, error=end.code)
                 log_fields.update(error_code=end.code, stream_truncated=True)
                 _log(log_fields, report)
-                await response.write(sse(error_event(end)))
+                await response.write(head + sse(error_event(end)))
                 await response.write_eof()
                 return response
             report.synthesis = SynthesisResult(
@@ -322,7 +327,7 @@ async def _stream_synthesis(
         if opened is not None:
             await opened.aclose()
     report.total_ms = (deps.clock() - started) * 1000
-    await response.write(sse(stream_chunk(request_id, model_name, created, finish="stop")))
+    await response.write(head + sse(stream_chunk(request_id, model_name, created, finish="stop")))
     last = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion.chunk",
@@ -342,34 +347,36 @@ async def _stream_synthesis(
 async def _relay(
     response: web.StreamResponse,
     opened: OpenedStream,
+    head: bytes,
     request_id: str,
     model_name: str,
     created: int,
     deadline: float,
-) -> StreamEnd | RouterError:
-    import asyncio
-
+) -> tuple[StreamEnd | RouterError, bytes]:
+    """Relay the synthesis text, `head` in front of the first piece; how it ended, and what
+    of `head` is still unwritten (all of it when no text came)."""
     event = opened.first
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             while True:
                 if isinstance(event, TextDelta):
                     await response.write(
-                        sse(stream_chunk(request_id, model_name, created, text=event.text))
+                        head + sse(stream_chunk(request_id, model_name, created, text=event.text))
                     )
+                    head = b""
                 else:
-                    return event
+                    return event, head
                 event = await anext(opened.events)
     except ProviderError as exc:
-        return exc
+        return exc, head
     except TimeoutError:
         error = RouterError("the synthesis stream passed its deadline")
         error.code = "deadline_exceeded"  # type: ignore[misc]
-        return error
+        return error, head
     except StopAsyncIteration:
         error = RouterError("the synthesis stream ended without its terminal marker")
         error.code = "stream_truncated"  # type: ignore[misc]
-        return error
+        return error, head
 
 
 def availability_for(
