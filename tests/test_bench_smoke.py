@@ -58,3 +58,29 @@ def test_quick_benchmark_reports_every_phase_with_numbers(tmp_path: Path) -> Non
     ]
     assert len(table_rows) == len(rows) + 1  # the header, then one line per measurement
     assert {line.split("|")[1].strip() for line in table_rows[1:]} == {str(p) for p in PHASES}
+
+
+@pytest.mark.timeout(120)
+def test_ab_compares_another_copy_with_this_tree() -> None:
+    """`python -m ops.bench.ab`: another copy's sidecar beside this tree's, with numbers (here
+    the other copy is this tree itself, so the test needs no git history)."""
+    process = subprocess.run(
+        [sys.executable, "-m", "ops.bench.ab", "--base-tree", str(ROOT), "--seconds", "1"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in process.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line and "target" not in line
+    }
+    assert set(rows) == {"direct", "floor", "base", "this tree"}
+    for name in ("floor", "base", "this tree"):
+        p50, p99, added, cpu = (float(cell) for cell in rows[name])
+        assert 0 < p50 <= p99, rows[name]
+        assert math.isfinite(added), rows[name]
+        assert cpu > 0, rows[name]

@@ -1,0 +1,139 @@
+"""A/B: this tree's sidecar against another commit's, beside the floor, in one interleaved run.
+
+    python -m ops.bench.ab --base REF [--seconds 20] [--stream]
+    python -m ops.bench.ab --base-tree DIR ...
+
+The other commit is checked out into a temporary `git worktree` (or taken as it is from DIR,
+a directory holding another copy of the project) and its sidecar started from there (same interpreter, same installed dependencies, same generated config), so the two
+differ only by their code. Direct, floor, base and this tree's sidecar then take one request
+at a time in a fresh random order every round, as phase 1 of the benchmark does; the table
+shows each one's p50 and p99 (time to first token with `--stream`), what it adds over direct,
+and its CPU per request. It is how each tuning step's effect was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ops.bench import client
+from ops.bench.harness import MODEL, PY, ROOT, _clean_env, _closed_port, _wait_ready, sidecar_yaml
+from ops.bench.procs import Cores, Proc, pin, spawn
+
+STREAM_CHUNKS, STREAM_CHUNK_MS = "8", "1"
+
+
+@contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """`ref` checked out in a temporary worktree, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="fusion-ab-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "-q", str(path), ref], cwd=ROOT, check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+
+
+def _sidecar_from(tree: Path, config: Path) -> list[str]:
+    """argv running the sidecar of `tree` (its `router` package ahead of the installed one)."""
+    bootstrap = (
+        "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "runpy.run_module('router', run_name='__main__', alter_sys=True)"
+    )
+    return [PY, "-c", bootstrap, str(tree), "serve", "--config", str(config), "--port", "0"]
+
+
+@contextmanager
+def _given(tree: Path) -> Iterator[Path]:
+    yield tree
+
+
+async def run(base: str, tree: Path | None, seconds: float, stream: bool) -> str:
+    """The A/B table (markdown) of `base` (a git ref, or the project copy in `tree`)."""
+    cores = Cores.plan()
+    pin(0, cores.load)
+    logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
+    procs: dict[str, Proc] = {}
+    dead = _closed_port()
+    with worktree(base) if tree is None else _given(tree) as base_tree, dead:
+        try:
+            upstream_args = ["--latency-ms", "0", "--chunks", STREAM_CHUNKS]
+            upstream_args += ["--chunk-ms", STREAM_CHUNK_MS]
+            up = spawn(
+                "upstream", [PY, "-m", "ops.bench.upstream", *upstream_args], logdir, cores.upstream
+            ).wait()
+            procs["direct"] = up
+            config = logdir / "router.yaml"
+            config.write_text(sidecar_yaml(up, up, up, dead.getsockname()[1], ROOT / "policies"))
+            env = _clean_env(ROUTER_LOG_LEVEL="warning")
+            procs["floor"] = spawn(
+                "floor", [PY, "-m", "ops.bench.floor", "--upstream", up.base], logdir, cores.server
+            ).wait()
+            procs["base"] = spawn(
+                "base", _sidecar_from(base_tree, config), logdir, cores.server, env=env
+            ).wait()
+            procs["this tree"] = spawn(
+                "sidecar",
+                [PY, "-m", "router", "serve", "--config", str(config), "--port", "0"],
+                logdir,
+                cores.server,
+                env=env,
+            ).wait()
+            for name in ("base", "this tree"):
+                await _wait_ready(procs[name], "/readyz")
+            payload = client.body(MODEL, stream=stream)
+            for proc in procs.values():  # warm up
+                await client.closed_loop(proc.chat_url, payload, 1, 0.5, stream=stream)
+            cpu_before = {name: proc.cpu_s() for name, proc in procs.items()}
+            samples = await client.interleaved(
+                {name: (proc.chat_url, payload) for name, proc in procs.items()},
+                seconds,
+                stream=stream,
+            )
+            cpu = {name: proc.cpu_s() - cpu_before[name] for name, proc in procs.items()}
+        finally:
+            for proc in procs.values():
+                proc.stop()
+    what = "time to first token" if stream else "latency"
+    direct = samples["direct"]
+    lines = [
+        f"A/B at 1 in flight, interleaved, {what} (base = {base}; {direct.requests} requests each)",
+        "",
+        "| target | p50 ms | p99 ms | added p50 ms | CPU per request ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, sample in samples.items():
+        added = sample.p(0.5) - direct.p(0.5)
+        per_request = cpu[name] * 1000 / sample.requests if sample.requests else float("nan")
+        cpu_cell = "-" if name == "direct" else f"{per_request:.3f}"  # the fake serves them all
+        lines.append(
+            f"| {name} | {sample.p(0.5):.3f} | {sample.p(0.99):.3f} | {added:+.3f} | {cpu_cell} |"
+        )
+        if sample.errors:
+            lines.append(f"|   ({name}: {sample.errors} errors, first: {sample.first_error}) |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--base", help="the commit (or branch, tag) to compare to")
+    which.add_argument("--base-tree", type=Path, help="another copy of the project to compare to")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the run")
+    parser.add_argument("--stream", action="store_true", help="time to first token instead")
+    args = parser.parse_args(argv)
+    base = args.base or str(args.base_tree)
+    print(asyncio.run(run(base, args.base_tree, args.seconds, args.stream)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
