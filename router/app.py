@@ -1,7 +1,7 @@
 """`create_app()`: wires config, catalog, providers and handlers into an aiohttp application.
 
 No globals: every resource lives on the app under a typed `AppKey`, and each
-resource with a lifetime (the pooled `ClientSession`, the providers built on
+resource with a lifetime (the pooled upstream client, the providers built on
 it) has one cleanup context.
 """
 
@@ -12,7 +12,6 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 
-import aiohttp
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -50,6 +49,7 @@ from router.state import (
     Settings,
 )
 from router.tracing import build_telemetry, content_capture, inject_headers
+from router.upstream_http import UpstreamClient
 
 
 def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None) -> Settings:
@@ -95,12 +95,9 @@ def _check_keys(loaded: LoadedConfig, environ: Mapping[str, str]) -> None:
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    """One pooled ClientSession for every upstream call, closed with the app."""
+    """One pooled upstream client for every upstream call, closed with the app."""
     runtime = app[RUNTIME]
-    connector = aiohttp.TCPConnector(
-        limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
-    )
-    session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
+    session = runtime.session or UpstreamClient()  # a test may have put its own in
     runtime.session = session
     config = app[CONFIG].config
     metrics = app[METRICS]
@@ -235,6 +232,7 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     host: str | None = None,
     span_exporter: SpanExporter | None = None,
+    upstream_client: UpstreamClient | None = None,
 ) -> web.Application:
     """The sidecar as an aiohttp application; raises `ConfigError` if it cannot serve."""
     env = os.environ if environ is None else environ
@@ -249,7 +247,7 @@ def create_app(
     app[LOGGER] = get_logger().bind()
     app[CATALOG] = Catalog.from_config(loaded.config)
     app[SETTINGS] = settings
-    app[RUNTIME] = runtime = Runtime()
+    app[RUNTIME] = runtime = Runtime(session=upstream_client)
     app[KEYS] = resolve_keys(loaded.config, env)
     app[METRICS] = metrics = Metrics.create()
     metrics.inflight.set_function(lambda: runtime.inflight)

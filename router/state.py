@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
@@ -18,13 +17,14 @@ from router.policy_loader import PolicyStore
 from router.providers import Provider, Secret
 from router.routing import Router
 from router.tracing import Telemetry
+from router.upstream_http import UpstreamClient
 
 
 @dataclass
 class Runtime:
     """What exists only while the app runs: the session, providers and router built on it."""
 
-    session: aiohttp.ClientSession | None = None
+    session: UpstreamClient | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
     router: Router | None = None
     breakers: BreakerBoard | None = None

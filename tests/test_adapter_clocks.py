@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from router.errors import ProviderTimeout
 from router.providers import AnthropicProvider, GeminiProvider, OpenAIProvider
 from router.providers.base import Provider
 from router.types import ChatRequest, Message, ProviderCall, Timeouts
+from router.upstream_http import UpstreamClient
 from tests.helpers import serve
 
 DRIP_S = 0.1  # a byte this often: well inside the idle clock
@@ -56,7 +56,7 @@ def call(total_s: float) -> ProviderCall:
     return ProviderCall(request, "up-m", timeouts, deadline=time.monotonic() + total_s)
 
 
-def adapters(session: aiohttp.ClientSession, base: str) -> list[Provider]:
+def adapters(session: UpstreamClient, base: str) -> list[Provider]:
     return [
         OpenAIProvider("po", session, f"{base}/v1", None),
         AnthropicProvider("pa", session, base, None),
@@ -65,14 +65,14 @@ def adapters(session: aiohttp.ClientSession, base: str) -> list[Provider]:
 
 
 async def test_http_adapters_declare_themselves_self_clocked() -> None:
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         for adapter in adapters(session, "http://127.0.0.1:9"):
             assert getattr(adapter, "self_clocked", False) is True
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["openai", "anthropic", "gemini"])
 async def test_a_dripping_body_is_cut_at_the_total_clock(dripping: str, index: int) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         adapter = adapters(session, dripping)[index]
         started = time.monotonic()
         with pytest.raises(ProviderTimeout) as info:
@@ -84,7 +84,7 @@ async def test_a_dripping_body_is_cut_at_the_total_clock(dripping: str, index: i
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["openai", "anthropic", "gemini"])
 async def test_a_stream_of_comments_is_cut_at_the_total_clock(dripping: str, index: int) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         adapter = adapters(session, dripping)[index]
         started = time.monotonic()
         events = adapter.stream(call(TOTAL_S))

@@ -34,13 +34,13 @@ import aiohttp.connector
 import openai
 import pytest
 from aiohttp import web
-from aiohttp.resolver import ThreadedResolver
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from router.app import create_app
 from router.providers.base import MAX_RESPONSE_BYTES
 from router.state import RUNTIME
+from router.upstream_http import Resolve, UpstreamClient
 from tests.fakes import anthropic_server, openai_server
 from tests.fakes.script import (
     Answer,
@@ -283,6 +283,7 @@ async def bed(
     retry: str = RETRY,
     breaker: str = BREAKER,
     wall: Wall | None = None,
+    client: UpstreamClient | None = None,
 ) -> AsyncIterator[Bed]:
     """Fake OpenAI server + sidecar; every target answers "from <model>" until scripted."""
     if wall is None:
@@ -292,7 +293,7 @@ async def bed(
     async with serve(openai_server.make_app(wall)) as upstream:
         root = str(upstream.make_url("")).rstrip("/")
         text = matrix_yaml(root, targets, routes, policies, retry=retry, breaker=breaker)
-        app = create_app(config_from_yaml(text), environ=dict(KEYS))
+        app = create_app(config_from_yaml(text), environ=dict(KEYS), upstream_client=client)
         async with serve(app) as server, aiohttp.ClientSession() as http:
             yield Bed(str(server.make_url("")).rstrip("/"), wall, app, http)
 
@@ -837,38 +838,33 @@ async def test_f21_finish_reason_without_done_is_a_prompt_success_with_usage() -
 # --- F22-F25: DNS, TLS, redirects, size --------------------------------------------------------
 
 
-class _InjectedResolver(ThreadedResolver):
+def injected_resolver(mode: str, lookups: list[str]) -> Resolve:
     """Answers `*.invalid` itself (NXDOMAIN, or silence for `mode="timeout"`); counts lookups.
     No query ever leaves the process for those names."""
 
-    lookups: list[str]
-    mode = "nxdomain"
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> Any:
+    async def resolve(host: str, port: int) -> str:
         if host.endswith(".invalid"):
-            type(self).lookups.append(host)
-            if type(self).mode == "timeout":
+            lookups.append(host)
+            if mode == "timeout":
                 await asyncio.sleep(2.0)
             raise OSError(socket.EAI_NONAME, "Name or service not known")
-        return await super().resolve(host, port, family)
+        return host
+
+    return resolve
 
 
 @pytest.mark.parametrize("mode", ["nxdomain", "timeout"])
-async def test_f22_dns_failure_fails_over_at_once_with_one_lookup(
-    mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    resolver = type("Resolver", (_InjectedResolver,), {"lookups": [], "mode": mode})
-    monkeypatch.setattr(aiohttp.connector, "DefaultResolver", resolver)
+async def test_f22_dns_failure_fails_over_at_once_with_one_lookup(mode: str) -> None:
+    lookups: list[str] = []
+    client = UpstreamClient(resolve=injected_resolver(mode, lookups))
     targets = (*ABC, Target("d", base_url="http://provider-a.invalid/v1"))
-    async with bed(targets, routes={"db": ["d", "b"]}) as s:
+    async with bed(targets, routes={"db": ["d", "b"]}, client=client) as s:
         r = await s.post("db")
         assert (r.status, r.model) == (200, "b")
         assert r.attempted == ["pd", "pb"]
         expected = "provider_unavailable" if mode == "nxdomain" else "provider_timeout"
         assert r.attempt_codes == [expected, "ok"]
-        assert resolver.lookups == ["provider-a.invalid"]  # ≤ 1 resolver call per request
+        assert lookups == ["provider-a.invalid"]  # ≤ 1 resolver call per request
         assert s.wall.calls_to("up-d") == []  # no TCP connection anywhere
         assert r.elapsed < (0.5 if mode == "nxdomain" else CONNECT_S + 0.5)
 

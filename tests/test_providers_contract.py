@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -32,6 +31,7 @@ from router.types import (
     TextDelta,
     Timeouts,
 )
+from router.upstream_http import UpstreamClient
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.script import (
     Answer,
@@ -54,7 +54,7 @@ class Protocol:
     name: str
     make_app: Callable[[Wall], web.Application]
     base_path: str
-    make_provider: Callable[[aiohttp.ClientSession, str, Secret], Provider]
+    make_provider: Callable[[UpstreamClient, str, Secret], Provider]
     key_header: str
 
 
@@ -96,7 +96,7 @@ async def _harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     wall = Wall()
     server = TestServer(protocol.make_app(wall), host="127.0.0.1", port=0)
     await server.start_server()
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         base = str(server.make_url(protocol.base_path)).rstrip("/")
         yield Harness(wall, protocol.make_provider(session, base, Secret(CANARY)), protocol)
     await server.close()

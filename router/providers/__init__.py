@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import aiohttp
-
 from router.config import RouterConfig, SimProfile
 from router.providers.anthropic import AnthropicProvider
 from router.providers.base import MalformedEvents, Provider, Secret
 from router.providers.gemini import GeminiProvider
 from router.providers.openai import OpenAIProvider
 from router.providers.sim import SimProvider
+from router.upstream_http import UpstreamClient
 
 __all__ = [
     "AnthropicProvider",
@@ -37,12 +36,12 @@ def resolve_keys(config: RouterConfig, environ: Mapping[str, str]) -> dict[str, 
 
 def build_providers(
     config: RouterConfig,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     keys: Mapping[str, Secret | None],
     *,
     on_malformed_event: Callable[[str], None] | None = None,
 ) -> dict[str, Provider]:
-    """Adapters for every provider in `config`, sharing the app's pooled `session`."""
+    """Adapters for every provider in `config`, sharing the app's pooled upstream client."""
     providers: dict[str, Provider] = {}
     for name, p in config.providers.items():
         key = keys.get(name)

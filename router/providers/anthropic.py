@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from router.errors import ProviderError, ProviderMalformed, StreamTruncated
 from router.providers.base import (
     SKIP_ONE_MALFORMED,
@@ -38,6 +36,7 @@ from router.types import (
     TextDelta,
     Usage,
 )
+from router.upstream_http import UpstreamClient
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -289,7 +288,7 @@ class AnthropicProvider:
     def __init__(
         self,
         name: str,
-        session: aiohttp.ClientSession,
+        session: UpstreamClient,
         base_url: str,
         api_key: Secret | None,
         *,

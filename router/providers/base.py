@@ -2,14 +2,13 @@
 
 Adapters call `send()` to make the HTTP request with the attempt's clocks,
 `read_json()` / `iter_sse()` to read it, and `error_for_status()` to classify a
-non-2xx answer. Every aiohttp, socket and timeout exception is mapped in
+non-2xx answer. Every transport, socket and timeout exception is mapped in
 `map_upstream_errors()` and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import re
@@ -19,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from router.errors import (
@@ -34,6 +32,17 @@ from router.errors import (
     StreamTruncated,
 )
 from router.types import Completion, ProviderCall, StreamEvent
+from router.upstream_http import (
+    BadResponse,
+    ConnectFailed,
+    ConnectTimedOut,
+    Disconnected,
+    Endpoint,
+    Response,
+    UpstreamClient,
+    UpstreamHttpError,
+    render_request,
+)
 from router.values import value
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -96,27 +105,25 @@ def upstream_error(exc: BaseException, provider: str, phase: str) -> ProviderErr
         return ProviderTimeout(
             f"{provider}: no answer within the {phase} timeout", provider=provider, phase=phase
         )
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ProviderTimeout(f"{provider}: {phase} timeout", provider=provider, phase=phase)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return ProviderUnavailable(
-            f"{provider}: TLS certificate verification failed", provider=provider
-        )
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectTimedOut):
+        return ProviderTimeout(f"{provider}: connect timeout", provider=provider, phase="connect")
+    if isinstance(exc, ConnectFailed):
+        if exc.certificate:
+            return ProviderUnavailable(
+                f"{provider}: TLS certificate verification failed", provider=provider
+            )
+        if exc.dns:
+            return ProviderUnavailable(f"{provider}: DNS resolution failed", provider=provider)
         return ProviderUnavailable(f"{provider}: connection failed", provider=provider)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return StreamTruncated(
-            f"{provider}: the response ended before it was complete", provider=provider
-        )
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, Disconnected):
+        if exc.began:
+            return StreamTruncated(
+                f"{provider}: the response ended before it was complete", provider=provider
+            )
         return ProviderUnavailable(f"{provider}: server disconnected", provider=provider)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return ProviderMalformed(
-            f"{provider}: invalid HTTP response ({exc.status})", provider=provider
-        )
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, BadResponse):
+        return ProviderMalformed(f"{provider}: invalid HTTP response", provider=provider)
+    if isinstance(exc, UpstreamHttpError):
         return ProviderUnavailable(f"{provider}: transport error", provider=provider)
     if isinstance(exc, ssl.SSLError):
         return ProviderUnavailable(f"{provider}: TLS error", provider=provider)
@@ -248,53 +255,47 @@ def error_for_status(
     )
 
 
-@dataclass(frozen=True, slots=True)
 class HttpTarget:
-    """Where and how an adapter sends: URL and headers prepared once at startup."""
+    """Where and how an adapter sends: URL and headers, the request head rendered once."""
 
-    url: str
-    headers: Mapping[str, str]
+    __slots__ = ("endpoint", "headers", "url")
+
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        self.url = url
+        self.headers = headers
+        self.endpoint = Endpoint.prepare(url, headers)
 
 
-@functools.lru_cache(maxsize=256)
-def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
-    """aiohttp's connect clocks (one object per distinct value, not one per call)."""
-    return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+_ERROR_BODY_BYTES = 65536  # what is read of a non-2xx body to classify it
 
 
 class _Sending:
     """`send()`'s context: the POST on the way in, the connection released on the way out."""
 
-    __slots__ = ("_call", "_payload", "_provider", "_response", "_session", "_target")
+    __slots__ = ("_call", "_client", "_payload", "_provider", "_response", "_target")
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         provider: str,
         target: HttpTarget,
         payload: Mapping[str, Any],
         call: ProviderCall,
     ) -> None:
-        self._session, self._provider, self._target = session, provider, target
+        self._client, self._provider, self._target = client, provider, target
         self._payload, self._call = payload, call
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        call, provider, target = self._call, self._provider, self._target
-        headers = target.headers
-        if call.extra_headers:
-            headers = {**headers, **dict(call.extra_headers)}
-        data = orjson.dumps(self._payload)
+    async def __aenter__(self) -> Response:
+        call, provider, endpoint = self._call, self._provider, self._target.endpoint
+        extra = dict(call.extra_headers) if call.extra_headers else None
+        data = render_request(endpoint, orjson.dumps(self._payload), extra)
         budget, phase = clock(call, call.timeouts.first_byte, "first_byte")
         with map_upstream_errors(provider, "connect"):
             try:
                 async with asyncio.timeout(budget):
-                    response = await self._session.post(
-                        target.url,
-                        data=data,
-                        headers=headers,
-                        timeout=_client_timeout(call.timeouts.connect),
-                        allow_redirects=False,
+                    response = await self._client.post(
+                        endpoint, data, connect_timeout=call.timeouts.connect
                     )
             except TimeoutError:
                 raise ProviderTimeout(
@@ -305,11 +306,8 @@ class _Sending:
         self._response = response
         if response.status >= 300:
             try:
-                budget, phase = clock(call, call.timeouts.idle, "idle")
-                with map_upstream_errors(provider, phase):
-                    async with asyncio.timeout(budget):
-                        body = await response.content.read(65536)
-                raise error_for_status(provider, response.status, response.headers, body)
+                body = await _read_up_to(response, provider, call, _ERROR_BODY_BYTES)
+                raise error_for_status(provider, response.status, response.headers, bytes(body))
             finally:
                 response.release()
         return response
@@ -320,7 +318,7 @@ class _Sending:
 
 
 def send(
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     provider: str,
     target: HttpTarget,
     payload: Mapping[str, Any],
@@ -331,28 +329,32 @@ def send(
     Use as ``async with send(...) as response:``; a non-2xx answer raises its classified
     `ProviderError` on entry, and the connection is released on exit.
     """
-    return _Sending(session, provider, target, payload, call)
+    return _Sending(client, provider, target, payload, call)
 
 
-async def read_json(response: aiohttp.ClientResponse, provider: str, call: ProviderCall) -> Any:
-    """Read a whole JSON body with the idle clock on every read and the size cap.
+async def _read_up_to(response: Response, provider: str, call: ProviderCall, cap: int) -> bytearray:
+    """The body, or its first `cap` bytes and a little more, with the idle clock on each wait.
 
-    The body grows in place in one buffer and reading stops at the cap, so an oversized
-    answer costs at most the cap in memory.
+    The body grows in place in one buffer and reading stops past the cap, so an oversized
+    answer costs about the cap in memory. What came with the headers needs no clock.
     """
-    content = response.content
     body = bytearray()
-    if content.is_eof():  # the whole body came with the headers: no clock needed
-        with map_upstream_errors(provider, "idle"):
-            body += content.read_nowait(MAX_RESPONSE_BYTES + 1)
-    while len(body) <= MAX_RESPONSE_BYTES and not content.at_eof():
+    with map_upstream_errors(provider, "idle"):
+        body += response.take()
+    while len(body) <= cap and not response.at_end:
         budget, phase = clock(call, call.timeouts.idle, "idle")
         with map_upstream_errors(provider, phase):
             async with asyncio.timeout(budget):
-                piece = await content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+                piece = await response.read_some()
         if not piece:
             break
         body += piece
+    return body
+
+
+async def read_json(response: Response, provider: str, call: ProviderCall) -> Any:
+    """Read a whole JSON body with the idle clock on every read and the size cap."""
+    body = await _read_up_to(response, provider, call, MAX_RESPONSE_BYTES)
     if len(body) > MAX_RESPONSE_BYTES:
         raise ResponseTooLarge(
             f"{provider}: response larger than {MAX_RESPONSE_BYTES} bytes", provider=provider
@@ -374,7 +376,7 @@ class SseEvent:
 
 
 async def iter_sse(
-    response: aiohttp.ClientResponse, provider: str, call: ProviderCall
+    response: Response, provider: str, call: ProviderCall
 ) -> AsyncIterator[SseEvent]:
     """Server-sent events with the first-byte clock on the first one and the idle clock after.
 
@@ -382,7 +384,6 @@ async def iter_sse(
     into lines here; a line longer than `MAX_SSE_LINE` or a stream past the response cap
     is an error.
     """
-    content = response.content
     pending = bytearray()
     total = 0
     first = True
@@ -392,7 +393,7 @@ async def iter_sse(
         # what the network already delivered needs no clock (the first event often comes
         # with the headers; under load several events wait in the buffer)
         with map_upstream_errors(provider, "idle"):  # a buffered transport error raises here
-            chunk = content.read_nowait() if not content.at_eof() else b""
+            chunk = response.take()
         if not chunk:
             if first:
                 left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
@@ -401,7 +402,7 @@ async def iter_sse(
                 budget, phase = clock(call, call.timeouts.idle, "idle")
             with map_upstream_errors(provider, phase):
                 async with asyncio.timeout(budget):
-                    chunk = await content.readany()
+                    chunk = await response.read_some()
             if not chunk:
                 return
         total += len(chunk)

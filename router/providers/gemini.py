@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from router.errors import ProviderError, ProviderMalformed, ProviderRejected, StreamTruncated
 from router.providers.base import (
     SKIP_ONE_MALFORMED,
@@ -38,6 +36,7 @@ from router.types import (
     TextDelta,
     Usage,
 )
+from router.upstream_http import UpstreamClient
 
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -230,7 +229,7 @@ class GeminiProvider:
     def __init__(
         self,
         name: str,
-        session: aiohttp.ClientSession,
+        session: UpstreamClient,
         base_url: str,
         api_key: Secret | None,
         *,
@@ -245,20 +244,31 @@ class GeminiProvider:
             headers["x-goog-api-key"] = api_key.reveal()
         self._headers: Mapping[str, str] = headers
         self._stream_headers: Mapping[str, str] = dict(headers, Accept="text/event-stream")
+        self._targets: dict[tuple[str, bool], HttpTarget] = {}  # per model: heads rendered once
+
+    def _target(self, model: str, stream: bool) -> HttpTarget:
+        target = self._targets.get((model, stream))
+        if target is None:
+            if stream:
+                url = model_path(self._base_url, model, "streamGenerateContent") + "?alt=sse"
+                target = HttpTarget(url, self._stream_headers)
+            else:
+                url = model_path(self._base_url, model, "generateContent")
+                target = HttpTarget(url, self._headers)
+            self._targets[(model, stream)] = target
+        return target
 
     def __repr__(self) -> str:
         return f"GeminiProvider(name={self.name!r})"
 
     async def complete(self, call: ProviderCall, /) -> Completion:
-        url = model_path(self._base_url, call.upstream_model, "generateContent")
-        target = HttpTarget(url, self._headers)
+        target = self._target(call.upstream_model, stream=False)
         async with send(self._session, self.name, target, to_wire(call.request), call) as response:
             data = await read_json(response, self.name, call)
         return from_wire(data, call.request, self.name)
 
     async def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:
-        url = model_path(self._base_url, call.upstream_model, "streamGenerateContent") + "?alt=sse"
-        target = HttpTarget(url, self._stream_headers)
+        target = self._target(call.upstream_model, stream=True)
         async with send(self._session, self.name, target, to_wire(call.request), call) as response:
             finish: FinishReason | None = None
             usage_data: Any = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from router.errors import ProviderMalformed, ProviderUnavailable, StreamTruncated
 from router.providers.base import (
     SKIP_ONE_MALFORMED,
@@ -30,6 +28,7 @@ from router.types import (
     TextDelta,
     Usage,
 )
+from router.upstream_http import UpstreamClient
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -115,7 +114,7 @@ class OpenAIProvider:
     def __init__(
         self,
         name: str,
-        session: aiohttp.ClientSession,
+        session: UpstreamClient,
         base_url: str,
         api_key: Secret | None,
         *,

@@ -1,0 +1,228 @@
+"""The upstream HTTP/1.1 client against real sockets on 127.0.0.1 port 0.
+
+A raw asyncio server plays each wire behaviour exactly (keep-alive, `Connection: close`,
+chunked and until-close bodies, garbage, a close before or during the answer), so each test
+sees the bytes a real upstream could send, not what a framework would tidy up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from router.upstream_http import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    Endpoint,
+    UpstreamClient,
+    render_request,
+)
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request (head and Content-Length body) off the wire, b"" at EOF."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def raw_server(answer: Answer) -> AsyncIterator[tuple[Endpoint, list[int]]]:
+    """A server on port 0 running `answer` per connection; yields its endpoint and a list
+    that gets one entry per accepted connection."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await answer(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = Endpoint.prepare(f"http://127.0.0.1:{port}/v1/x", {"Content-Type": "text/plain"})
+    try:
+        yield endpoint, connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def fetch(client: UpstreamClient, endpoint: Endpoint, body: bytes = b"hi") -> bytes:
+    response = await client.post(endpoint, render_request(endpoint, body, None), connect_timeout=1)
+    try:
+        data = bytearray()
+        while piece := await response.read_some():
+            data += piece
+        return bytes(data)
+    finally:
+        response.release()
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while request := await read_request(reader):
+        body = request.split(b"\r\n\r\n", 1)[1]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+async def test_sequential_calls_share_one_connection() -> None:
+    async with raw_server(keep_alive) as (endpoint, connections), UpstreamClient() as client:
+        answers = [await fetch(client, endpoint, f"call {i}".encode()) for i in range(5)]
+    assert answers == [f"call {i}".encode() for i in range(5)]
+    assert len(connections) == 1
+
+
+async def test_the_request_carries_prepared_and_per_call_headers() -> None:
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(record) as (endpoint, _), UpstreamClient() as client:
+        data = render_request(endpoint, b"{}", {"traceparent": "00-abc-01"})
+        response = await client.post(endpoint, data, connect_timeout=1)
+        assert response.status == 204
+        assert await response.read_some() == b""
+        response.release()
+    head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"POST /v1/x HTTP/1.1"
+    assert head[1].startswith(b"Host: 127.0.0.1:")
+    assert b"Content-Type: text/plain" in head
+    assert b"traceparent: 00-abc-01" in head
+    assert b"Content-Length: 2" in head
+
+
+async def test_connection_close_is_not_reused() -> None:
+    async def close_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+
+    async with raw_server(close_each) as (endpoint, connections), UpstreamClient() as client:
+        assert [await fetch(client, endpoint) for _ in range(3)] == [b"ok"] * 3
+    assert len(connections) == 3
+
+
+async def test_a_body_delimited_by_the_close_is_whole() -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ")
+        await writer.drain()
+        writer.write(b"it")
+        await writer.drain()
+
+    async with raw_server(until_close) as (endpoint, _), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"all of it"
+
+
+async def test_chunked_body_and_an_interim_100_continue() -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"data: 1\n\n", b"data: 2\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(chunked) as (endpoint, _), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"data: 1\n\ndata: 2\n\n"
+
+
+async def test_a_server_that_closed_an_idle_connection_gets_a_new_one() -> None:
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()  # keep-alive announced, then closed while the client idles
+
+    async with raw_server(one_then_close) as (endpoint, connections), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"ok"
+        await asyncio.sleep(0.05)  # the close reaches the client
+        assert await fetch(client, endpoint) == b"ok"
+    assert len(connections) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer_bytes", "error", "began"),
+    [
+        (b"", Disconnected, False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nonly", Disconnected, True),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", BadResponse, None),
+    ],
+    ids=["closed-before-answer", "closed-mid-body", "not-http"],
+)
+async def test_broken_answers_raise_their_error(
+    answer_bytes: bytes, error: type[Exception], began: bool | None
+) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer_bytes)
+        await writer.drain()
+
+    async with raw_server(broken) as (endpoint, _), UpstreamClient() as client:
+        with pytest.raises(error) as caught:
+            await fetch(client, endpoint)
+    if began is not None:
+        assert isinstance(caught.value, Disconnected)
+        assert caught.value.began is began
+
+
+async def test_a_refused_connection_is_connect_failed() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    endpoint = Endpoint.prepare(f"http://127.0.0.1:{port}/", {})
+    async with UpstreamClient() as client:
+        with pytest.raises(ConnectFailed):
+            await client.post(endpoint, render_request(endpoint, b"", None), connect_timeout=1)
+
+
+async def test_large_bodies_pause_the_socket_and_arrive_whole() -> None:
+    size = 4 * 1024 * 1024
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            writer.write(b"x" * 65536)
+            await writer.drain()
+
+    async with raw_server(big) as (endpoint, _), UpstreamClient() as client:
+        response = await client.post(
+            endpoint, render_request(endpoint, b"", None), connect_timeout=1
+        )
+        await asyncio.sleep(0.2)  # the server writes ahead while nobody reads
+        assert response._buffered <= 512 * 1024  # paused near the mark, not 4 MiB in memory
+        total = 0
+        while piece := await response.read_some():
+            total += len(piece)
+        response.release()
+    assert total == size
+
+
+def test_endpoints_refuse_other_schemes_and_header_injection() -> None:
+    with pytest.raises(ValueError, match="http"):
+        Endpoint.prepare("ftp://example.com/", {})
+    with pytest.raises(ValueError, match="header"):
+        Endpoint.prepare("http://example.com/", {"X-A": "1\r\nX-Injected: 2"})
+    endpoint = Endpoint.prepare("https://example.com/v1/chat?x=1", {})
+    assert endpoint.origin.port == 443
+    assert endpoint.origin.tls
+    assert endpoint.head.startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: example.com\r\n")
