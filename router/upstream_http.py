@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from router import __version__
+
+USER_AGENT = f"fusion-router/{__version__}"
 _PAUSE_ABOVE = 256 * 1024  # buffered body bytes above which the socket stops being read
 _KEEP_IDLE_S = 15.0  # an idle pooled connection older than this is closed, not reused
 _MAX_IDLE_PER_ORIGIN = 256
@@ -97,6 +100,8 @@ class Endpoint:
         default_port = port == (443 if tls else 80)
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         lines = [f"POST {target} HTTP/1.1", f"Host: {host if default_port else f'{host}:{port}'}"]
+        if not any(name.lower() == "user-agent" for name in headers):
+            lines.append(f"User-Agent: {USER_AGENT}")
         for name, value in headers.items():
             _check_header(name, value)
             if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
@@ -162,8 +167,8 @@ class Response:
 
     @property
     def at_end(self) -> bool:
-        """The whole body has arrived and been taken."""
-        return self._complete and not self._buffer
+        """The whole body has arrived and been taken (never true for a failed one)."""
+        return self._complete and not self._buffer and self._error is None
 
     async def read_some(self) -> bytes:
         """The next bytes of the body, waiting for them; b"" once the body is complete."""
@@ -251,6 +256,11 @@ class _Connection(asyncio.Protocol):
         self._failed(Disconnected("server disconnected", began=self._began))
 
     # -- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        response = self._response
+        if response is not None and response._complete:  # bytes past the answer's end
+            raise httptools.HttpParserError("data after the end of the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)

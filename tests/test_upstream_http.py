@@ -105,6 +105,7 @@ async def test_the_request_carries_prepared_and_per_call_headers() -> None:
     assert b"Content-Type: text/plain" in head
     assert b"traceparent: 00-abc-01" in head
     assert b"Content-Length: 2" in head
+    assert any(line.startswith(b"User-Agent: fusion-router/") for line in head)
 
 
 async def test_connection_close_is_not_reused() -> None:
@@ -226,3 +227,35 @@ def test_endpoints_refuse_other_schemes_and_header_injection() -> None:
     assert endpoint.origin.port == 443
     assert endpoint.origin.tls
     assert endpoint.head.startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: example.com\r\n")
+
+
+async def test_a_cut_body_never_looks_complete() -> None:
+    """What arrived before the cut is handed out, then the failure: never a short 'whole' body."""
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial": ')
+        await writer.drain()
+
+    async with raw_server(cut) as (endpoint, _), UpstreamClient() as client:
+        response = await client.post(
+            endpoint, render_request(endpoint, b"", None), connect_timeout=1
+        )
+        await asyncio.sleep(0.05)  # the bytes and the close have both arrived
+        assert response.take() == b'{"partial": '
+        assert not response.at_end
+        with pytest.raises(Disconnected):
+            await response.read_some()
+        response.release()
+
+
+async def test_bytes_past_the_answer_close_the_connection() -> None:
+    async def extra(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+            await writer.drain()
+
+    async with raw_server(extra) as (endpoint, connections), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"ok"
+        assert await fetch(client, endpoint) == b"ok"
+    assert len(connections) == 2  # the first connection was not trusted again
