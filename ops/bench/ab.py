@@ -56,7 +56,9 @@ def _given(tree: Path) -> Iterator[Path]:
     yield tree
 
 
-async def run(base: str, tree: Path | None, seconds: float, stream: bool) -> str:
+async def run(
+    base: str, tree: Path | None, seconds: float, stream: bool, pause_s: float = 0.0
+) -> str:
     """The A/B table (markdown) of `base` (a git ref, or the project copy in `tree`)."""
     cores = Cores.plan()
     pin(0, cores.load)
@@ -97,6 +99,7 @@ async def run(base: str, tree: Path | None, seconds: float, stream: bool) -> str
                 {name: (proc.chat_url, payload) for name, proc in procs.items()},
                 seconds,
                 stream=stream,
+                pause_s=pause_s,
             )
             cpu = {name: proc.cpu_s() - cpu_before[name] for name, proc in procs.items()}
         finally:
@@ -129,9 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--base-tree", type=Path, help="another copy of the project to compare to")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the run")
     parser.add_argument("--stream", action="store_true", help="time to first token instead")
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="pause between requests")
     args = parser.parse_args(argv)
     base = args.base or str(args.base_tree)
-    print(asyncio.run(run(base, args.base_tree, args.seconds, args.stream)))
+    print(asyncio.run(run(base, args.base_tree, args.seconds, args.stream, args.pause_ms / 1000)))
     return 0
 
 

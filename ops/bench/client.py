@@ -133,11 +133,14 @@ async def interleaved(
     *,
     stream: bool = False,
     max_rounds: int = 100_000,
+    pause_s: float = 0.0,
 ) -> dict[str, Sample]:
     """One request in flight, the targets taken in a fresh random order every round.
 
     Interleaving spreads the machine's noise evenly over the targets, so their difference is
-    the cost of what stands between them (the client's own cost cancels out).
+    the cost of what stands between them (the client's own cost cancels out). `pause_s`
+    between requests lets a server finish what it does after answering (an application
+    calling a model rarely sends its next request within a millisecond of the last answer).
     """
     samples = {name: Sample() for name in targets}
     sessions = {name: session(1) for name in targets}
@@ -152,6 +155,8 @@ async def interleaved(
             for name in names:
                 url, payload = targets[name]
                 await one_request(sessions[name], url, payload, stream, samples[name])
+                if pause_s:
+                    await asyncio.sleep(pause_s)
             rounds += 1
         elapsed = time.perf_counter() - started
         for sample in samples.values():
