@@ -7,7 +7,7 @@ head prepared at startup and parses the answer with httptools (llhttp, as aiohtt
 spends about 26 µs. This module does only what upstream LLM APIs need: POST with a body to an
 `http://` or `https://` origin, keep-alive reuse, Content-Length, chunked or until-close
 bodies, and back-pressure on large answers. No redirects, cookies, proxies or compression
-(the request never offers compression).
+(every request says `Accept-Encoding: identity`).
 
 Failures are raised as the `UpstreamHttpError` family below; `providers.base.upstream_error`
 maps them (and socket, TLS and timeout errors) to router errors, in one place.
@@ -100,8 +100,11 @@ class Endpoint:
         default_port = port == (443 if tls else 80)
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         lines = [f"POST {target} HTTP/1.1", f"Host: {host if default_port else f'{host}:{port}'}"]
-        if not any(name.lower() == "user-agent" for name in headers):
+        given = {name.lower() for name in headers}
+        if "user-agent" not in given:
             lines.append(f"User-Agent: {USER_AGENT}")
+        if "accept-encoding" not in given:  # without it a server may compress (RFC 9110 12.5.3)
+            lines.append("Accept-Encoding: identity")
         for name, value in headers.items():
             _check_header(name, value)
             if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):

@@ -106,6 +106,7 @@ async def test_the_request_carries_prepared_and_per_call_headers() -> None:
     assert b"traceparent: 00-abc-01" in head
     assert b"Content-Length: 2" in head
     assert any(line.startswith(b"User-Agent: fusion-router/") for line in head)
+    assert b"Accept-Encoding: identity" in head  # we cannot read a compressed answer
 
 
 async def test_connection_close_is_not_reused() -> None:
