@@ -314,6 +314,7 @@ class _Connection(asyncio.Protocol):
         response = Response(self)
         self._response = response
         self._began = False
+        self._header_bytes = 0  # the header allowance is per answer
         self._head_waiter = loop.create_future()
         self.transport.write(data)
         try:

@@ -260,3 +260,18 @@ async def test_bytes_past_the_answer_close_the_connection() -> None:
         assert await fetch(client, endpoint) == b"ok"
         assert await fetch(client, endpoint) == b"ok"
     assert len(connections) == 2  # the first connection was not trusted again
+
+
+async def test_a_long_lived_connection_keeps_its_header_allowance_per_answer() -> None:
+    """The header size limit applies to each answer, not to a connection's lifetime."""
+
+    async def many_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 200) for i in range(20))
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\n" + filler + b"Content-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(many_headers) as (endpoint, connections), UpstreamClient() as client:
+        for _ in range(40):  # 40 answers of ~4.3 KB of headers: 170 KB over the connection
+            assert await fetch(client, endpoint) == b"ok"
+    assert len(connections) == 1
