@@ -48,6 +48,9 @@ def test_quick_benchmark_reports_every_phase_with_numbers(tmp_path: Path) -> Non
         assert any(
             row["phase"] == phase and isinstance(row["floor"], int | float) for row in rows
         ), phase
+    for name, attempts in result["details"]["healthy_attempts"].items():
+        assert attempts["succeeded"] > 0, name  # the sidecar's own metrics were read
+        assert attempts["failed"] == {}, name  # no failure hidden from clients by a retry
     assert result["machine"]["python"]
     assert result["command"].endswith("-m ops.bench --quick --results-dir " + str(tmp_path))
 

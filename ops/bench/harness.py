@@ -692,6 +692,37 @@ async def phase_failover(s: Settings, report: Report, side: Proc) -> None:
     )
 
 
+HEALTHY_PROVIDERS = ("up", "up-slow", "up-fusion")  # the fakes that never fail on purpose
+
+
+async def _check_healthy_attempts(report: Report, proc: Proc) -> None:
+    """Every upstream attempt on a healthy fake must have succeeded: a retry hides a failure
+    from the client (it still gets its answer), never from `router_upstream_attempts_total`."""
+    async with aiohttp.ClientSession() as http, http.get(f"{proc.base}/metrics") as response:
+        text = await response.text()
+    failed: dict[str, float] = {}
+    succeeded = 0.0
+    for line in text.splitlines():
+        if not line.startswith("router_upstream_attempts_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        if not any(f'provider="{p}"' in labels for p in HEALTHY_PROVIDERS):
+            continue
+        if 'outcome="success"' in labels:
+            succeeded += float(value)
+        else:
+            failed[labels] = failed.get(labels, 0.0) + float(value)
+    report.details.setdefault("healthy_attempts", {})[proc.name] = {
+        "succeeded": succeeded,
+        "failed": failed,
+    }
+    if failed:
+        report.notes.append(
+            f"{proc.name}: {sum(failed.values()):.0f} upstream attempts on healthy fakes did not "
+            f"succeed (hidden from clients by retries): {failed}"
+        )
+
+
 # ---------------------------------------------------------------- profile (optional)
 
 
@@ -885,6 +916,8 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         phase_memory(report, idle, peak)
         await timed("6", phase_fusion(s, report, fusion_up, side))
         await timed("7", phase_failover(s, report, side))
+        for proc in (side, tel):
+            await _check_healthy_attempts(report, proc)
         report.details["rss_mib_after_each_phase"] = rss_trace
         report.details["phase_seconds"] = phase_seconds
         if s.profile:
