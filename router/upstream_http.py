@@ -113,6 +113,19 @@ class Endpoint:
         return cls(Origin(parts.hostname, port, tls), head)
 
 
+def _keep_for(keep_alive: str) -> float:
+    """How long an idle connection may be reused, from `Keep-Alive: timeout=N, max=M`: a
+    second less than the server keeps it, so we never write into its closing (at most ours)."""
+    for part in keep_alive.split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "timeout":
+            try:
+                return max(0.0, min(_KEEP_IDLE_S, float(value) - 1.0))
+            except ValueError:
+                break
+    return _KEEP_IDLE_S
+
+
 def _check_header(name: str, value: str) -> None:
     if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
         raise ValueError(f"invalid header {name!r}")
@@ -227,6 +240,8 @@ class _Connection(asyncio.Protocol):
         self._head_waiter: asyncio.Future[None] | None = None
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
+        self._headers_done = False
+        self.keep_for = _KEEP_IDLE_S  # lowered by the server's `Keep-Alive: timeout=N`
         self._began = False
         self._until_close = False
         self._reusable = False
@@ -242,19 +257,29 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._began = True
+        if not self._headers_done:
+            self._header_bytes += len(data)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._failed(BadResponse("invalid HTTP response: the upstream switched protocols"))
+            return
         except httptools.HttpParserError as exc:
             self._failed(BadResponse(f"invalid HTTP response: {exc}"))
+            return
+        if not self._headers_done and self._header_bytes > _MAX_HEADER_BYTES:
+            # checked per read, so a header that never ends costs at most the limit
+            self._failed(BadResponse("invalid HTTP response: headers too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        closed_by_us = self.closed
         self.closed = True
         self.transport = None
         response = self._response
         if response is None:
             return
-        if self._until_close and self._head_waiter is None:
-            response._end()  # a body delimited by the end of the connection is complete
+        if self._until_close and self._headers_done and exc is None and not closed_by_us:
+            response._end()  # a body delimited by the server's orderly close is complete
             return
         self._failed(Disconnected("server disconnected", began=self._began))
 
@@ -266,31 +291,41 @@ class _Connection(asyncio.Protocol):
             raise httptools.HttpParserError("data after the end of the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > _MAX_HEADER_BYTES:
-            raise httptools.HttpParserError("response headers too large")
-        self._raw_headers.append((name, value))
+        if not self._headers_done:  # after them: chunked trailers, ignored
+            self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self._response
         if response is None:
             return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # an interim answer: the real one follows
+        if 100 <= status < 200:  # an interim answer: the real one follows, on a fresh allowance
             self._raw_headers = []
+            self._header_bytes = 0
+            self._began = False
             return
+        self._headers_done = True
         headers: CIMultiDict[str] = CIMultiDict()
-        length = chunked = False
+        length = False
+        coding: str | None = None
         for name, value in self._raw_headers:
             key, text = name.decode("latin-1"), value.decode("latin-1")
             headers.add(key, text)
             lowered = key.lower()
-            length = length or lowered == "content-length"
-            chunked = chunked or (lowered == "transfer-encoding" and "chunked" in text.lower())
+            if lowered == "content-length":
+                length = True
+            elif lowered == "transfer-encoding":
+                coding = text
+            elif lowered == "keep-alive":
+                self.keep_for = _keep_for(text)
         self._raw_headers = []
         response.status = status
         response.headers = CIMultiDictProxy(headers)
-        self._until_close = not (length or chunked) and status not in (204, 304)
+        # as llhttp frames it: chunked only when it is the last coding; any other coding, or
+        # neither a coding nor a length, runs until the server closes
+        chunked = coding is not None and coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        delimited = chunked or (coding is None and length)
+        self._until_close = not delimited and status not in (204, 304)
         self._reusable = self._parser.should_keep_alive() and not self._until_close
         waiter, self._head_waiter = self._head_waiter, None
         if waiter is not None and not waiter.done():
@@ -314,7 +349,10 @@ class _Connection(asyncio.Protocol):
         response = Response(self)
         self._response = response
         self._began = False
+        self._raw_headers = []
         self._header_bytes = 0  # the header allowance is per answer
+        self._headers_done = False
+        self._until_close = self._reusable = False
         self._head_waiter = loop.create_future()
         self.transport.write(data)
         try:
@@ -357,9 +395,10 @@ class _Connection(asyncio.Protocol):
         self._pool._put(self)
 
     def close(self) -> None:
+        """Drop the connection now: unsent request bytes are discarded, not flushed."""
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
             self.transport = None
 
 
@@ -384,7 +423,7 @@ class UpstreamClient:
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if not connection.closed and now - connection.idle_since < _KEEP_IDLE_S:
+            if not connection.closed and now - connection.idle_since < connection.keep_for:
                 return connection
             connection.close()
         return None

@@ -8,6 +8,8 @@ sees the bytes a real upstream could send, not what a framework would tidy up.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -275,3 +277,102 @@ async def test_a_long_lived_connection_keeps_its_header_allowance_per_answer() -
         for _ in range(40):  # 40 answers of ~4.3 KB of headers: 170 KB over the connection
             assert await fetch(client, endpoint) == b"ok"
     assert len(connections) == 1
+
+
+async def test_chunked_trailers_do_not_leak_into_the_next_answer() -> None:
+    answers = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+            b"X-Trailer: leaked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]
+    )
+
+    async def two(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(next(answers))
+            await writer.drain()
+
+    async with raw_server(two) as (endpoint, connections), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"ok"
+        data = render_request(endpoint, b"", None)
+        response = await client.post(endpoint, data, connect_timeout=1)
+        assert "X-Trailer" not in response.headers
+        assert response.headers["Content-Length"] == "2"
+        assert await response.read_some() == b"ok"
+        response.release()
+    assert len(connections) == 1
+
+
+async def test_a_reset_cuts_a_body_delimited_by_the_close() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"partial": ')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    async with raw_server(reset) as (endpoint, _), UpstreamClient() as client:
+        with pytest.raises(Disconnected) as caught:
+            await fetch(client, endpoint)
+    assert caught.value.began
+
+
+async def test_transfer_coding_framing_follows_llhttp() -> None:
+    """`chunked` framed only as the last coding; another last coding runs until the close."""
+
+    async def coded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\nwhole body")
+        await writer.drain()
+
+    async with raw_server(coded) as (endpoint, _), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"whole body"
+
+
+@pytest.mark.parametrize(
+    "answer_bytes",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (200 * 1024),  # a header line that never ends
+    ],
+    ids=["switching-protocols", "endless-header"],
+)
+async def test_unusable_heads_are_bad_responses(answer_bytes: bytes) -> None:
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer_bytes)
+        await writer.drain()
+        await asyncio.sleep(1)  # no close: the client must give up on its own
+
+    async with raw_server(send) as (endpoint, _), UpstreamClient() as client:
+        with pytest.raises(BadResponse):
+            await asyncio.wait_for(fetch(client, endpoint), 0.9)
+
+
+async def test_a_close_after_an_interim_answer_is_before_the_answer() -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(interim) as (endpoint, _), UpstreamClient() as client:
+        with pytest.raises(Disconnected) as caught:
+            await fetch(client, endpoint)
+    assert not caught.value.began  # nothing of the answer itself had come
+
+
+async def test_keep_alive_timeout_shortens_reuse() -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(short) as (endpoint, connections), UpstreamClient() as client:
+        assert await fetch(client, endpoint) == b"ok"
+        assert await fetch(client, endpoint) == b"ok"  # at once: reused
+        await asyncio.sleep(1.1)  # past timeout=2 minus a second of margin: not reused
+        assert await fetch(client, endpoint) == b"ok"
+    assert len(connections) == 2
