@@ -408,7 +408,7 @@ class UpstreamClient:
 
     ssl_context: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     resolve: Resolve | None = None  # host, port -> address; None: the loop's getaddrinfo
-    _idle: dict[Origin, list[_Connection]] = field(default_factory=dict)
+    _idle: dict[Origin, deque[_Connection]] = field(default_factory=dict)
     _open: weakref.WeakSet[_Connection] = field(default_factory=weakref.WeakSet)
 
     async def post(self, endpoint: Endpoint, data: bytes, *, connect_timeout: float) -> Response:
@@ -429,7 +429,12 @@ class UpstreamClient:
         return None
 
     def _put(self, connection: _Connection) -> None:
-        idle = self._idle.setdefault(connection.origin, [])
+        """Pool it (taken last in, first out); drop the oldest idle ones once stale or closed,
+        so a burst's connections do not outlive it unused."""
+        idle = self._idle.setdefault(connection.origin, deque())
+        now = time.monotonic()
+        while idle and (idle[0].closed or now - idle[0].idle_since >= idle[0].keep_for):
+            idle.popleft().close()
         if len(idle) >= _MAX_IDLE_PER_ORIGIN:
             connection.close()
             return

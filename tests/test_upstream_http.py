@@ -376,3 +376,24 @@ async def test_keep_alive_timeout_shortens_reuse() -> None:
         await asyncio.sleep(1.1)  # past timeout=2 minus a second of margin: not reused
         assert await fetch(client, endpoint) == b"ok"
     assert len(connections) == 2
+
+
+async def test_a_burst_s_connections_are_dropped_once_stale() -> None:
+    """After 8 concurrent calls, steady single calls keep one connection; the other seven
+    close once past the reuse window instead of staying open unused."""
+
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1.2\r\nContent-Length: 2\r\n\r\nok"
+            )
+            await writer.drain()
+
+    async with raw_server(ok) as (endpoint, connections), UpstreamClient() as client:
+        assert await asyncio.gather(*(fetch(client, endpoint) for _ in range(8))) == [b"ok"] * 8
+        assert len(connections) == 8
+        await asyncio.sleep(0.3)  # past the 0.2 s reuse window (timeout 1.2 minus 1)
+        assert await fetch(client, endpoint) == b"ok"  # a fresh connection; the stale ones go
+        idle = next(iter(client._idle.values()))
+        assert len(idle) == 1
+        assert sum(not c.closed for c in client._open) == 1  # the seven stale ones were closed
