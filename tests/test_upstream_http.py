@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import trustme
 
 from router.upstream_http import (
     BadResponse,
@@ -397,3 +399,43 @@ async def test_a_burst_s_connections_are_dropped_once_stale() -> None:
         idle = next(iter(client._idle.values()))
         assert len(idle) == 1
         assert sum(not c.closed for c in client._open) == 1  # the seven stale ones were closed
+
+
+async def test_https_with_a_trusted_certificate_reuses_its_connection() -> None:
+    """Production upstreams are HTTPS: verified against the client's trust store, by name."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await keep_alive(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    async def resolve(host: str, port: int) -> str:
+        return "127.0.0.1" if host == "localhost" else host
+
+    try:
+        good = Endpoint.prepare(f"https://localhost:{port}/v1/x", {})
+        async with UpstreamClient(ssl_context=trusting, resolve=resolve) as client:
+            assert await fetch(client, good, b"one") == b"one"
+            assert await fetch(client, good, b"two") == b"two"
+        assert len(connections) == 1
+        wrong_name = Endpoint.prepare(f"https://127.0.0.1:{port}/v1/x", {})  # cert is for localhost
+        async with UpstreamClient(ssl_context=trusting) as client:
+            with pytest.raises(ConnectFailed) as caught:
+                await fetch(client, wrong_name)
+        assert caught.value.certificate
+    finally:
+        server.close()
+        await server.wait_closed()
