@@ -296,12 +296,17 @@ async def _stream_synthesis(
     response = event_stream(fusion_headers(request_id, model_name, report))
     created = int(time.time())
     await response.prepare(request)
-    # the role chunk goes out with the first token (one write: the head, both chunks)
+    # the role rides in the first token's delta, as in routed streams; `head` is the role
+    # chunk still owed if no text comes
     head = sse(stream_chunk(request_id, model_name, created, role=True))
     try:
         if opened is None:
             await response.write(
-                head + sse(stream_chunk(request_id, model_name, created, text=fallback_text or ""))
+                sse(
+                    stream_chunk(
+                        request_id, model_name, created, text=fallback_text or "", role=True
+                    )
+                )
             )
             head = b""
         else:
@@ -353,16 +358,17 @@ async def _relay(
     created: int,
     deadline: float,
 ) -> tuple[StreamEnd | RouterError, bytes]:
-    """Relay the synthesis text, `head` in front of the first piece; how it ended, and what
-    of `head` is still unwritten (all of it when no text came)."""
+    """Relay the synthesis text, the role in the first piece's delta; how it ended, and the
+    role chunk `head` if it is still owed (no text came)."""
     event = opened.first
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             while True:
                 if isinstance(event, TextDelta):
-                    await response.write(
-                        head + sse(stream_chunk(request_id, model_name, created, text=event.text))
+                    chunk = stream_chunk(
+                        request_id, model_name, created, text=event.text, role=bool(head)
                     )
+                    await response.write(sse(chunk))
                     head = b""
                 else:
                     return event, head

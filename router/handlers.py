@@ -182,7 +182,8 @@ async def _stream(
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
-        # the role chunk goes out with the first token (one write: the headers, both chunks)
+        # the role rides in the first token's delta (one chunk, one write with the headers);
+        # `head` is the role chunk still owed if the stream ends or fails before any text
         head = sse(stream_chunk(request_id, model.id, created, role=True))
         try:
             async with asyncio.timeout_at(
@@ -191,9 +192,10 @@ async def _stream(
                 event = opened.first
                 while True:
                     if isinstance(event, TextDelta):
-                        await response.write(
-                            head + sse(stream_chunk(request_id, model.id, created, text=event.text))
+                        chunk = stream_chunk(
+                            request_id, model.id, created, text=event.text, role=bool(head)
                         )
+                        await response.write(sse(chunk))
                         head = b""
                     else:
                         end = event

@@ -50,13 +50,17 @@ async def test_openai_client_streams_with_usage() -> None:
             stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         text, usage, finish = "", None, None
+        roles: list[str | None] = []
         async for chunk in stream:
             for choice in chunk.choices:
                 text += choice.delta.content or ""
                 finish = choice.finish_reason or finish
+                roles.append(choice.delta.role)
             usage = chunk.usage or usage
         assert text == "one two three"
         assert finish == "stop"
+        assert roles[0] == "assistant"  # in the first token's chunk, which carries text
+        assert roles.count("assistant") == 1
         assert usage is not None
         assert usage.total_tokens == 8
 
