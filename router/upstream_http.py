@@ -152,20 +152,32 @@ class Response:
         "_complete",
         "_connection",
         "_error",
+        "_headers",
+        "_raw_headers",
         "_waiter",
-        "headers",
         "status",
     )
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
         self.status = 0
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: CIMultiDictProxy[str] | None = None
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._complete = False
         self._error: UpstreamHttpError | None = None
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The answer's headers, decoded on first use (a 2xx answer's rarely are)."""
+        if self._headers is None:
+            headers: CIMultiDict[str] = CIMultiDict()
+            for name, value in self._raw_headers:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            self._headers = CIMultiDictProxy(headers)
+        return self._headers
 
     # -- reading the body ------------------------------------------------------------
 
@@ -305,22 +317,18 @@ class _Connection(asyncio.Protocol):
             self._began = False
             return
         self._headers_done = True
-        headers: CIMultiDict[str] = CIMultiDict()
         length = False
         coding: str | None = None
-        for name, value in self._raw_headers:
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers.add(key, text)
-            lowered = key.lower()
-            if lowered == "content-length":
+        for name, value in self._raw_headers:  # only what framing and reuse need, as bytes
+            lowered = name.lower()
+            if lowered == b"content-length":
                 length = True
-            elif lowered == "transfer-encoding":
-                coding = text
-            elif lowered == "keep-alive":
-                self.keep_for = _keep_for(text)
-        self._raw_headers = []
+            elif lowered == b"transfer-encoding":
+                coding = value.decode("latin-1")
+            elif lowered == b"keep-alive":
+                self.keep_for = _keep_for(value.decode("latin-1"))
         response.status = status
-        response.headers = CIMultiDictProxy(headers)
+        response._raw_headers, self._raw_headers = self._raw_headers, []
         # as llhttp frames it: chunked only when it is the last coding; any other coding, or
         # neither a coding nor a length, runs until the server closes
         chunked = coding is not None and coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
