@@ -196,7 +196,7 @@ def test_r2_any_failure_schedule_keeps_3_attempts_and_the_deadline() -> None:
     ]
 
     @settings(
-        max_examples=8,
+        max_examples=20,  # each example drives a real sidecar: about 0.6 s
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow],
