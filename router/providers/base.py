@@ -256,13 +256,12 @@ def error_for_status(
 
 
 class HttpTarget:
-    """Where and how an adapter sends: URL and headers, the request head rendered once."""
+    """Where and how an adapter sends: the URL, and the request head rendered once."""
 
-    __slots__ = ("endpoint", "headers", "url")
+    __slots__ = ("endpoint", "url")
 
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         self.url = url
-        self.headers = headers
         self.endpoint = Endpoint.prepare(url, headers)
 
 
@@ -332,20 +331,31 @@ def send(
     return _Sending(client, provider, target, payload, call)
 
 
+async def _next_bytes(
+    response: Response, provider: str, call: ProviderCall, seconds: float, phase: str
+) -> bytes:
+    """The body's next bytes (b"" at its end): what the network already delivered at once,
+    with no clock (the first event often comes with the headers; under load several wait in
+    the buffer), else a wait bounded by the named clock."""
+    with map_upstream_errors(provider, "idle"):  # a buffered transport error raises here
+        data = response.take()
+    if data or response.at_end:
+        return data
+    budget, phase = clock(call, seconds, phase)
+    with map_upstream_errors(provider, phase):
+        async with asyncio.timeout(budget):
+            return await response.read_some()
+
+
 async def _read_up_to(response: Response, provider: str, call: ProviderCall, cap: int) -> bytearray:
     """The body, or its first `cap` bytes and a little more, with the idle clock on each wait.
 
     The body grows in place in one buffer and reading stops past the cap, so an oversized
-    answer costs about the cap in memory. What came with the headers needs no clock.
+    answer costs about the cap in memory.
     """
     body = bytearray()
-    with map_upstream_errors(provider, "idle"):
-        body += response.take()
-    while len(body) <= cap and not response.at_end:
-        budget, phase = clock(call, call.timeouts.idle, "idle")
-        with map_upstream_errors(provider, phase):
-            async with asyncio.timeout(budget):
-                piece = await response.read_some()
+    while len(body) <= cap:
+        piece = await _next_bytes(response, provider, call, call.timeouts.idle, "idle")
         if not piece:
             break
         body += piece
@@ -390,21 +400,13 @@ async def iter_sse(
     started = time.monotonic()
     event, data_lines = "", list[str]()
     while True:
-        # what the network already delivered needs no clock (the first event often comes
-        # with the headers; under load several events wait in the buffer)
-        with map_upstream_errors(provider, "idle"):  # a buffered transport error raises here
-            chunk = response.take()
+        if first:
+            left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
+            chunk = await _next_bytes(response, provider, call, left, "first_byte")
+        else:
+            chunk = await _next_bytes(response, provider, call, call.timeouts.idle, "idle")
         if not chunk:
-            if first:
-                left = max(0.001, call.timeouts.first_byte - (time.monotonic() - started))
-                budget, phase = clock(call, left, "first_byte")
-            else:
-                budget, phase = clock(call, call.timeouts.idle, "idle")
-            with map_upstream_errors(provider, phase):
-                async with asyncio.timeout(budget):
-                    chunk = await response.read_some()
-            if not chunk:
-                return
+            return
         total += len(chunk)
         if total > MAX_RESPONSE_BYTES:
             raise ResponseTooLarge(
