@@ -23,7 +23,7 @@ from router.routing import CallBudget, Gate, OpenedStream, Routed, Router
 from router.sse_response import event_stream
 from router.state import METRICS
 from router.types import ChatRequest, StreamEnd, TextDelta, Usage
-from router.wire_out import DONE, error_event, sse, stream_chunk, usage_body
+from router.wire_out import DONE, error_event, role_prefix, sse, stream_chunk, usage_body
 
 _OVERRIDABLE = ("panelists", "judges", "synthesizers", "quorum", "substitutes")
 
@@ -296,9 +296,9 @@ async def _stream_synthesis(
     response = event_stream(fusion_headers(request_id, model_name, report))
     created = int(time.time())
     await response.prepare(request)
-    # the role rides in the first token's delta, as in routed streams; `head` is the role
-    # chunk still owed if no text comes
-    head = sse(stream_chunk(request_id, model_name, created, role=True))
+    # the role rides in the first token's delta, as in routed streams; a stream that ends
+    # before any text still owes a role chunk
+    role_owed = True
     try:
         if opened is None:
             await response.write(
@@ -308,15 +308,16 @@ async def _stream_synthesis(
                     )
                 )
             )
-            head = b""
+            role_owed = False
         else:
-            end, head = await _relay(
-                response, opened, head, request_id, model_name, created, deadline
+            end, role_owed = await _relay(
+                response, opened, request_id, model_name, created, deadline
             )
             if isinstance(end, RouterError):
                 report.synthesis = SynthesisResult("failed", opened.model.id, error=end.code)
                 log_fields.update(error_code=end.code, stream_truncated=True)
                 _log(log_fields, report)
+                head = role_prefix(request_id, model_name, created, owed=role_owed)
                 await response.write(head + sse(error_event(end)))
                 await response.write_eof()
                 return response
@@ -332,6 +333,7 @@ async def _stream_synthesis(
         if opened is not None:
             await opened.aclose()
     report.total_ms = (deps.clock() - started) * 1000
+    head = role_prefix(request_id, model_name, created, owed=role_owed)
     await response.write(head + sse(stream_chunk(request_id, model_name, created, finish="stop")))
     last = {
         "id": f"chatcmpl-{request_id}",
@@ -352,37 +354,37 @@ async def _stream_synthesis(
 async def _relay(
     response: web.StreamResponse,
     opened: OpenedStream,
-    head: bytes,
     request_id: str,
     model_name: str,
     created: int,
     deadline: float,
-) -> tuple[StreamEnd | RouterError, bytes]:
-    """Relay the synthesis text, the role in the first piece's delta; how it ended, and the
-    role chunk `head` if it is still owed (no text came)."""
+) -> tuple[StreamEnd | RouterError, bool]:
+    """Relay the synthesis text, the role in the first piece's delta; how it ended, and
+    whether the role is still owed (no text came)."""
+    role_owed = True
     event = opened.first
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             while True:
                 if isinstance(event, TextDelta):
                     chunk = stream_chunk(
-                        request_id, model_name, created, text=event.text, role=bool(head)
+                        request_id, model_name, created, text=event.text, role=role_owed
                     )
                     await response.write(sse(chunk))
-                    head = b""
+                    role_owed = False
                 else:
-                    return event, head
+                    return event, role_owed
                 event = await anext(opened.events)
     except ProviderError as exc:
-        return exc, head
+        return exc, role_owed
     except TimeoutError:
         error = RouterError("the synthesis stream passed its deadline")
         error.code = "deadline_exceeded"  # type: ignore[misc]
-        return error, head
+        return error, role_owed
     except StopAsyncIteration:
         error = RouterError("the synthesis stream ended without its terminal marker")
         error.code = "stream_truncated"  # type: ignore[misc]
-        return error, head
+        return error, role_owed
 
 
 def availability_for(

@@ -46,6 +46,7 @@ from router.wire_out import (
     completion_body,
     error_event,
     json_bytes,
+    role_prefix,
     sse,
     stream_chunk,
     usage_chunk,
@@ -183,8 +184,8 @@ async def _stream(
     try:
         await response.prepare(request)
         # the role rides in the first token's delta (one chunk, one write with the headers);
-        # `head` is the role chunk still owed if the stream ends or fails before any text
-        head = sse(stream_chunk(request_id, model.id, created, role=True))
+        # a stream that ends or fails before any text still owes a role chunk
+        role_owed = True
         try:
             async with asyncio.timeout_at(
                 asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
@@ -193,10 +194,10 @@ async def _stream(
                 while True:
                     if isinstance(event, TextDelta):
                         chunk = stream_chunk(
-                            request_id, model.id, created, text=event.text, role=bool(head)
+                            request_id, model.id, created, text=event.text, role=role_owed
                         )
                         await response.write(sse(chunk))
-                        head = b""
+                        role_owed = False
                     else:
                         end = event
                         break
@@ -213,9 +214,11 @@ async def _stream(
             fields.update(error_code=error.code, stream_truncated=True)
             request.app[METRICS].stream_truncated.labels(model.provider, model.id).inc()
             _log_served(request, model, opened.attempts, None)
+            head = role_prefix(request_id, model.id, created, owed=role_owed)
             await response.write(head + sse(error_event(error)))
             await response.write_eof()
             return response
+        head = role_prefix(request_id, model.id, created, owed=role_owed)
         await response.write(
             head + sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason))
         )

@@ -89,6 +89,11 @@ def stream_chunk(
     }
 
 
+def role_prefix(request_id: str, model: str, created: int, *, owed: bool) -> bytes:
+    """The role chunk a stream still owes when it ends before any text (else nothing)."""
+    return sse(stream_chunk(request_id, model, created, role=True)) if owed else b""
+
+
 def usage_chunk(
     request_id: str, model: str, created: int, usage: Usage, cost: float, attempts: AttemptLog
 ) -> dict[str, Any]:
