@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ops.bench import client
@@ -51,11 +51,6 @@ def _sidecar_from(tree: Path, config: Path) -> list[str]:
     return [PY, "-c", bootstrap, str(tree), "serve", "--config", str(config), "--port", "0"]
 
 
-@contextmanager
-def _given(tree: Path) -> Iterator[Path]:
-    yield tree
-
-
 async def run(
     base: str, tree: Path | None, seconds: float, stream: bool, pause_s: float = 0.0
 ) -> str:
@@ -65,7 +60,7 @@ async def run(
     logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
     procs: dict[str, Proc] = {}
     dead = _closed_port()
-    with worktree(base) if tree is None else _given(tree) as base_tree, dead:
+    with worktree(base) if tree is None else nullcontext(tree) as base_tree, dead:
         try:
             upstream_args = ["--latency-ms", "0", "--chunks", STREAM_CHUNKS]
             upstream_args += ["--chunk-ms", STREAM_CHUNK_MS]
