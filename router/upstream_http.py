@@ -36,6 +36,10 @@ _PAUSE_ABOVE = 256 * 1024  # buffered body bytes above which the socket stops be
 _KEEP_IDLE_S = 15.0  # an idle pooled connection older than this is closed, not reused
 _MAX_IDLE_PER_ORIGIN = 256
 _MAX_HEADER_BYTES = 64 * 1024
+# After a stream's terminal event the rest of the body is framing (the chunked terminator,
+# usually a packet behind): released then, the connection reads that much for that long and
+# goes back to the pool, instead of being closed and reopened by the next call.
+_DRAIN_BYTES = 16 * 1024
 
 
 Resolve = Callable[[str, int], Awaitable[str]]
@@ -151,6 +155,8 @@ class Response:
         "_buffered",
         "_complete",
         "_connection",
+        "_draining",
+        "_end_expected",
         "_error",
         "_headers",
         "_raw_headers",
@@ -168,6 +174,8 @@ class Response:
         self._complete = False
         self._error: UpstreamHttpError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._end_expected = False
+        self._draining = False
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -210,8 +218,14 @@ class Response:
             self._waiter = None
         return self.take()
 
+    def expect_end(self) -> None:
+        """The caller has read what it needs (a stream's terminal event): what remains of the
+        body should be framing only, so `release` may wait for it instead of closing."""
+        self._end_expected = True
+
     def release(self) -> None:
-        """Give the connection back for reuse (if the answer was read whole) or close it."""
+        """Give the connection back for reuse (if the answer was read whole, or its end was
+        expected and arrives within a moment) or close it."""
         self._connection.finish(self)
 
     # -- fed by the connection ----------------------------------------------------------
@@ -221,6 +235,11 @@ class Response:
             self._waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
+        if self._draining:  # released: counted, not kept
+            self._buffered += len(data)
+            if self._buffered > _DRAIN_BYTES:
+                self._connection.close()
+            return
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > _PAUSE_ABOVE:
@@ -258,6 +277,7 @@ class _Connection(asyncio.Protocol):
         self._until_close = False
         self._reusable = False
         self._paused = False
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -265,7 +285,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._response is None:  # bytes nobody asked for: the connection is unusable
+        response = self._response
+        if response is None:  # bytes nobody asked for: the connection is unusable
             self.close()
             return
         self._began = True
@@ -282,6 +303,8 @@ class _Connection(asyncio.Protocol):
         if not self._headers_done and self._header_bytes > _MAX_HEADER_BYTES:
             # checked per read, so a header that never ends costs at most the limit
             self._failed(BadResponse("invalid HTTP response: headers too large"))
+        elif response._draining and response._complete and not self.closed:
+            self._pool_again()  # a released answer's end arrived (nothing after it, or the parser raised)
 
     def connection_lost(self, exc: Exception | None) -> None:
         closed_by_us = self.closed
@@ -392,12 +415,31 @@ class _Connection(asyncio.Protocol):
 
     def finish(self, response: Response) -> None:
         """The caller is done with `response`: pool the connection if it can carry another."""
-        if response is not self._response:
+        if response is not self._response or response._draining:
             return
-        self._response = None
-        if self.closed or not response._complete or response._buffer or not self._reusable:
+        if self.closed or response._error is not None or not self._reusable:
+            self._response = None
             self.close()
-            return
+        elif response._complete:  # unread body bytes may be dropped: the framing is whole
+            self._pool_again()
+        elif response._end_expected and response._buffered <= _DRAIN_BYTES:
+            response._draining = True
+            response._buffer.clear()
+            response._buffered = 0
+            self.resume()
+            self._drain_timer = asyncio.get_running_loop().call_later(
+                self._pool.drain_s, self.close
+            )
+        else:  # the rest would be read for nothing; closing also stops an upstream still generating
+            self._response = None
+            self.close()
+
+    def _pool_again(self) -> None:
+        self._response = None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self.resume()  # paused under a large unread body: the next answer must be read
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = time.monotonic()
         self._pool._put(self)
@@ -405,6 +447,9 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Drop the connection now: unsent request bytes are discarded, not flushed."""
         self.closed = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
@@ -416,6 +461,7 @@ class UpstreamClient:
 
     ssl_context: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     resolve: Resolve | None = None  # host, port -> address; None: the loop's getaddrinfo
+    drain_s: float = 1.0  # how long a released stream's framing tail is waited for
     _idle: dict[Origin, deque[_Connection]] = field(default_factory=dict)
     _open: weakref.WeakSet[_Connection] = field(default_factory=weakref.WeakSet)
 

@@ -439,3 +439,67 @@ async def test_https_with_a_trusted_certificate_reuses_its_connection() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def sse_tail(gap: float, tail: bytes = b"0\r\n\r\n") -> Answer:
+    """Chunked SSE answers whose terminator comes `gap` seconds after the `[DONE]` event."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            event = b"data: [DONE]\n\n"
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(event), event)
+            )
+            await writer.drain()
+            await asyncio.sleep(gap)
+            writer.write(tail)
+            await writer.drain()
+
+    return answer
+
+
+async def read_to_done(client: UpstreamClient, endpoint: Endpoint, *, expect_end: bool) -> None:
+    """One streamed call, read until its `[DONE]` event and released there, as adapters do."""
+    response = await client.post(endpoint, render_request(endpoint, b"{}", None), connect_timeout=1)
+    seen = bytearray()
+    while b"[DONE]" not in seen:
+        seen += await response.read_some()
+    if expect_end:
+        response.expect_end()
+    response.release()
+
+
+async def test_a_stream_released_at_its_terminal_event_keeps_its_connection() -> None:
+    async with raw_server(sse_tail(0.02)) as (endpoint, connections), UpstreamClient() as client:
+        for _ in range(3):
+            await read_to_done(client, endpoint, expect_end=True)
+            await asyncio.sleep(0.05)  # the terminator arrives after the release
+        assert len(connections) == 1
+
+
+async def test_a_stream_released_before_its_end_was_expected_is_closed() -> None:
+    async with raw_server(sse_tail(0.02)) as (endpoint, connections), UpstreamClient() as client:
+        for _ in range(2):
+            await read_to_done(client, endpoint, expect_end=False)
+            await asyncio.sleep(0.05)
+        assert len(connections) == 2  # an abandoned stream's upstream is told to stop
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",  # the terminator never comes: closed when the drain window ends
+        b"4000\r\n" + b"x" * 0x4000 + b"\r\n" + b"4000\r\n" + b"x" * 0x4000 + b"\r\n",  # too much
+        b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",  # bytes past the end
+    ],
+)
+async def test_a_drain_that_does_not_end_cleanly_closes_the_connection(tail: bytes) -> None:
+    async with (
+        raw_server(sse_tail(0.0, tail)) as (endpoint, connections),
+        UpstreamClient(drain_s=0.05) as client,
+    ):
+        await read_to_done(client, endpoint, expect_end=True)
+        await asyncio.sleep(0.15)
+        await read_to_done(client, endpoint, expect_end=True)
+        assert len(connections) == 2

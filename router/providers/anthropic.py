@@ -328,6 +328,7 @@ class AnthropicProvider:
                     continue
                 event.setdefault("type", sse.event)
                 if event["type"] == "message_stop":
+                    response.expect_end()
                     break
                 text = apply_event(state, event, self.name)
                 if text:

@@ -149,6 +149,7 @@ class OpenAIProvider:
             reader = EventReader(self.name, self._malformed)
             async for event in iter_sse(response, self.name, call):
                 if event.data.strip() == "[DONE]":
+                    response.expect_end()
                     break
                 chunk = reader.object(event)
                 if chunk is None:
