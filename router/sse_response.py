@@ -1,4 +1,9 @@
-"""The SSE response: common headers, and the HTTP head sent with the first event, not alone."""
+"""The SSE response: common headers; the HTTP head leaves at `prepare()`, ahead of the first event.
+
+Sending the head alone costs one more write, but the client parses it while the first event is
+still being translated, and the first token reaches it sooner (measured: `ops.bench.ab --stream`,
+about 25 µs at the median against holding the head back for the first event's write).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,6 @@ SSE_HEADERS = {
 }
 
 
-class EventStream(web.StreamResponse):
-    """A `StreamResponse` whose status line and headers leave in the first event's write.
-
-    aiohttp sends a StreamResponse's head at `prepare()` unless the class opts into buffering
-    (as its `Response` does); one write instead of two puts the first token a syscall and a
-    packet sooner. Should aiohttp drop the switch, the head simply goes out at `prepare()`.
-    """
-
-    _send_headers_immediately = False
-
-
-def event_stream(headers: Mapping[str, str]) -> EventStream:
+def event_stream(headers: Mapping[str, str]) -> web.StreamResponse:
     """An SSE response with the common headers and `headers`."""
-    return EventStream(headers={**SSE_HEADERS, **headers})
+    return web.StreamResponse(headers={**SSE_HEADERS, **headers})
