@@ -9,6 +9,11 @@ spends about 26 µs. This module does only what upstream LLM APIs need: POST wit
 bodies, and back-pressure on large answers. No redirects, cookies, proxies or compression
 (every request says `Accept-Encoding: identity`).
 
+Each wait (for the head, for the body's next bytes) takes its clock as an argument, and a
+connection keeps one lazy timer for all of them: a wait only moves the deadline the timer
+checks when it fires, so a stream of many reads arms a timer about once per clock, not once
+per read as `asyncio.timeout` around each read would.
+
 Failures are raised as the `UpstreamHttpError` family below; `providers.base.upstream_error`
 maps them (and socket, TLS and timeout errors) to router errors, in one place.
 """
@@ -60,6 +65,10 @@ class ConnectFailed(UpstreamHttpError):
 
 class ConnectTimedOut(UpstreamHttpError):
     """The connection was not made within the connect clock."""
+
+
+class TimedOut(UpstreamHttpError, TimeoutError):
+    """The answer's head, or the body's next bytes, did not arrive within the caller's clock."""
 
 
 class Disconnected(UpstreamHttpError):
@@ -206,16 +215,21 @@ class Response:
         """The whole body has arrived and been taken (never true for a failed one)."""
         return self._complete and not self._buffer and self._error is None
 
-    async def read_some(self) -> bytes:
-        """The next bytes of the body, waiting for them; b"" once the body is complete."""
+    async def read_some(self, within: float | None = None) -> bytes:
+        """The next bytes of the body, waiting up to `within` seconds for them (`TimedOut`
+        after that); b"" once the body is complete."""
         data = self.take()
         if data or self._complete:
             return data
-        self._waiter = asyncio.get_running_loop().create_future()
+        connection = self._connection
+        self._waiter = connection.loop.create_future()
+        if within is not None:
+            connection.clock_until(connection.loop.time() + within)
         try:
             await self._waiter
         finally:
             self._waiter = None
+            connection.waiting_until = None
         return self.take()
 
     def expect_end(self) -> None:
@@ -260,9 +274,12 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection, carrying one request at a time."""
 
-    def __init__(self, pool: UpstreamClient, origin: Origin) -> None:
+    def __init__(
+        self, pool: UpstreamClient, origin: Origin, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._pool = pool
         self.origin = origin
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -278,6 +295,9 @@ class _Connection(asyncio.Protocol):
         self._reusable = False
         self._paused = False
         self._drain_timer: asyncio.TimerHandle | None = None
+        self.waiting_until: float | None = None  # the current wait's deadline (loop time)
+        self._clock: asyncio.TimerHandle | None = None
+        self._clock_at = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -372,11 +392,11 @@ class _Connection(asyncio.Protocol):
 
     # -- the pool's side ----------------------------------------------------------
 
-    async def request(self, data: bytes) -> Response:
-        """Send one request and wait for the answer's status and headers."""
+    async def request(self, data: bytes, until: float) -> Response:
+        """Send one request and wait for the answer's status and headers until `until`
+        (loop time), else `TimedOut`."""
         if self.transport is None or self.closed:
             raise Disconnected("connection closed", began=False)
-        loop = asyncio.get_running_loop()
         response = Response(self)
         self._response = response
         self._began = False
@@ -384,15 +404,39 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0  # the header allowance is per answer
         self._headers_done = False
         self._until_close = self._reusable = False
-        self._head_waiter = loop.create_future()
+        self._head_waiter = self.loop.create_future()
         self.transport.write(data)
+        self.clock_until(until)
         try:
             await self._head_waiter
         except BaseException:
             self._head_waiter = None
             self.close()
             raise
+        finally:
+            self.waiting_until = None
         return response
+
+    def clock_until(self, until: float) -> None:
+        """Bound the current wait by `until` (loop time). The one timer is re-armed only if it
+        would fire too late; firing early, it finds the wait's deadline moved and re-arms."""
+        self.waiting_until = until
+        if self._clock is None or self._clock_at > until:
+            if self._clock is not None:
+                self._clock.cancel()
+            self._clock_at = until
+            self._clock = self.loop.call_at(until, self._clock_fired)
+
+    def _clock_fired(self) -> None:
+        self._clock = None
+        until = self.waiting_until
+        if until is None or self.closed:
+            return
+        if self.loop.time() < until:
+            self.clock_until(until)
+            return
+        self.waiting_until = None
+        self._failed(TimedOut("no answer within the clock"))
 
     def _failed(self, error: UpstreamHttpError) -> None:
         response = self._response
@@ -427,9 +471,7 @@ class _Connection(asyncio.Protocol):
             response._buffer.clear()
             response._buffered = 0
             self.resume()
-            self._drain_timer = asyncio.get_running_loop().call_later(
-                self._pool.drain_s, self.close
-            )
+            self._drain_timer = self.loop.call_later(self._pool.drain_s, self.close)
         else:  # the rest would be read for nothing; closing also stops an upstream still generating
             self._response = None
             self.close()
@@ -450,6 +492,9 @@ class _Connection(asyncio.Protocol):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
@@ -465,12 +510,26 @@ class UpstreamClient:
     _idle: dict[Origin, deque[_Connection]] = field(default_factory=dict)
     _open: weakref.WeakSet[_Connection] = field(default_factory=weakref.WeakSet)
 
-    async def post(self, endpoint: Endpoint, data: bytes, *, connect_timeout: float) -> Response:
-        """Send `data` (a rendered request) and return the answer once its headers arrived."""
+    async def post(
+        self, endpoint: Endpoint, data: bytes, *, connect_timeout: float, within: float
+    ) -> Response:
+        """Send `data` (a rendered request) and return the answer once its headers arrived.
+
+        `within` (seconds) bounds the whole wait, connecting included (`TimedOut`);
+        `connect_timeout` bounds connecting alone (`ConnectTimedOut`).
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + within
         connection = self._take_idle(endpoint.origin)
         if connection is None:
-            connection = await self._connect(endpoint.origin, connect_timeout)
-        return await connection.request(data)
+            if within < connect_timeout:
+                try:
+                    connection = await self._connect(endpoint.origin, within, loop)
+                except ConnectTimedOut:
+                    raise TimedOut("no connection within the clock") from None
+            else:
+                connection = await self._connect(endpoint.origin, connect_timeout, loop)
+        return await connection.request(data, until)
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -494,9 +553,10 @@ class UpstreamClient:
             return
         idle.append(connection)
 
-    async def _connect(self, origin: Origin, connect_s: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        connection = _Connection(self, origin)
+    async def _connect(
+        self, origin: Origin, connect_s: float, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        connection = _Connection(self, origin, loop)
         try:
             async with asyncio.timeout(connect_s):
                 address = origin.host

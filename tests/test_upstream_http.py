@@ -22,6 +22,7 @@ from router.upstream_http import (
     ConnectFailed,
     Disconnected,
     Endpoint,
+    TimedOut,
     UpstreamClient,
     render_request,
 )
@@ -65,7 +66,9 @@ async def raw_server(answer: Answer) -> AsyncIterator[tuple[Endpoint, list[int]]
 
 
 async def fetch(client: UpstreamClient, endpoint: Endpoint, body: bytes = b"hi") -> bytes:
-    response = await client.post(endpoint, render_request(endpoint, body, None), connect_timeout=1)
+    response = await client.post(
+        endpoint, render_request(endpoint, body, None), connect_timeout=1, within=5
+    )
     try:
         data = bytearray()
         while piece := await response.read_some():
@@ -99,7 +102,7 @@ async def test_the_request_carries_prepared_and_per_call_headers() -> None:
 
     async with raw_server(record) as (endpoint, _), UpstreamClient() as client:
         data = render_request(endpoint, b"{}", {"traceparent": "00-abc-01"})
-        response = await client.post(endpoint, data, connect_timeout=1)
+        response = await client.post(endpoint, data, connect_timeout=1, within=5)
         assert response.status == 204
         assert await response.read_some() == b""
         response.release()
@@ -197,7 +200,9 @@ async def test_a_refused_connection_is_connect_failed() -> None:
     endpoint = Endpoint.prepare(f"http://127.0.0.1:{port}/", {})
     async with UpstreamClient() as client:
         with pytest.raises(ConnectFailed):
-            await client.post(endpoint, render_request(endpoint, b"", None), connect_timeout=1)
+            await client.post(
+                endpoint, render_request(endpoint, b"", None), connect_timeout=1, within=5
+            )
 
 
 async def test_large_bodies_pause_the_socket_and_arrive_whole() -> None:
@@ -212,7 +217,7 @@ async def test_large_bodies_pause_the_socket_and_arrive_whole() -> None:
 
     async with raw_server(big) as (endpoint, _), UpstreamClient() as client:
         response = await client.post(
-            endpoint, render_request(endpoint, b"", None), connect_timeout=1
+            endpoint, render_request(endpoint, b"", None), connect_timeout=1, within=5
         )
         await asyncio.sleep(0.2)  # the server writes ahead while nobody reads
         assert response._buffered <= 512 * 1024  # paused near the mark, not 4 MiB in memory
@@ -244,7 +249,7 @@ async def test_a_cut_body_never_looks_complete() -> None:
 
     async with raw_server(cut) as (endpoint, _), UpstreamClient() as client:
         response = await client.post(
-            endpoint, render_request(endpoint, b"", None), connect_timeout=1
+            endpoint, render_request(endpoint, b"", None), connect_timeout=1, within=5
         )
         await asyncio.sleep(0.05)  # the bytes and the close have both arrived
         assert response.take() == b'{"partial": '
@@ -298,7 +303,7 @@ async def test_chunked_trailers_do_not_leak_into_the_next_answer() -> None:
     async with raw_server(two) as (endpoint, connections), UpstreamClient() as client:
         assert await fetch(client, endpoint) == b"ok"
         data = render_request(endpoint, b"", None)
-        response = await client.post(endpoint, data, connect_timeout=1)
+        response = await client.post(endpoint, data, connect_timeout=1, within=5)
         assert "X-Trailer" not in response.headers
         assert response.headers["Content-Length"] == "2"
         assert await response.read_some() == b"ok"
@@ -461,7 +466,9 @@ def sse_tail(gap: float, tail: bytes = b"0\r\n\r\n") -> Answer:
 
 async def read_to_done(client: UpstreamClient, endpoint: Endpoint, *, expect_end: bool) -> None:
     """One streamed call, read until its `[DONE]` event and released there, as adapters do."""
-    response = await client.post(endpoint, render_request(endpoint, b"{}", None), connect_timeout=1)
+    response = await client.post(
+        endpoint, render_request(endpoint, b"{}", None), connect_timeout=1, within=5
+    )
     seen = bytearray()
     while b"[DONE]" not in seen:
         seen += await response.read_some()
@@ -503,3 +510,55 @@ async def test_a_drain_that_does_not_end_cleanly_closes_the_connection(tail: byt
         await asyncio.sleep(0.15)
         await read_to_done(client, endpoint, expect_end=True)
         assert len(connections) == 2
+
+
+def trickle(gaps: list[float]) -> Answer:
+    """A chunked answer whose head comes after gaps[0] s and each next chunk after the next gap."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(gaps[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        for i, gap in enumerate(gaps[1:]):
+            await asyncio.sleep(gap)
+            writer.write(b"1\r\n%d\r\n" % i)
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return answer
+
+
+async def test_a_head_later_than_its_clock_times_out_and_closes() -> None:
+    async with raw_server(trickle([5.0])) as (endpoint, _), UpstreamClient() as client:
+        data = render_request(endpoint, b"{}", None)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimedOut):
+            await client.post(endpoint, data, connect_timeout=1, within=0.1)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert not client._idle.get(endpoint.origin)  # the late answer cannot reach a next call
+
+
+async def test_a_stalled_body_times_out_on_its_read_clock() -> None:
+    async with raw_server(trickle([0.0, 0.0, 5.0])) as (endpoint, _), UpstreamClient() as client:
+        data = render_request(endpoint, b"{}", None)
+        response = await client.post(endpoint, data, connect_timeout=1, within=1)
+        assert await response.read_some(within=1) == b"0"
+        with pytest.raises(TimedOut):
+            await response.read_some(within=0.1)
+        response.release()
+
+
+async def test_a_read_clock_longer_than_an_earlier_one_is_honoured() -> None:
+    # the first read arms the one timer for 50 ms; the second read, allowed a second, gets its
+    # bytes after 200 ms: the early timer must find its deadline moved and wait on
+    gaps = [0.0, 0.01, 0.2, 0.0]
+    async with raw_server(trickle(gaps)) as (endpoint, _), UpstreamClient() as client:
+        data = render_request(endpoint, b"{}", None)
+        response = await client.post(endpoint, data, connect_timeout=1, within=1)
+        body = bytearray(await response.read_some(within=0.05))
+        while piece := await response.read_some(within=1):
+            body += piece
+        response.release()
+    assert bytes(body) == b"012"

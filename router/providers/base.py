@@ -8,7 +8,6 @@ non-2xx answer. Every transport, socket and timeout exception is mapped in
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -39,6 +38,7 @@ from router.upstream_http import (
     Disconnected,
     Endpoint,
     Response,
+    TimedOut,
     UpstreamClient,
     UpstreamHttpError,
     render_request,
@@ -292,11 +292,10 @@ class _Sending:
         budget, phase = clock(call, call.timeouts.first_byte, "first_byte")
         with map_upstream_errors(provider, "connect"):
             try:
-                async with asyncio.timeout(budget):
-                    response = await self._client.post(
-                        endpoint, data, connect_timeout=call.timeouts.connect
-                    )
-            except TimeoutError:
+                response = await self._client.post(
+                    endpoint, data, connect_timeout=call.timeouts.connect, within=budget
+                )
+            except TimedOut:
                 raise ProviderTimeout(
                     f"{provider}: no response headers within the {phase} timeout",
                     provider=provider,
@@ -343,8 +342,7 @@ async def _next_bytes(
         return data
     budget, phase = clock(call, seconds, phase)
     with map_upstream_errors(provider, phase):
-        async with asyncio.timeout(budget):
-            return await response.read_some()
+        return await response.read_some(within=budget)
 
 
 async def _read_up_to(response: Response, provider: str, call: ProviderCall, cap: int) -> bytearray:
