@@ -69,7 +69,10 @@ def _deadline(request: web.Request, default_s: float) -> float:
 
 async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
     settings = request.app[SETTINGS]
-    if request.content_type != "application/json":
+    if (
+        request.headers.get("Content-Type") != "application/json"  # as SDKs send it: no parsing
+        and request.content_type != "application/json"
+    ):
         raise UnsupportedMediaType("Content-Type must be application/json")
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")

@@ -117,13 +117,25 @@ async def test_log_lines_carry_request_and_trace_ids() -> None:
     )
     try:
         async with sidecar() as s:
-            raw = await s.openai().chat.completions.with_raw_response.create(
+            client = s.openai()
+            raw = await client.chat.completions.with_raw_response.create(
                 model="m-a",
                 messages=QUESTION,
                 extra_headers={"traceparent": TRACEPARENT},  # type: ignore[arg-type]
             )
+            # later calls on the same keep-alive connection carry their own ids, not a leftover
+            later = [
+                await client.chat.completions.with_raw_response.create(
+                    model="m-a",
+                    messages=QUESTION,  # type: ignore[arg-type]
+                )
+                for _ in range(2)
+            ]
         completed = [line for line in lines if line["event"] == "request.completed"]
-        assert len(completed) == 1
+        assert len(completed) == 3
+        ids = [r.headers["x-request-id"] for r in (raw, *later)]
+        assert [line["request_id"] for line in completed] == ids
+        assert len(set(ids)) == 3
         line = completed[0]
         assert line["request_id"] == raw.headers["x-request-id"]
         assert line["trace_id"] == TRACE_ID
