@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from router.errors import InvalidRequest
 from router.types import ChatRequest, Message, Role
@@ -107,53 +104,10 @@ _DECODER = json.JSONDecoder(
 )  # stateless: one for the process, not one per request
 
 
-# What the fast path leaves to the exact parser: any escape (a key spelled two ways, a lone
-# surrogate) and any run of 19 digits (an integer past 64 bits, which orjson makes a float).
-_NEEDS_EXACT_PARSE = re.compile(rb"\\|[0-9]{19}")
-_FAST_PARSE_MAX = 64 * 1024
-
-
 def parse_json(raw: bytes) -> Any:
-    """Decode strict JSON from request bytes, or raise `InvalidRequest`.
-
-    A typical request (small, no escapes) is decoded by orjson, and kept only when no object
-    can hold a key twice; anything else, and every invalid body, goes through the exact parser,
-    which decides and names the fault. Both accept exactly the same documents.
-    """
+    """Decode strict JSON from request bytes, or raise `InvalidRequest`."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
-    if len(raw) <= _FAST_PARSE_MAX and _NEEDS_EXACT_PARSE.search(raw) is None:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if not _may_repeat_keys(raw, value):
-                return value
-    return parse_json_exactly(raw)
-
-
-def _may_repeat_keys(raw: bytes, value: Any) -> bool:
-    """Could an object in `raw` hold a key twice? Without escapes every occurrence of a key
-    is the literal `"key"`, so a key seen more often than there are objects holding it is
-    repeated (or also a string value, which the exact parser then tells apart)."""
-    holders: dict[str, int] = {}
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                holders[key] = holders.get(key, 0) + 1
-                if isinstance(child, dict | list):
-                    pending.append(child)
-        elif isinstance(item, list):
-            pending.extend(child for child in item if isinstance(child, dict | list))
-    return any(raw.count(b'"%s"' % key.encode()) > count for key, count in holders.items())
-
-
-def parse_json_exactly(raw: bytes) -> Any:
-    """The exact parser: duplicate keys, NaN and Infinity, lone surrogates and deep nesting
-    are refused with their own messages."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
