@@ -40,6 +40,7 @@ from router.policy_view import PolicyView
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
 from router.state import CATALOG, CONFIG, METRICS, POLICY, RUNTIME, SETTINGS, TELEMETRY
+from router.stream_deadline import StreamDeadline
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
     DONE,
@@ -176,7 +177,14 @@ async def _stream(
     view: PolicyView,
 ) -> web.StreamResponse:
     request_id = request[REQUEST_ID]
-    opened = await router.open_stream(chat, chain, deadline, gate=view.gate)
+    loop = asyncio.get_running_loop()
+    clock = StreamDeadline(loop, deadline)
+    loop.call_soon(clock.arm)  # armed while the upstream is asked, off the first-token path
+    try:
+        opened = await router.open_stream(chat, chain, deadline, gate=view.gate)
+    except BaseException:
+        clock.disarm()
+        raise
     model: CatalogModel = opened.model
     response = event_stream(
         {**_served_headers(model, opened.attempts, request_id), **view.headers()}
@@ -186,26 +194,27 @@ async def _stream(
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
-        # the role rides in the first token's delta (one chunk, one write with the headers);
-        # a stream that ends or fails before any text still owes a role chunk
+        clock.open()
+        # the role rides in the first token's delta; a stream that ends or fails before any
+        # text still owes a role chunk
         role_owed = True
         try:
-            async with asyncio.timeout_at(
-                asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
-            ):
-                event = opened.first
-                while True:
-                    if isinstance(event, TextDelta):
-                        chunk = stream_chunk(
-                            request_id, model.id, created, text=event.text, role=role_owed
-                        )
-                        await response.write(sse(chunk))
-                        role_owed = False
-                    else:
-                        end = event
-                        break
-                    event = await anext(opened.events)
-        except (ProviderError, TimeoutError, StopAsyncIteration) as exc:
+            event = opened.first
+            while True:
+                if isinstance(event, TextDelta):
+                    chunk = stream_chunk(
+                        request_id, model.id, created, text=event.text, role=role_owed
+                    )
+                    await response.write(sse(chunk))
+                    role_owed = False
+                else:
+                    end = event
+                    break
+                event = await anext(opened.events)
+        except (ProviderError, StopAsyncIteration, asyncio.CancelledError) as exc:
+            clock.disarm()
+            if isinstance(exc, asyncio.CancelledError) and not clock.ours():
+                raise
             error: RouterError = (
                 exc
                 if isinstance(exc, ProviderError)
@@ -221,6 +230,7 @@ async def _stream(
             await response.write(head + sse(error_event(error)))
             await response.write_eof()
             return response
+        clock.disarm()
         head = role_prefix(request_id, model.id, created, owed=role_owed)
         await response.write(
             head + sse(stream_chunk(request_id, model.id, created, finish=end.finish_reason))
@@ -246,6 +256,7 @@ async def _stream(
         fields.update(client_cancelled=True)
         raise
     finally:
+        clock.disarm()
         await opened.aclose()
 
 
