@@ -44,6 +44,7 @@ from router.stream_deadline import StreamDeadline
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
     DONE,
+    TextChunks,
     completion_body,
     error_event,
     json_bytes,
@@ -88,6 +89,22 @@ def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) 
         "X-Router-Provider": model.provider,
         **attempt_headers(attempts.records),
     }
+
+
+def _sse_response(
+    model: CatalogModel, attempted: tuple[str, ...], request_id: str, view: PolicyView
+) -> web.StreamResponse:
+    """The stream's response, its headers saying who served after which calls."""
+    return event_stream(
+        {
+            "X-Request-Id": request_id,
+            "X-Router-Model": model.id,
+            "X-Router-Provider": model.provider,
+            "X-Router-Attempts": str(len(attempted)),
+            "X-Router-Attempted": ",".join(attempted),
+            **view.headers(),
+        }
+    )
 
 
 def _log_served(
@@ -179,18 +196,32 @@ async def _stream(
     request_id = request[REQUEST_ID]
     loop = asyncio.get_running_loop()
     clock = StreamDeadline(loop, deadline)
-    loop.call_soon(clock.arm)  # armed while the upstream is asked, off the first-token path
+    created = int(time.time())
+    ahead: list[tuple[web.StreamResponse, TextChunks]] = []
+
+    def while_the_upstream_answers() -> None:
+        # runs at the handler's first wait, once the request is on its way: the deadline's
+        # timer and the response the first target will most likely need, off the first-token path
+        clock.arm()
+        if chain:
+            first = chain[0]
+            foreseen = _sse_response(first, (first.provider,), request_id, view)
+            ahead.append((foreseen, TextChunks(request_id, first.id, created)))
+
+    loop.call_soon(while_the_upstream_answers)
     try:
         opened = await router.open_stream(chat, chain, deadline, gate=view.gate)
     except BaseException:
         clock.disarm()
         raise
     model: CatalogModel = opened.model
-    response = event_stream(
-        {**_served_headers(model, opened.attempts, request_id), **view.headers()}
-    )
+    if ahead and model is chain[0] and len(opened.attempts.records) == 1:
+        response, text_chunks = ahead[0]  # served at the first try, as foreseen
+    else:
+        attempted = tuple(opened.attempts.providers)
+        response = _sse_response(model, attempted, request_id, view)
+        text_chunks = TextChunks(request_id, model.id, created)
     fields = request[LOG_FIELDS]
-    created = int(time.time())
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
@@ -202,10 +233,7 @@ async def _stream(
             event = opened.first
             while True:
                 if isinstance(event, TextDelta):
-                    chunk = stream_chunk(
-                        request_id, model.id, created, text=event.text, role=role_owed
-                    )
-                    await response.write(sse(chunk))
+                    await response.write(text_chunks.event(event.text, role=role_owed))
                     role_owed = False
                 else:
                     end = event

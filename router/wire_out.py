@@ -89,6 +89,37 @@ def stream_chunk(
     }
 
 
+class TextChunks:
+    """A stream's text chunks as SSE events, byte for byte `sse(stream_chunk(..., text=...))`,
+    with everything but the text rendered once per stream instead of once per chunk."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, request_id: str, model: str, created: int) -> None:
+        self._head = b"".join(
+            (
+                b'data: {"id":',
+                orjson.dumps(f"chatcmpl-{request_id}"),
+                b',"object":"chat.completion.chunk","created":',
+                orjson.dumps(created),
+                b',"model":',
+                orjson.dumps(model),
+                b',"choices":[{"index":0,"delta":{',
+            )
+        )
+
+    def event(self, text: str, *, role: bool = False) -> bytes:
+        """One text delta (with the assistant role, for a stream's first)."""
+        return b"".join(
+            (
+                self._head,
+                b'"role":"assistant","content":' if role else b'"content":',
+                orjson.dumps(text),
+                b'},"finish_reason":null}]}\n\n',
+            )
+        )
+
+
 def role_prefix(request_id: str, model: str, created: int, *, owed: bool) -> bytes:
     """The role chunk a stream still owes when it ends before any text (else nothing)."""
     return sse(stream_chunk(request_id, model, created, role=True)) if owed else b""
