@@ -76,9 +76,14 @@ async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
         and request.content_type != "application/json"
     ):
         raise UnsupportedMediaType("Content-Type must be application/json")
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
-    raw = await request.read()
+    content = request.content
+    if length is not None and content.is_eof():
+        raw = content.read_nowait()  # all of it came with the head: no read loop, no copy
+    else:
+        raw = await request.read()  # chunked or still arriving (aiohttp enforces the size cap)
     return validate_chat(parse_json(raw), settings.limits)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -301,6 +302,30 @@ async def test_chunked_body_over_the_limit_is_413() -> None:
             assert response.status == 413
             assert (await response.json())["error"]["code"] == "payload_too_large"
         assert s.wall.calls == []
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_that_arrives_after_its_head_is_read_whole(chunked: bool) -> None:
+    """The body comes in pieces, well after the head (Content-Length or chunked)."""
+    body = json.dumps({"model": "m-a", "messages": [{"role": "user", "content": "x" * 3000}]})
+
+    async def pieces():  # type: ignore[no-untyped-def]
+        for i in range(0, len(body), 1000):
+            await asyncio.sleep(0.05)
+            yield body[i : i + 1000].encode()
+
+    headers = {"Content-Type": "application/json"}
+    if not chunked:
+        headers["Content-Length"] = str(len(body))
+    async with sidecar() as s, aiohttp.ClientSession() as http:
+        s.wall.script("up-model-a", Answer("whole"))
+        async with http.post(
+            f"{s.base_url}/chat/completions", data=pieces(), headers=headers
+        ) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"][0]["message"]["content"] == "whole"
+        sent = s.wall.calls[0].body
+        assert sent["messages"][0]["content"] == "x" * 3000
 
 
 @pytest.mark.parametrize(
