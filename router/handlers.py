@@ -19,7 +19,6 @@ from router.errors import (
     RouterError,
     UnknownModel,
     UnsupportedMediaType,
-    attempt_headers,
 )
 from router.explain import explain
 from router.fusion.panel import FusionDeps
@@ -87,12 +86,18 @@ async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
     return validate_chat(parse_json(raw), settings.limits)
 
 
-def _served_headers(model: CatalogModel, attempts: AttemptLog, request_id: str) -> dict[str, str]:
+def _served_headers(
+    model: CatalogModel, attempted: tuple[str, ...], request_id: str, view: PolicyView
+) -> dict[str, str]:
+    """Who served, after which upstream calls, under which policy (the middleware then adds
+    nothing)."""
     return {
         "X-Request-Id": request_id,
         "X-Router-Model": model.id,
         "X-Router-Provider": model.provider,
-        **attempt_headers(attempts.records),
+        "X-Router-Attempts": str(len(attempted)),
+        "X-Router-Attempted": ",".join(attempted),
+        **view.headers(),
     }
 
 
@@ -100,16 +105,7 @@ def _sse_response(
     model: CatalogModel, attempted: tuple[str, ...], request_id: str, view: PolicyView
 ) -> web.StreamResponse:
     """The stream's response, its headers saying who served after which calls."""
-    return event_stream(
-        {
-            "X-Request-Id": request_id,
-            "X-Router-Model": model.id,
-            "X-Router-Provider": model.provider,
-            "X-Router-Attempts": str(len(attempted)),
-            "X-Router-Attempted": ",".join(attempted),
-            **view.headers(),
-        }
-    )
+    return event_stream(_served_headers(model, attempted, request_id, view))
 
 
 def _log_served(
@@ -172,6 +168,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     check_max_tokens(chat, chain)
     request_id = request[REQUEST_ID]
     if not chat.stream:
+        ahead: list[dict[str, str]] = []
+        if chain:  # the first target's headers, built while the upstream answers
+            first = chain[0]
+            asyncio.get_running_loop().call_soon(
+                lambda: ahead.append(_served_headers(first, (first.provider,), request_id, view))
+            )
         routed = await router.complete(chat, chain, deadline, gate=view.gate)
         _log_served(request, routed.model, routed.attempts, routed.completion.usage)
         if runtime.capture_content:
@@ -182,11 +184,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = completion_body(
             request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
         )
-        return web.Response(
-            body=json_bytes(body),
-            content_type="application/json",
-            headers=_served_headers(routed.model, routed.attempts, request_id),
-        )
+        if ahead and routed.model is chain[0] and len(routed.attempts.records) == 1:
+            headers = ahead[0]  # served at the first try, as foreseen
+        else:
+            attempted = tuple(routed.attempts.providers)
+            headers = _served_headers(routed.model, attempted, request_id, view)
+        return web.Response(body=json_bytes(body), content_type="application/json", headers=headers)
     return await _stream(request, chat, router, chain, deadline, view)
 
 

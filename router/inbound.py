@@ -269,8 +269,8 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
     if not _clean(data, 0):
         _walk(data, "", 0)  # raises, naming the offending path
-    unknown = sorted(set(data) - _KNOWN)
-    if unknown:
+    if not data.keys() <= _KNOWN:
+        unknown = sorted(set(data) - _KNOWN)
         raise InvalidRequest(
             f"unsupported parameter(s): {', '.join(unknown)}",
             code="unsupported_parameter",

@@ -121,7 +121,8 @@ async def _handle(
             )
         status = response.status
         view = request.get(POLICY_VIEW)
-        if not response.prepared:
+        if not response.prepared and "X-Router-Jurisdiction" not in response.headers:
+            # (a served answer carries them already: `handlers._served_headers`)
             response.headers["X-Request-Id"] = request_id
             if view is not None:
                 response.headers.update(view.headers())
