@@ -79,10 +79,10 @@ async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
     if length is not None and length > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
     content = request.content
-    if length is not None and content.is_eof():
+    if length is not None and content.is_eof() and "Content-Encoding" not in request.headers:
         raw = content.read_nowait()  # all of it came with the head: no read loop, no copy
-    else:
-        raw = await request.read()  # chunked or still arriving (aiohttp enforces the size cap)
+    else:  # chunked, compressed or still arriving: aiohttp reads it and enforces the size cap
+        raw = await request.read()
     return validate_chat(parse_json(raw), settings.limits)
 
 
@@ -233,11 +233,12 @@ async def _stream(
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
-        clock.open()
         # the role rides in the first token's delta; a stream that ends or fails before any
         # text still owes a role chunk
         role_owed = True
         try:
+            if clock.open():
+                raise TimeoutError  # the deadline passed while the stream was being opened
             event = opened.first
             while True:
                 if isinstance(event, TextDelta):
@@ -247,7 +248,7 @@ async def _stream(
                     end = event
                     break
                 event = await anext(opened.events)
-        except (ProviderError, StopAsyncIteration, asyncio.CancelledError) as exc:
+        except (ProviderError, StopAsyncIteration, TimeoutError, asyncio.CancelledError) as exc:
             clock.disarm()
             if isinstance(exc, asyncio.CancelledError) and not clock.ours():
                 raise

@@ -41,6 +41,7 @@ _PAUSE_ABOVE = 256 * 1024  # buffered body bytes above which the socket stops be
 _KEEP_IDLE_S = 15.0  # an idle pooled connection older than this is closed, not reused
 _MAX_IDLE_PER_ORIGIN = 256
 _MAX_HEADER_BYTES = 64 * 1024
+_CLOCK_SLACK_S = 0.001  # uvloop's clock moves in whole milliseconds: due within one is due
 # After a stream's terminal event the rest of the body is framing (the chunked terminator,
 # usually a packet behind): released then, the connection reads that much for that long and
 # goes back to the pool, instead of being closed and reopened by the next call.
@@ -246,6 +247,7 @@ class Response:
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
+            self._connection.waiting_until = None  # answered: a clock due now must not fail it
             self._waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
@@ -380,6 +382,7 @@ class _Connection(asyncio.Protocol):
         self._reusable = self._parser.should_keep_alive() and not self._until_close
         waiter, self._head_waiter = self._head_waiter, None
         if waiter is not None and not waiter.done():
+            self.waiting_until = None  # answered: a clock due now must not fail it
             waiter.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -432,7 +435,7 @@ class _Connection(asyncio.Protocol):
         until = self.waiting_until
         if until is None or self.closed:
             return
-        if self.loop.time() < until:
+        if self.loop.time() < until - _CLOCK_SLACK_S:
             self.clock_until(until)
             return
         self.waiting_until = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 
@@ -298,6 +299,24 @@ async def test_chunked_body_over_the_limit_is_413() -> None:
             f"{s.base_url}/chat/completions",
             data=chunks(),
             headers={"Content-Type": "application/json"},
+        ) as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "payload_too_large"
+        assert s.wall.calls == []
+
+
+async def test_a_compressed_body_is_capped_after_decompression() -> None:
+    """A small gzip body that inflates past `max_body_bytes` is 413, never read whole."""
+    inflated = json.dumps(
+        {"model": "m-a", "messages": [{"role": "user", "content": "y" * 300_000}]}
+    ).encode()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with (
+        sidecar("server: {max_body_bytes: 65536}") as s,
+        aiohttp.ClientSession(auto_decompress=False) as http,
+    ):
+        async with http.post(
+            f"{s.base_url}/chat/completions", data=gzip.compress(inflated), headers=headers
         ) as response:
             assert response.status == 413
             assert (await response.json())["error"]["code"] == "payload_too_large"
