@@ -413,6 +413,18 @@ async def iter_sse(
         pending += chunk
         start = 0
         while (end := pending.find(b"\n", start)) >= 0:
+            if (
+                not data_lines
+                and not event
+                and pending.startswith(b"data: ", start)
+                and pending.startswith(b"\n", end + 1)
+                and pending[end - 1] != 13  # b"\r"
+            ):  # the usual event, one `data:` line then a blank one: taken whole
+                first = False
+                data = pending[start + 6 : end].decode("utf-8", "replace")
+                start = end + 2
+                yield SseEvent("message", data)
+                continue
             line = pending[start:end].decode("utf-8", "replace").rstrip("\r")
             start = end + 1
             if not line:
