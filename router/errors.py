@@ -448,5 +448,9 @@ def is_retryable_status(status: int) -> bool:
 
 def attempt_headers(records: Sequence[AttemptRecord]) -> dict[str, str]:
     """`X-Router-Attempts` / `X-Router-Attempted`: the upstream calls made, in order."""
-    providers = [r.provider for r in records if r.outcome != "skipped"]
+    return attempted_headers([r.provider for r in records if r.outcome != "skipped"])
+
+
+def attempted_headers(providers: Sequence[str]) -> dict[str, str]:
+    """The same headers from the providers called, in order."""
     return {"X-Router-Attempts": str(len(providers)), "X-Router-Attempted": ",".join(providers)}

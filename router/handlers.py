@@ -19,6 +19,7 @@ from router.errors import (
     RouterError,
     UnknownModel,
     UnsupportedMediaType,
+    attempted_headers,
 )
 from router.explain import explain
 from router.fusion.panel import FusionDeps
@@ -95,8 +96,7 @@ def _served_headers(
         "X-Request-Id": request_id,
         "X-Router-Model": model.id,
         "X-Router-Provider": model.provider,
-        "X-Router-Attempts": str(len(attempted)),
-        "X-Router-Attempted": ",".join(attempted),
+        **attempted_headers(attempted),
         **view.headers(),
     }
 

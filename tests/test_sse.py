@@ -5,49 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.providers.base import SseEvent, iter_sse
 from router.types import ChatRequest, Message, ProviderCall
-from router.upstream_http import Endpoint, UpstreamClient, render_request
-from tests.test_upstream_http import read_request
+from router.upstream_http import UpstreamClient, render_request
+from tests.test_upstream_http import raw_server, read_request
 
 CALL = ProviderCall(ChatRequest("m", (Message("user", "hi"),)), "m")
 
 
 async def chunked_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers each request with the pieces its JSON body lists, one chunk and one write each."""
-    try:
-        while request := await read_request(reader):
-            pieces = json.loads(request.split(b"\r\n\r\n", 1)[1])
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for piece in pieces:  # bytes carried as latin-1 text
-                data = piece.encode("latin-1")
-                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                await writer.drain()
-                await asyncio.sleep(0)
-            writer.write(b"0\r\n\r\n")
+    while request := await read_request(reader):
+        pieces = json.loads(request.split(b"\r\n\r\n", 1)[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:  # bytes carried as latin-1 text
+            data = piece.encode("latin-1")
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
-@asynccontextmanager
-async def sse_server() -> AsyncIterator[tuple[Endpoint, UpstreamClient]]:
-    server = await asyncio.start_server(chunked_pieces, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with UpstreamClient() as client:
-            yield Endpoint.prepare(f"http://127.0.0.1:{port}/sse", {}), client
-    finally:
-        server.close()
-        await server.wait_closed()
+            await asyncio.sleep(0)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
 
 EVENTS = st.lists(
@@ -93,7 +74,7 @@ def test_events_come_out_whole_however_the_bytes_are_cut(
     pieces.append(raw[at:].decode("latin-1"))
 
     async def run() -> list[SseEvent]:
-        async with sse_server() as (endpoint, client):
+        async with raw_server(chunked_pieces) as (endpoint, _), UpstreamClient() as client:
             data = render_request(endpoint, json.dumps([p for p in pieces if p]).encode(), None)
             response = await client.post(endpoint, data, connect_timeout=1, within=5)
             try:
