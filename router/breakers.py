@@ -14,9 +14,14 @@ Exceptions always reach the caller unchanged.
 pybreaker under asyncio, and what this adapter does about it (reliability-bar §2):
 
 - ``call()``, the decorator and ``call_async()`` record a coroutine *object* as a success.
-  We enter only through ``with cb.calling():`` held across the await (its lock is taken only
-  on entry), with ``throw_new_error_on_trip=False``: a tripping call raises its own error, and
-  `CircuitBreakerError` means only "rejected without calling"; it becomes `BreakerOpen`.
+  We never hand it an awaitable. An open or half-open breaker is entered through
+  ``with cb.calling():`` held across the await (its lock is taken only on entry). A closed
+  one admits every call and its before-call hooks do nothing, so admission there skips
+  pybreaker (the request path is hot), and the block's outcome goes in at exit through
+  ``cb.call(outcome)``, a plain function that returns or raises it, in the same closed state
+  (the epoch, below, proves no transition happened in between). ``throw_new_error_on_trip``
+  is False: a tripping call raises its own error, and `CircuitBreakerError` means only
+  "rejected without calling"; it becomes `BreakerOpen`.
 - Half-open lets every concurrent caller through. We hold one probe permit; the others get
   `BreakerOpen` at once. It is released however the probe ends (success, error, cancellation,
   the caller's attempt timeout), so a hung probe cannot wedge the breaker.
@@ -75,6 +80,11 @@ from router.logs import get_logger
 
 PROBE_BUSY_RETRY_S = 1.0
 """Retry-After hint while a half-open probe is in flight (its attempt timeout bounds it)."""
+
+
+def _outcome(exc: BaseException | None) -> None:
+    if exc is not None:
+        raise exc
 
 
 def _public(state: str) -> str:
@@ -152,6 +162,19 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         elif stale or neutral:
             ticket.restore = self.cb.fail_counter
         ticket.counted, ticket.failed = not (stale or neutral or ticket.probe), failed
+
+    def record(self, exc: BaseException | None) -> None:
+        """pybreaker's verdict on a call admitted in closed state, with no transition since.
+
+        `cb.call` runs a plain function that returns, or raises the block's exception, so
+        pybreaker counts the real outcome (never a coroutine object) in the very closed state
+        that admitted the call; `judge` has already said how it must count.
+        """
+        try:
+            self.cb.call(_outcome, exc)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
 
     def settle(self, ticket: _Ticket) -> None:
         """After pybreaker recorded the result: release the permit, restore, feed the window."""
@@ -289,6 +312,11 @@ class _Guard:
         breaker = self._breaker
         if breaker.probing:
             raise breaker.rejected()
+        if breaker.storage.state == pybreaker.STATE_CLOSED:
+            # closed pybreaker admits every call and its before-call hooks do nothing: the
+            # admission needs no call into it (the outcome goes in at exit: `_Breaker.record`)
+            self._ticket = _Ticket(breaker.epoch, probe=False)
+            return
         calling = breaker.cb.calling()
         try:
             calling.__enter__()
@@ -304,12 +332,16 @@ class _Guard:
         tb: TracebackType | None,
     ) -> bool:
         breaker, ticket, calling = self._breaker, self._ticket, self._calling
-        if ticket is None or calling is None:
+        if ticket is None:
             return False
         self._ticket = self._calling = None
         try:
             breaker.judge(ticket, exc)
-            calling.__exit__(exc_type, exc, tb)  # pybreaker records it (and re-raises `exc`)
+            if calling is not None:
+                calling.__exit__(exc_type, exc, tb)  # pybreaker records it (and re-raises `exc`)
+            elif ticket.epoch == breaker.epoch:
+                breaker.record(exc)
+            # (admitted closed, stale now: pybreaker must not see it, as `judge` arranged)
         finally:
             breaker.settle(ticket)
         return False
@@ -368,7 +400,12 @@ class BreakerBoard:
 
     def is_open(self, provider: str, model: str) -> bool:
         """Would `guard` reject this target now? Cheap, and creates nothing."""
-        return self.retry_after(provider, model) is not None
+        breaker = self._breakers.get(self.key_for(provider, model))
+        if breaker is None or (
+            breaker.storage.state == pybreaker.STATE_CLOSED and not breaker.probing
+        ):
+            return False
+        return breaker.retry_after() is not None
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every breaker, for ``GET /admin/breakers``."""
