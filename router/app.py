@@ -43,9 +43,11 @@ from router.state import (
     METRICS,
     POLICY,
     RUNTIME,
+    SERVICES,
     SETTINGS,
     TELEMETRY,
     Runtime,
+    Services,
     Settings,
 )
 from router.tracing import build_telemetry, content_capture, inject_headers
@@ -240,7 +242,7 @@ def create_app(
     settings = _settings(loaded, env, host)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middlewares.request_context, middlewares.guard],
+        middlewares=[middlewares.request_context],
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
     app[CONFIG] = loaded
@@ -257,5 +259,15 @@ def create_app(
     app[RUNTIME].capture_content = content_capture(loaded.config.telemetry.capture_content, env)
     app.cleanup_ctx.append(_telemetry)
     app.cleanup_ctx.append(_client_session)
+    app[SERVICES] = Services(
+        config=loaded,
+        catalog=app[CATALOG],
+        settings=settings,
+        runtime=runtime,
+        metrics=metrics,
+        telemetry=app[TELEMETRY],
+        policy=app[POLICY],
+        logger=app[LOGGER],
+    )
     handlers.add_routes(app)
     return app

@@ -39,7 +39,16 @@ from router.middlewares import LOG_FIELDS, POLICY_VIEW, REQUEST_ID
 from router.policy_view import PolicyView
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
-from router.state import CATALOG, CONFIG, METRICS, POLICY, RUNTIME, SETTINGS, TELEMETRY
+from router.state import (
+    CATALOG,
+    CONFIG,
+    METRICS,
+    POLICY,
+    RUNTIME,
+    SERVICES,
+    TELEMETRY,
+    Settings,
+)
 from router.stream_deadline import StreamDeadline
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
@@ -69,8 +78,7 @@ def _deadline(request: web.Request, default_s: float) -> float:
     return time.monotonic() + budget
 
 
-async def _read_request(request: web.Request) -> tuple[ChatRequest, Any]:
-    settings = request.app[SETTINGS]
+async def _read_request(request: web.Request, settings: Settings) -> tuple[ChatRequest, Any]:
     if (
         request.headers.get("Content-Type") != "application/json"  # as SDKs send it: no parsing
         and request.content_type != "application/json"
@@ -109,7 +117,11 @@ def _sse_response(
 
 
 def _log_served(
-    request: web.Request, model: CatalogModel, attempts: AttemptLog, usage: Usage | None
+    request: web.Request,
+    metrics: Metrics,
+    model: CatalogModel,
+    attempts: AttemptLog,
+    usage: Usage | None,
 ) -> None:
     fields = request[LOG_FIELDS]
     fields.update(
@@ -125,7 +137,7 @@ def _log_served(
             cost_usd=round(model.cost(usage), 8),
         )
         # counted on the loop's next turn, after the response is on the wire
-        asyncio.get_running_loop().call_soon(record_usage, request.app[METRICS], model, usage)
+        asyncio.get_running_loop().call_soon(record_usage, metrics, model, usage)
 
 
 def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
@@ -137,15 +149,17 @@ def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """`POST /v1/chat/completions`: a catalog model or a route alias, whole or streamed."""
-    catalog = request.app[CATALOG]
-    runtime = request.app[RUNTIME]
-    chat, fusion_options = await _read_request(request)
+    services = request.app[SERVICES]
+    catalog = services.catalog
+    runtime = services.runtime
+    settings = services.settings
+    chat, fusion_options = await _read_request(request, settings)
     fields = request[LOG_FIELDS]
     fields.update(requested_model=chat.model, stream=chat.stream, kind="unknown", target="unknown")
-    deadline = _deadline(request, request.app[SETTINGS].default_deadline_s)
+    deadline = _deadline(request, settings.default_deadline_s)
     view = PolicyView.for_request(
-        request.app[POLICY],
-        request.app[CONFIG].config.jurisdiction,
+        services.policy,
+        services.config.config.jurisdiction,
         request.headers.get("X-Router-Jurisdiction"),
         catalog.models,
     )
@@ -175,7 +189,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 lambda: ahead.append(_served_headers(first, (first.provider,), request_id, view))
             )
         routed = await router.complete(chat, chain, deadline, gate=view.gate)
-        _log_served(request, routed.model, routed.attempts, routed.completion.usage)
+        _log_served(
+            request, services.metrics, routed.model, routed.attempts, routed.completion.usage
+        )
         if runtime.capture_content:
             fields.update(
                 prompt=[{"role": m.role, "content": m.content} for m in chat.messages],
@@ -190,11 +206,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             attempted = tuple(routed.attempts.providers)
             headers = _served_headers(routed.model, attempted, request_id, view)
         return web.Response(body=json_bytes(body), content_type="application/json", headers=headers)
-    return await _stream(request, chat, router, chain, deadline, view)
+    return await _stream(request, services.metrics, chat, router, chain, deadline, view)
 
 
 async def _stream(
     request: web.Request,
+    metrics: Metrics,
     chat: ChatRequest,
     router: Router,
     chain: list[CatalogModel],
@@ -261,8 +278,8 @@ async def _stream(
                 error = RouterError("the upstream stream ended without its terminal marker")
                 error.code = "stream_truncated"  # type: ignore[misc]
             fields.update(error_code=error.code, stream_truncated=True)
-            request.app[METRICS].stream_truncated.labels(model.provider, model.id).inc()
-            _log_served(request, model, opened.attempts, None)
+            metrics.stream_truncated.labels(model.provider, model.id).inc()
+            _log_served(request, metrics, model, opened.attempts, None)
             head = role_prefix(request_id, model.id, created, owed=role_owed)
             await response.write(head + sse(error_event(error)))
             await response.write_eof()
@@ -287,7 +304,7 @@ async def _stream(
             )
         await response.write(DONE)
         await response.write_eof()
-        _log_served(request, model, opened.attempts, end.usage)
+        _log_served(request, metrics, model, opened.attempts, end.usage)
         return response
     except (ConnectionResetError, asyncio.CancelledError):
         fields.update(client_cancelled=True)

@@ -1,4 +1,5 @@
-"""Request id and log context, the canonical `request.completed` line, auth, host check, shedding, and error rendering."""
+"""The one middleware: request id and log context, host check, auth, shedding, error rendering,
+and the canonical `request.completed` line."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from router.errors import (
     attempt_headers,
 )
 from router.policy_view import PolicyView
-from router.state import LOGGER, METRICS, RUNTIME, SETTINGS, TELEMETRY
+from router.state import SERVICES, Services, Settings
 from router.tracing import extract_context
 
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -65,7 +66,9 @@ def _http_error(exc: web.HTTPException) -> RouterError:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id, render every error as JSON, and write one `request.completed` line."""
+    """Bind a request id, guard the request, render every error as JSON, and write one
+    `request.completed` line."""
+    services = request.app[SERVICES]
     incoming = request.headers.get("X-Request-Id")
     request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
@@ -75,9 +78,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     # (which binds nothing), so this binding needs no clearing and ends with the request
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-    telemetry = request.app[TELEMETRY]
+    telemetry = services.telemetry
     if not telemetry.exporting and "traceparent" not in request.headers:
-        return await _handle(request, handler, request_id, fields, started, INVALID_SPAN)
+        return await _handle(request, handler, services, request_id, fields, started, INVALID_SPAN)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     with telemetry.tracer.start_as_current_span(
@@ -90,21 +93,29 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             semconv.ROUTER_REQUEST_ID: request_id,
         },
     ) as span:
-        return await _handle(request, handler, request_id, fields, started, span)
+        return await _handle(request, handler, services, request_id, fields, started, span)
 
 
 async def _handle(
     request: web.Request,
     handler: Handler,
+    services: Services,
     request_id: str,
     fields: dict[str, Any],
     started: float,
     span: trace.Span,
 ) -> web.StreamResponse:
     status = 500
-    log = request.app[LOGGER]
+    log = services.logger
+    path = request.path
+    shed = False
     try:
         try:
+            if path not in _OPEN_PATHS:
+                _guard(request, services.settings)
+                if path in _SHED_PATHS:
+                    _admit(services)
+                    shed = True
             response = await handler(request)
         except RouterError as exc:
             fields.setdefault("error_code", exc.code)
@@ -114,7 +125,7 @@ async def _handle(
             fields.setdefault("error_code", error.code)
             response = error_response(error, request_id)
         except Exception:
-            log.exception("request.unhandled_error", path=request.path)
+            log.exception("request.unhandled_error", path=path)
             fields.setdefault("error_code", "internal_error")
             response = error_response(
                 RouterError("internal error; see the sidecar's logs"), request_id
@@ -128,13 +139,48 @@ async def _handle(
                 response.headers.update(view.headers())
         return response
     finally:
+        if shed:
+            services.runtime.inflight -= 1
         elapsed = time.perf_counter() - started
         view = request.get(POLICY_VIEW)
         if span.is_recording():  # the span ends when this returns: its attributes go on now
             _trace(span, status, fields, view)
         # Metrics and the log line wait for the loop's next turn: by then the response (whole,
         # or the end of a stream) is on the wire, so the caller does not wait for them.
-        asyncio.get_running_loop().call_soon(_account, request, log, view, fields, status, elapsed)
+        asyncio.get_running_loop().call_soon(
+            _account, request, services, view, fields, status, elapsed
+        )
+
+
+def _guard(request: web.Request, settings: Settings) -> None:
+    """Host check and bearer token (constant-time); raises the error to render."""
+    host = (request.host or "").lower()
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if hostname not in settings.allowed_hosts:
+        error = InvalidRequest(
+            "the Host header does not name this sidecar", code="misdirected_request"
+        )
+        error.status = 421  # type: ignore[misc]
+        raise error
+    if settings.auth_token is not None:
+        if any(k.lower() in ("token", "api_key", "key", "access_token") for k in request.query):
+            raise Unauthorized("tokens are accepted only in the Authorization header")
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        expected = settings.auth_token.reveal().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected
+        ):
+            raise Unauthorized("missing or wrong bearer token")
+
+
+def _admit(services: Services) -> None:
+    """The inbound in-flight cap: one more request, or `Overloaded`."""
+    runtime = services.runtime
+    if runtime.inflight >= services.settings.max_inflight:
+        services.metrics.shed.inc()
+        raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)
+    runtime.inflight += 1  # router_inflight_requests reads it at scrape time
 
 
 def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyView | None) -> None:
@@ -162,7 +208,7 @@ def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyVi
 
 def _account(
     request: web.Request,
-    log: Any,
+    services: Services,
     view: PolicyView | None,
     fields: dict[str, Any],
     status: int,
@@ -170,7 +216,8 @@ def _account(
 ) -> None:
     """A finished request in the metrics (with its policy denials) and its `request.completed` line."""
     path = request.path
-    metrics = request.app[METRICS]
+    metrics = services.metrics
+    log = services.logger
     if path in _SHED_PATHS:
         outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
         labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
@@ -192,41 +239,3 @@ def _account(
             duration_ms=round(elapsed * 1000, 2),
             **fields,
         )
-
-
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host check, bearer token (constant-time), and the inbound in-flight cap."""
-    settings = request.app[SETTINGS]
-    if request.path in _OPEN_PATHS:
-        return await handler(request)
-    host = (request.host or "").lower()
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if hostname not in settings.allowed_hosts:
-        error = InvalidRequest(
-            "the Host header does not name this sidecar", code="misdirected_request"
-        )
-        error.status = 421  # type: ignore[misc]
-        raise error
-    if settings.auth_token is not None:
-        if any(k.lower() in ("token", "api_key", "key", "access_token") for k in request.query):
-            raise Unauthorized("tokens are accepted only in the Authorization header")
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        expected = settings.auth_token.reveal().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), expected
-        ):
-            raise Unauthorized("missing or wrong bearer token")
-    if request.path not in _SHED_PATHS:
-        return await handler(request)
-    runtime = request.app[RUNTIME]
-    metrics = request.app[METRICS]
-    if runtime.inflight >= settings.max_inflight:
-        metrics.shed.inc()
-        raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)
-    runtime.inflight += 1  # router_inflight_requests reads it at scrape time
-    try:
-        return await handler(request)
-    finally:
-        runtime.inflight -= 1

@@ -44,6 +44,21 @@ class Settings:
     default_deadline_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The app's state as one object: a request looks it up once (`request.app[SERVICES]`)
+    instead of once per key (three calls each on aiohttp's side)."""
+
+    config: LoadedConfig
+    catalog: Catalog
+    settings: Settings
+    runtime: Runtime
+    metrics: Metrics
+    telemetry: Telemetry
+    policy: PolicyStore
+    logger: FilteringBoundLogger
+
+
 CONFIG = web.AppKey("config", LoadedConfig)
 CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
@@ -53,3 +68,4 @@ METRICS = web.AppKey("metrics", Metrics)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 POLICY = web.AppKey("policy", PolicyStore)
 LOGGER = web.AppKey("logger", FilteringBoundLogger)  # bound once: no logger built per request
+SERVICES = web.AppKey("services", Services)  # the keys above, together
