@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from router import handlers, middlewares
+from router import handlers
 from router.breakers import BreakerBoard, BreakerChange
 from router.catalog import Catalog, CatalogModel
 from router.config import LoadedConfig
@@ -242,7 +242,6 @@ def create_app(
     settings = _settings(loaded, env, host)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middlewares.request_context],
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
     app[CONFIG] = loaded
@@ -269,5 +268,5 @@ def create_app(
         policy=app[POLICY],
         logger=app[LOGGER],
     )
-    handlers.add_routes(app)
+    handlers.add_routes(app, app[SERVICES])
     return app

@@ -11,6 +11,7 @@
     │   ├── Unauthorized           401   unauthorized
     │   ├── PolicyDenied           403   policy_denied (names the rule)
     │   ├── UnknownModel           404   unknown_model
+    │   ├── MethodNotAllowed       405   method_not_allowed (its `Allow` header names the methods)
     │   ├── PayloadTooLarge        413   payload_too_large
     │   ├── UnsupportedMediaType   415   unsupported_media_type
     │   └── UpstreamRejected       4xx   upstream_rejected, context_length_exceeded,
@@ -42,7 +43,7 @@ never carry secrets, upstream URLs or raw upstream bodies.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -151,6 +152,20 @@ class Unauthorized(RequestError):
 
     def headers(self) -> Mapping[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class MethodNotAllowed(RequestError):
+    """The path is served, but not for this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allowed: Iterable[str]) -> None:
+        super().__init__(f"method {method} is not allowed here")
+        self.allowed = ", ".join(sorted(allowed))
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Allow": self.allowed}
 
 
 class PolicyDenied(RequestError):

@@ -35,20 +35,11 @@ from router.fusion_http import (
 from router.inbound import parse_json, validate_chat
 from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
-from router.middlewares import LOG_FIELDS, POLICY_VIEW, REQUEST_ID
 from router.policy_view import PolicyView
+from router.request_scope import RequestScope, ScopedHandler, scoped, unrouted
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
-from router.state import (
-    CATALOG,
-    CONFIG,
-    METRICS,
-    POLICY,
-    RUNTIME,
-    SERVICES,
-    TELEMETRY,
-    Settings,
-)
+from router.state import Services, Settings
 from router.stream_deadline import StreamDeadline
 from router.types import ChatRequest, Completion, StreamEnd, TextDelta, Usage
 from router.wire_out import (
@@ -98,8 +89,8 @@ async def _read_request(request: web.Request, settings: Settings) -> tuple[ChatR
 def _served_headers(
     model: CatalogModel, attempted: tuple[str, ...], request_id: str, view: PolicyView
 ) -> dict[str, str]:
-    """Who served, after which upstream calls, under which policy (the middleware then adds
-    nothing)."""
+    """Who served, after which upstream calls, under which policy (the request scope then
+    adds nothing)."""
     return {
         "X-Request-Id": request_id,
         "X-Router-Model": model.id,
@@ -117,13 +108,9 @@ def _sse_response(
 
 
 def _log_served(
-    request: web.Request,
-    metrics: Metrics,
-    model: CatalogModel,
-    attempts: AttemptLog,
-    usage: Usage | None,
+    scope: RequestScope, model: CatalogModel, attempts: AttemptLog, usage: Usage | None
 ) -> None:
-    fields = request[LOG_FIELDS]
+    fields = scope.fields
     fields.update(
         served_model=model.id,
         provider=model.provider,
@@ -137,6 +124,7 @@ def _log_served(
             cost_usd=round(model.cost(usage), 8),
         )
         # counted on the loop's next turn, after the response is on the wire
+        metrics = scope.services.metrics
         asyncio.get_running_loop().call_soon(record_usage, metrics, model, usage)
 
 
@@ -147,14 +135,14 @@ def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
     metrics.cost_of(model.provider, model.id).inc(model.cost(usage))
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def chat_completions(request: web.Request, scope: RequestScope) -> web.StreamResponse:
     """`POST /v1/chat/completions`: a catalog model or a route alias, whole or streamed."""
-    services = request.app[SERVICES]
+    services = scope.services
     catalog = services.catalog
     runtime = services.runtime
     settings = services.settings
     chat, fusion_options = await _read_request(request, settings)
-    fields = request[LOG_FIELDS]
+    fields = scope.fields
     fields.update(requested_model=chat.model, stream=chat.stream, kind="unknown", target="unknown")
     deadline = _deadline(request, settings.default_deadline_s)
     view = PolicyView.for_request(
@@ -163,7 +151,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request.headers.get("X-Router-Jurisdiction"),
         catalog.models,
     )
-    request[POLICY_VIEW] = view
+    scope.view = view
     router = runtime.router
     if router is None:  # pragma: no cover - only between startup and shutdown
         raise RouterError("the sidecar is shutting down")
@@ -171,7 +159,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         fields.update(
             kind="fusion", target=chat.model if catalog.panel_for(chat.model) else "custom"
         )
-        return await _fusion(request, chat, fusion_options, router, deadline, view)
+        return await _fusion(request, scope, chat, fusion_options, router, deadline, view)
     if fusion_options is not None:
         raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
     chain_ids = catalog.chain_for(chat.model)
@@ -180,7 +168,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fields.update(kind="model" if chat.model in catalog.models else "route", target=chat.model)
     chain = view.allowed_chain(chat.model, [catalog.models[i] for i in chain_ids])
     check_max_tokens(chat, chain)
-    request_id = request[REQUEST_ID]
+    request_id = scope.request_id
     if not chat.stream:
         ahead: list[dict[str, str]] = []
         if chain:  # the first target's headers, built while the upstream answers
@@ -189,9 +177,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 lambda: ahead.append(_served_headers(first, (first.provider,), request_id, view))
             )
         routed = await router.complete(chat, chain, deadline, gate=view.gate)
-        _log_served(
-            request, services.metrics, routed.model, routed.attempts, routed.completion.usage
-        )
+        _log_served(scope, routed.model, routed.attempts, routed.completion.usage)
         if runtime.capture_content:
             fields.update(
                 prompt=[{"role": m.role, "content": m.content} for m in chat.messages],
@@ -206,19 +192,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             attempted = tuple(routed.attempts.providers)
             headers = _served_headers(routed.model, attempted, request_id, view)
         return web.Response(body=json_bytes(body), content_type="application/json", headers=headers)
-    return await _stream(request, services.metrics, chat, router, chain, deadline, view)
+    return await _stream(request, scope, chat, router, chain, deadline, view)
 
 
 async def _stream(
     request: web.Request,
-    metrics: Metrics,
+    scope: RequestScope,
     chat: ChatRequest,
     router: Router,
     chain: list[CatalogModel],
     deadline: float,
     view: PolicyView,
 ) -> web.StreamResponse:
-    request_id = request[REQUEST_ID]
+    request_id = scope.request_id
     loop = asyncio.get_running_loop()
     clock = StreamDeadline(loop, deadline)
     created = int(time.time())
@@ -246,7 +232,7 @@ async def _stream(
         attempted = tuple(opened.attempts.providers)
         response = _sse_response(model, attempted, request_id, view)
         text_chunks = TextChunks(request_id, model.id, created)
-    fields = request[LOG_FIELDS]
+    fields = scope.fields
     end: StreamEnd | None = None
     try:
         await response.prepare(request)
@@ -278,8 +264,8 @@ async def _stream(
                 error = RouterError("the upstream stream ended without its terminal marker")
                 error.code = "stream_truncated"  # type: ignore[misc]
             fields.update(error_code=error.code, stream_truncated=True)
-            metrics.stream_truncated.labels(model.provider, model.id).inc()
-            _log_served(request, metrics, model, opened.attempts, None)
+            scope.services.metrics.stream_truncated.labels(model.provider, model.id).inc()
+            _log_served(scope, model, opened.attempts, None)
             head = role_prefix(request_id, model.id, created, owed=role_owed)
             await response.write(head + sse(error_event(error)))
             await response.write_eof()
@@ -304,7 +290,7 @@ async def _stream(
             )
         await response.write(DONE)
         await response.write_eof()
-        _log_served(request, metrics, model, opened.attempts, end.usage)
+        _log_served(scope, model, opened.attempts, end.usage)
         return response
     except (ConnectionResetError, asyncio.CancelledError):
         fields.update(client_cancelled=True)
@@ -316,13 +302,14 @@ async def _stream(
 
 async def _fusion(
     request: web.Request,
+    scope: RequestScope,
     chat: ChatRequest,
     options: Any,
     router: Router,
     deadline: float,
     view: PolicyView,
 ) -> web.StreamResponse:
-    catalog = request.app[CATALOG]
+    catalog = scope.services.catalog
     panel = resolve_panel(chat.model, options, catalog)
     gate = view.gate
     availability = availability_for(catalog, gate, lambda m: router.unavailable(m) is not None)
@@ -337,7 +324,7 @@ async def _fusion(
                 rule_id=decision.rule_id,
             )
     caller = RouterCaller(router, catalog.models, new_budget(), gate)
-    tracer = request.app[TELEMETRY].tracer
+    tracer = scope.services.telemetry.tracer
     deps = FusionDeps(caller, catalog.models, availability, log=get_logger(), tracer=tracer)
     report = FusionReport(
         plan,
@@ -345,7 +332,7 @@ async def _fusion(
         policy_version=view.pinned.version,
         providers={m.id: m.provider for m in catalog.models.values()},
     )
-    fields = request[LOG_FIELDS]
+    fields = scope.fields
     attributes: dict[str, str | int] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,
         semconv.ROUTER_FUSION_PANEL: panel.name,
@@ -353,18 +340,18 @@ async def _fusion(
     }
     with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
         return await serve_fusion(
-            request, chat, panel, plan, deps, caller, report, deadline, request[REQUEST_ID], fields
+            request, chat, panel, plan, deps, caller, report, deadline, scope.request_id, fields
         )
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: web.Request, scope: RequestScope) -> web.Response:
     """`GET /v1/models`: what this sidecar's jurisdiction (narrowed by the header) allows.
 
     Models policy denies are left out; a route is listed with its allowed targets
     only; a panel is listed with the plan its seats would get now.
     """
-    catalog = request.app[CATALOG]
-    view = _view(request, request.headers.get("X-Router-Jurisdiction"))
+    catalog = scope.services.catalog
+    view = _view(scope.services, request.headers.get("X-Router-Jurisdiction"))
     allowed = {m.id for m in catalog.models.values() if view.decision(m).allowed}
     data: list[dict[str, Any]] = [
         {
@@ -410,49 +397,44 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data}, headers=headers)
 
 
-async def metrics_view(request: web.Request) -> web.Response:
+async def metrics_view(_request: web.Request, scope: RequestScope) -> web.Response:
     """`GET /metrics`: Prometheus exposition (breaker states refreshed at scrape time)."""
-    metrics = request.app[METRICS]
-    board = request.app[RUNTIME].breakers
+    metrics = scope.services.metrics
+    board = scope.services.runtime.breakers
     if board is not None:
         for entry in board.snapshot():
             metrics.breaker_state.labels(entry["key"], entry["provider"], entry["model"] or "").set(
                 BREAKER_STATE_VALUE.get(entry["state"], 0)
             )
-    return web.Response(
-        body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def admin_breakers(request: web.Request) -> web.Response:
+async def admin_breakers(_request: web.Request, scope: RequestScope) -> web.Response:
     """`GET /admin/breakers`: every breaker's state, counters and remaining open time."""
-    board = request.app[RUNTIME].breakers
+    board = scope.services.runtime.breakers
     return web.json_response({"breakers": board.snapshot() if board is not None else []})
 
 
-def _view(request: web.Request, jurisdiction: str | None) -> PolicyView:
+def _view(services: Services, jurisdiction: str | None) -> PolicyView:
     return PolicyView.for_request(
-        request.app[POLICY],
-        request.app[CONFIG].config.jurisdiction,
-        jurisdiction,
-        request.app[CATALOG].models,
+        services.policy, services.config.config.jurisdiction, jurisdiction, services.catalog.models
     )
 
 
-async def admin_explain(request: web.Request) -> web.Response:
+async def admin_explain(request: web.Request, scope: RequestScope) -> web.Response:
     """`GET /admin/explain?model=…&jurisdiction=…`: the plan and every decision, no outbound call."""
     model = request.query.get("model", "").strip()
     if not model:
         raise InvalidRequest("query parameter 'model' is required", param="model")
-    view = _view(request, request.query.get("jurisdiction"))
-    router = request.app[RUNTIME].router
+    view = _view(scope.services, request.query.get("jurisdiction"))
+    router = scope.services.runtime.router
     unavailable = router.unavailable if router is not None else (lambda _m: None)
-    return web.json_response(explain(model, request.app[CATALOG], view, unavailable))
+    return web.json_response(explain(model, scope.services.catalog, view, unavailable))
 
 
-async def admin_reload(request: web.Request) -> web.Response:
+async def admin_reload(_request: web.Request, scope: RequestScope) -> web.Response:
     """`POST /admin/reload`: re-read the policy folder now; an invalid folder keeps the last good set."""
-    store = request.app[POLICY]
+    store = scope.services.policy
     result = await asyncio.to_thread(store.load_candidate)
     outcome = store.apply(result)
     body: dict[str, Any] = {
@@ -466,16 +448,16 @@ async def admin_reload(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if outcome.ok else 422)
 
 
-async def healthz(_request: web.Request) -> web.Response:
+async def healthz(_request: web.Request, _scope: RequestScope) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(_request: web.Request, scope: RequestScope) -> web.Response:
     """Readiness: config loaded and the upstream session open."""
-    runtime = request.app[RUNTIME]
-    loaded = request.app[CONFIG]
-    store = request.app[POLICY]
+    runtime = scope.services.runtime
+    loaded = scope.services.config
+    store = scope.services.policy
     ready = runtime.router is not None
     body = {
         "status": "ready" if ready else "not_ready",
@@ -495,16 +477,34 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def add_routes(app: web.Application) -> None:
-    """Register every endpoint."""
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
-    app.router.add_get("/admin/breakers", admin_breakers)
-    app.router.add_get("/admin/explain", admin_explain)
-    app.router.add_post("/admin/reload", admin_reload)
+# (method, path, handler, guarded, shed): the open routes are the probes and the scrape
+_ROUTES: tuple[tuple[str, str, ScopedHandler, bool, bool], ...] = (
+    ("POST", "/v1/chat/completions", chat_completions, True, True),
+    ("GET", "/v1/models", list_models, True, False),
+    ("GET", "/healthz", healthz, False, False),
+    ("GET", "/readyz", readyz, False, False),
+    ("GET", "/metrics", metrics_view, False, False),
+    ("GET", "/admin/breakers", admin_breakers, True, False),
+    ("GET", "/admin/explain", admin_explain, True, False),
+    ("POST", "/admin/reload", admin_reload, True, False),
+)
+
+
+def add_routes(app: web.Application, services: Services) -> None:
+    """Register every endpoint, each wrapped in its request scope; then a catch-all that
+    answers any other path (404) or method (405) with the same JSON errors."""
+    allowed: dict[str, set[str]] = {}
+    for method, path, handler, guarded, shed in _ROUTES:
+        wrapped = scoped(services, handler, path, guarded=guarded, shed=shed)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD
+            allowed.setdefault(path, set()).update(("GET", "HEAD"))
+        else:
+            app.router.add_route(method, path, wrapped)
+            allowed.setdefault(path, set()).add(method)
+    frozen = {path: frozenset(methods) for path, methods in allowed.items()}
+    fallback = scoped(services, unrouted(frozen), "unmatched", guarded=True, shed=False)
+    app.router.add_route("*", "/{tail:.*}", fallback)
 
 
 __all__ = ["Completion", "add_routes"]

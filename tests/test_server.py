@@ -348,22 +348,39 @@ async def test_a_body_that_arrives_after_its_head_is_read_whole(chunked: bool) -
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"),
+    ("method", "path", "status", "code", "allow"),
     [
-        ("GET", "/v1/chat/completions", 405),
-        ("POST", "/v1/nothing", 404),
-        ("DELETE", "/v1/models", 405),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed", "POST"),
+        ("POST", "/v1/nothing", 404, "not_found", None),
+        ("GET", "/", 404, "not_found", None),
+        ("DELETE", "/v1/models", 405, "method_not_allowed", "GET, HEAD"),
+        ("POST", "/healthz", 405, "method_not_allowed", "GET, HEAD"),
     ],
 )
-async def test_wrong_method_or_path_is_json(method: str, path: str, status: int) -> None:
-    """Routing errors are OpenAI-shaped JSON too."""
+async def test_wrong_method_or_path_is_json(
+    method: str, path: str, status: int, code: str, allow: str | None
+) -> None:
+    """Routing errors are OpenAI-shaped JSON too, with a request id; a 405 names the methods
+    the path takes."""
     async with (
         sidecar() as s,
         aiohttp.ClientSession() as http,
         http.request(method, f"{s.url}{path}") as response,
     ):
         assert response.status == status
-        assert "error" in await response.json()
+        assert (await response.json())["error"]["code"] == code
+        assert response.headers.get("Allow") == allow
+        assert response.headers["X-Request-Id"]
+
+
+async def test_head_is_served_where_get_is() -> None:
+    """A GET route answers HEAD (load balancers probe with it)."""
+    async with (
+        sidecar() as s,
+        aiohttp.ClientSession() as http,
+        http.head(f"{s.url}/healthz") as response,
+    ):
+        assert response.status == 200
 
 
 async def test_bearer_token_is_required_when_configured() -> None:

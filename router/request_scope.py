@@ -1,5 +1,12 @@
-"""The one middleware: request id and log context, host check, auth, shedding, error rendering,
-and the canonical `request.completed` line."""
+"""Every route's wrapper: request id and log context, host check, auth, shedding, error rendering,
+and the canonical `request.completed` line.
+
+The wrapper is bound to each route when the app is built (`scoped`), not installed as an aiohttp
+middleware: what differs per route (its name in spans, whether it is open or guarded, whether it
+is shed) is decided once, the app's state is bound once, and the handler gets its
+`RequestScope` as an argument instead of through the request's mapping. Paths and methods no
+route serves get the same JSON errors from a catch-all route (`unrouted`).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,19 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
 from router.errors import (
     InvalidRequest,
+    MethodNotAllowed,
     Overloaded,
     PayloadTooLarge,
     RouterError,
@@ -27,15 +36,25 @@ from router.errors import (
     attempt_headers,
 )
 from router.policy_view import PolicyView
-from router.state import SERVICES, Services, Settings
+from router.state import Services, Settings
 from router.tracing import extract_context
 
-REQUEST_ID = web.RequestKey("request_id", str)
-LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
-POLICY_VIEW = web.RequestKey("policy_view", PolicyView)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_SHED_PATHS = frozenset({"/v1/chat/completions"})
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """One request as its handler sees it: the app's state, the request id, the fields of its
+    `request.completed` line, and the policy view once the handler has pinned one."""
+
+    services: Services
+    request_id: str
+    fields: dict[str, Any]
+    view: PolicyView | None = None
+
+
+ScopedHandler = Callable[[web.Request, RequestScope], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: RouterError, request_id: str) -> web.Response:
@@ -54,69 +73,67 @@ def _http_error(exc: web.HTTPException) -> RouterError:
         error.status = 404  # type: ignore[misc]
         return error
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        error = InvalidRequest(
-            f"method {exc.method} is not allowed here", code="method_not_allowed"
-        )
-        error.status = 405  # type: ignore[misc]
-        return error
+        return MethodNotAllowed(exc.method, exc.allowed_methods)
     error = InvalidRequest(exc.reason or "bad request", code="invalid_request")
     error.status = exc.status if 400 <= exc.status < 500 else 400  # type: ignore[misc]
     return error
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id, guard the request, render every error as JSON, and write one
-    `request.completed` line."""
-    services = request.app[SERVICES]
-    incoming = request.headers.get("X-Request-Id")
-    request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
-    request[REQUEST_ID] = request_id
-    fields: dict[str, Any] = {}
-    request[LOG_FIELDS] = fields
-    # aiohttp runs each request in a task of its own, on a copy of the connection's context
-    # (which binds nothing), so this binding needs no clearing and ends with the request
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
+def scoped(
+    services: Services, handler: ScopedHandler, route: str, *, guarded: bool, shed: bool
+) -> Handler:
+    """`handler` wrapped for the route `route` (its name in spans): request id, error
+    rendering and accounting always; host check and auth if `guarded`; the in-flight cap if
+    `shed`."""
     telemetry = services.telemetry
-    if not telemetry.exporting and "traceparent" not in request.headers:
-        return await _handle(request, handler, services, request_id, fields, started, INVALID_SPAN)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    with telemetry.tracer.start_as_current_span(
-        f"{request.method} {route}",
-        context=extract_context(request.headers),
-        kind=trace.SpanKind.SERVER,
-        attributes={
-            semconv.HTTP_REQUEST_METHOD: request.method,
-            semconv.HTTP_ROUTE: route,
-            semconv.ROUTER_REQUEST_ID: request_id,
-        },
-    ) as span:
-        return await _handle(request, handler, services, request_id, fields, started, span)
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id")
+        request_id = (
+            incoming if incoming and _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
+        )
+        scope = RequestScope(services, request_id, {})
+        # aiohttp runs each request in a task of its own, on a copy of the connection's
+        # context (which binds nothing), so this binding needs no clearing and ends with it
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        if not telemetry.exporting and "traceparent" not in request.headers:
+            return await _handle(request, handler, scope, guarded, shed, started, INVALID_SPAN)
+        with telemetry.tracer.start_as_current_span(
+            f"{request.method} {route}",
+            context=extract_context(request.headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                semconv.HTTP_REQUEST_METHOD: request.method,
+                semconv.HTTP_ROUTE: route,
+                semconv.ROUTER_REQUEST_ID: request_id,
+            },
+        ) as span:
+            return await _handle(request, handler, scope, guarded, shed, started, span)
+
+    return serve
 
 
 async def _handle(
     request: web.Request,
-    handler: Handler,
-    services: Services,
-    request_id: str,
-    fields: dict[str, Any],
+    handler: ScopedHandler,
+    scope: RequestScope,
+    guarded: bool,
+    shed: bool,
     started: float,
     span: trace.Span,
 ) -> web.StreamResponse:
     status = 500
-    log = services.logger
-    path = request.path
-    shed = False
+    services, request_id, fields = scope.services, scope.request_id, scope.fields
+    admitted = False
     try:
         try:
-            if path not in _OPEN_PATHS:
+            if guarded:
                 _guard(request, services.settings)
-                if path in _SHED_PATHS:
-                    _admit(services)
-                    shed = True
-            response = await handler(request)
+            if shed:
+                _admit(services)
+                admitted = True
+            response = await handler(request, scope)
         except RouterError as exc:
             fields.setdefault("error_code", exc.code)
             response = error_response(exc, request_id)
@@ -125,31 +142,42 @@ async def _handle(
             fields.setdefault("error_code", error.code)
             response = error_response(error, request_id)
         except Exception:
-            log.exception("request.unhandled_error", path=path)
+            services.logger.exception("request.unhandled_error", path=request.path)
             fields.setdefault("error_code", "internal_error")
             response = error_response(
                 RouterError("internal error; see the sidecar's logs"), request_id
             )
         status = response.status
-        view = request.get(POLICY_VIEW)
         if not response.prepared and "X-Router-Jurisdiction" not in response.headers:
             # (a served answer carries them already: `handlers._served_headers`)
             response.headers["X-Request-Id"] = request_id
-            if view is not None:
-                response.headers.update(view.headers())
+            if scope.view is not None:
+                response.headers.update(scope.view.headers())
         return response
     finally:
-        if shed:
+        if admitted:
             services.runtime.inflight -= 1
         elapsed = time.perf_counter() - started
-        view = request.get(POLICY_VIEW)
         if span.is_recording():  # the span ends when this returns: its attributes go on now
-            _trace(span, status, fields, view)
+            _trace(span, status, fields, scope.view)
         # Metrics and the log line wait for the loop's next turn: by then the response (whole,
         # or the end of a stream) is on the wire, so the caller does not wait for them.
         asyncio.get_running_loop().call_soon(
-            _account, request, services, view, fields, status, elapsed
+            _account, request, scope, guarded, shed, status, elapsed
         )
+
+
+def unrouted(allowed: Mapping[str, frozenset[str]]) -> ScopedHandler:
+    """The catch-all route's handler: 405 for a known path (`allowed` maps each path to its
+    methods), 404 for any other."""
+
+    async def no_route(request: web.Request, _scope: RequestScope) -> web.StreamResponse:
+        methods = allowed.get(request.path)
+        if methods is None:
+            raise web.HTTPNotFound()
+        raise MethodNotAllowed(request.method, methods)
+
+    return no_route
 
 
 def _guard(request: web.Request, settings: Settings) -> None:
@@ -208,17 +236,18 @@ def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyVi
 
 def _account(
     request: web.Request,
-    services: Services,
-    view: PolicyView | None,
-    fields: dict[str, Any],
+    scope: RequestScope,
+    logged: bool,
+    counted: bool,
     status: int,
     elapsed: float,
 ) -> None:
-    """A finished request in the metrics (with its policy denials) and its `request.completed` line."""
-    path = request.path
-    metrics = services.metrics
-    log = services.logger
-    if path in _SHED_PATHS:
+    """A finished request in the metrics (with its policy denials) and its `request.completed`
+    line (`logged`: not for the open probe and scrape routes; `counted`: chat requests)."""
+    metrics = scope.services.metrics
+    log = scope.services.logger
+    view, fields = scope.view, scope.fields
+    if counted:
         outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
         labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
         metrics.requests_of(*labels).inc()
@@ -230,11 +259,11 @@ def _account(
                 metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
         if logging_info:
             fields.update(view.log_fields())
-    if logging_info and path not in _OPEN_PATHS:
+    if logging_info and logged:
         log.info(
             "request.completed",
             method=request.method,
-            path=path,
+            path=request.path,
             status=status,
             duration_ms=round(elapsed * 1000, 2),
             **fields,
