@@ -32,7 +32,7 @@ from router.fusion_http import (
     resolve_panel,
     serve_fusion,
 )
-from router.inbound import parse_json, validate_chat
+from router.inbound import read_chat
 from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
 from router.policy_view import PolicyView
@@ -83,7 +83,7 @@ async def _read_request(request: web.Request, settings: Settings) -> tuple[ChatR
         raw = content.read_nowait()  # all of it came with the head: no read loop, no copy
     else:  # chunked, compressed or still arriving: aiohttp reads it and enforces the size cap
         raw = await request.read()
-    return validate_chat(parse_json(raw), settings.limits)
+    return read_chat(raw, settings.limits)
 
 
 def _served_headers(

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,11 +87,14 @@ def scoped(
     rendering and accounting always; host check and auth if `guarded`; the in-flight cap if
     `shed`."""
     telemetry = services.telemetry
+    # request ids need to be unique, not secret: 128 bits from a generator seeded by the OS
+    # (a system call per request, on the hot path, would buy nothing more)
+    new_id = random.Random(os.urandom(32)).getrandbits
 
     async def serve(request: web.Request) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id")
         request_id = (
-            incoming if incoming and _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
+            incoming if incoming and _REQUEST_ID_RE.match(incoming) else format(new_id(128), "032x")
         )
         scope = RequestScope(services, request_id, {})
         # aiohttp runs each request in a task of its own, on a copy of the connection's
