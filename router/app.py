@@ -156,7 +156,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         breakers=board,
         tracer=telemetry.tracer if telemetry.exporting else None,
         capture_content=runtime.capture_content,
-        trace_headers=trace_headers,
+        trace_headers=trace_headers if forwarding else None,
         observer=observe_later,
         policy=retry_policy(config.retry),
         bulkheads={name: p.max_inflight for name, p in config.providers.items()},

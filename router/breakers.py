@@ -170,6 +170,8 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         pybreaker counts the real outcome (never a coroutine object) in the very closed state
         that admitted the call; `judge` has already said how it must count.
         """
+        if exc is None and self.storage.counter == 0:
+            return  # a closed breaker's success only zeroes its counter (pinned by a test)
         try:
             self.cb.call(_outcome, exc)
         except BaseException as raised:

@@ -82,20 +82,20 @@ class Cooldowns:
     """Targets told to wait (Retry-After, exhausted quota); a new cooldown never shortens one."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._until: dict[str, float] = {}
+        self.until: dict[str, float] = {}  # empty: nothing cools (routing checks that first)
         self._clock = clock
 
     def cool(self, key: str, seconds: float) -> None:
         until = self._clock() + seconds
-        if until > self._until.get(key, 0.0):
-            self._until[key] = until
+        if until > self.until.get(key, 0.0):
+            self.until[key] = until
 
     def remaining(self, key: str) -> float:
-        until = self._until.get(key)
+        until = self.until.get(key)
         if until is None:
             return 0.0
         left = until - self._clock()
         if left <= 0:
-            del self._until[key]
+            del self.until[key]
             return 0.0
         return left

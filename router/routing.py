@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import NoReturn, Protocol, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
 from router.catalog import CatalogModel
@@ -70,7 +69,7 @@ MIN_ATTEMPT_S = 0.1
 T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
 Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
-_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
+_SUCCESS = Outcome.SUCCESS.value  # (an enum's .value is a Python-level property)
 _THROTTLED = frozenset({ProviderRateLimited.code, ProviderRateLimited.quota_code, "cooling_down"})
 
 
@@ -281,7 +280,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
-        trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] = lambda _m: (),
+        trace_headers: Callable[[CatalogModel], tuple[tuple[str, str], ...]] | None = None,
         observer: Callable[[AttemptRecord], None] | None = None,
         tracer: trace.Tracer | None = None,
         capture_content: bool = False,
@@ -383,7 +382,8 @@ class Router:
         hold: bool,
     ) -> tuple[CatalogModel, T, AttemptLog, Held]:
         attempts = AttemptLog(observer=self._observer)
-        chain = self._healthy_first(chain)
+        if len(chain) > 1:
+            chain = self._healthy_first(chain)
         try:
             return await self._walk(request, chain, deadline, budget, gate, attempt, hold, attempts)
         except RouterError as exc:
@@ -425,7 +425,11 @@ class Router:
             if model.context_window <= needs_window:
                 attempts.skip(model, "context_window_too_small")
                 continue
-            key = self._key(model)
+            key = (
+                self._breakers.key_for(model.provider, model.id)
+                if self._breakers is not None
+                else f"{model.provider}/{model.id}"
+            )
             retries_here = 0
             while True:
                 remaining = deadline - self._clock()
@@ -436,7 +440,7 @@ class Router:
                 if why is not None:
                     attempts.skip(model, "policy_denied")
                     break
-                cooling = self.cooldowns.remaining(key)
+                cooling = self.cooldowns.remaining(key) if self.cooldowns.until else 0.0
                 if cooling > 0:
                     attempts.skip(model, "cooling_down")
                     waits.append(cooling)
@@ -503,7 +507,7 @@ class Router:
                     break
                 finally:
                     self.inflight[model.provider] -= 1
-                attempts.add(model, Outcome.SUCCESS.value, "ok", 200, started, self._clock())
+                attempts.add(model, _SUCCESS, "ok", 200, started, self._clock())
                 return model, value, attempts, held
             if stopped_by_deadline:
                 break
@@ -525,79 +529,101 @@ class Router:
         caller settles it when the stream ends (`HeldEvents.aclose`).
         """
         provider = self._providers[model.provider]
-        span_context: contextlib.AbstractContextManager[trace.Span] = _NO_SPAN
-        if self._tracing:
-            attributes: dict[str, str | int] = {
-                semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
-                semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
-                    provider.protocol, provider.protocol
-                ),
-                semconv.GEN_AI_REQUEST_MODEL: model.upstream_id,
-                semconv.ROUTER_PROVIDER: model.provider,
-                semconv.ROUTER_MODEL: model.id,
-                semconv.ROUTER_ATTEMPT: number,
-            }
-            span_context = self._tracer.start_as_current_span(
-                f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        if not self._tracing:  # nothing exports CLIENT spans: no span object at all
+            return await self._guarded(request, model, remaining, provider, attempt, hold, None)
+        attributes: dict[str, str | int] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
+                provider.protocol, provider.protocol
+            ),
+            semconv.GEN_AI_REQUEST_MODEL: model.upstream_id,
+            semconv.ROUTER_PROVIDER: model.provider,
+            semconv.ROUTER_MODEL: model.id,
+            semconv.ROUTER_ATTEMPT: number,
+        }
+        with self._tracer.start_as_current_span(
+            f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            return await self._guarded(
+                request,
+                model,
+                remaining,
+                provider,
+                attempt,
+                hold,
+                span if span.is_recording() else None,
             )
-        with span_context as span:
-            call = _call_for(request, model, remaining, self._trace_headers(model))
-            guard: contextlib.AbstractAsyncContextManager[None] = (
-                self._breakers.guard(model.provider, model.id)
-                if self._breakers is not None
-                else _Nothing()
-            )
+
+    async def _guarded(
+        self,
+        request: ChatRequest,
+        model: CatalogModel,
+        remaining: float,
+        provider: Provider,
+        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
+        hold: bool,
+        span: trace.Span | None,
+    ) -> tuple[T, Held]:
+        """The call under its breaker guard and its total clock; its outcome on `span` (a
+        recording one, or None)."""
+        trace_headers = self._trace_headers(model) if self._trace_headers is not None else ()
+        call = _call_for(request, model, remaining, trace_headers)
+        guard: contextlib.AbstractAsyncContextManager[None] = (
+            self._breakers.guard(model.provider, model.id)
+            if self._breakers is not None
+            else _Nothing()
+        )
+        try:
+            await guard.__aenter__()  # BreakerOpen here: nothing was called
             try:
-                await guard.__aenter__()  # BreakerOpen here: nothing was called
                 try:
-                    try:
-                        if getattr(provider, "self_clocked", False):
-                            value = await attempt(provider, call)  # its clocks end by call.deadline
-                        else:
-                            async with asyncio.timeout(remaining):
-                                value = await attempt(provider, call)
-                    except TimeoutError:
-                        # inside the guard, so the breaker counts it as a provider fault
-                        raise ProviderTimeout(
-                            f"{model.provider}: the request deadline ran out",
-                            provider=model.provider,
-                            phase="total",
-                        ) from None
-                except BaseException as exc:
-                    await guard.__aexit__(type(exc), exc, exc.__traceback__)
-                    raise
-                held: Held = guard if hold else None
-                if not hold:
-                    await guard.__aexit__(None, None, None)
-            except ProviderError as exc:
-                if span.is_recording():
-                    span.set_attribute(semconv.ERROR_TYPE, exc.code)
-                    span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
-                    if exc.upstream_status is not None:
-                        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
+                    if getattr(provider, "self_clocked", False):
+                        value = await attempt(provider, call)  # its clocks end by call.deadline
+                    else:
+                        async with asyncio.timeout(remaining):
+                            value = await attempt(provider, call)
+                except TimeoutError:
+                    # inside the guard, so the breaker counts it as a provider fault
+                    raise ProviderTimeout(
+                        f"{model.provider}: the request deadline ran out",
+                        provider=model.provider,
+                        phase="total",
+                    ) from None
+            except BaseException as exc:
+                await guard.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
-            if not span.is_recording():
-                return value, held
-            span.set_attribute(semconv.ROUTER_OUTCOME, Outcome.SUCCESS.value)
-            if self._capture:
-                span.set_attribute(
-                    semconv.GEN_AI_INPUT_MESSAGES,
-                    json.dumps([{"role": m.role, "content": m.content} for m in request.messages]),
-                )
-                if isinstance(value, Completion):
-                    span.set_attribute(
-                        semconv.GEN_AI_OUTPUT_MESSAGES,
-                        json.dumps([{"role": "assistant", "content": value.text}]),
-                    )
+            held: Held = guard if hold else None
+            if not hold:
+                await guard.__aexit__(None, None, None)
+        except ProviderError as exc:
+            if span is not None:
+                span.set_attribute(semconv.ERROR_TYPE, exc.code)
+                span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
+                if exc.upstream_status is not None:
+                    span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
+            raise
+        if span is None:
+            return value, held
+        span.set_attribute(semconv.ROUTER_OUTCOME, _SUCCESS)
+        if self._capture:
+            span.set_attribute(
+                semconv.GEN_AI_INPUT_MESSAGES,
+                json.dumps([{"role": m.role, "content": m.content} for m in request.messages]),
+            )
             if isinstance(value, Completion):
                 span.set_attribute(
-                    semconv.GEN_AI_RESPONSE_MODEL, value.response_model or model.upstream_id
+                    semconv.GEN_AI_OUTPUT_MESSAGES,
+                    json.dumps([{"role": "assistant", "content": value.text}]),
                 )
-                span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, value.usage.input_tokens)
-                span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, value.usage.output_tokens)
-                span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (value.finish_reason,))
-            return value, held
+        if isinstance(value, Completion):
+            span.set_attribute(
+                semconv.GEN_AI_RESPONSE_MODEL, value.response_model or model.upstream_id
+            )
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, value.usage.input_tokens)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, value.usage.output_tokens)
+            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (value.finish_reason,))
+        return value, held
 
     def _after_failure(
         self,

@@ -564,3 +564,37 @@ async def test_pin_pybreaker_keeps_time_on_the_wall_clock() -> None:
         assert await plain_call(cb, up) == "CircuitBreakerError"
         clock.shift(30.0)  # no real time passes
         assert await plain_call(cb, up) == "ok"
+
+
+async def test_pin_pybreaker_a_closed_success_only_zeroes_the_counter() -> None:
+    """What `_Breaker.record` relies on to skip pybreaker for a success while nothing has
+    failed: in closed state a success zeroes the fail counter, calls the listeners' success(),
+    and changes nothing else."""
+    cb, storage = plain()
+    heard: list[str] = []
+
+    class Ear(pybreaker.CircuitBreakerListener):
+        def success(self, cb: pybreaker.CircuitBreaker) -> None:
+            heard.append("success")
+
+        def state_change(self, cb: Any, old: Any, new: Any) -> None:
+            heard.append("change")
+
+    cb.add_listener(Ear())
+
+    def snapshot() -> tuple[object, ...]:
+        return (storage.state, storage.counter, storage.success_counter, storage.opened_at)
+
+    before = snapshot()
+    cb.call(lambda: None)
+    assert snapshot() == before
+    assert heard == ["success"]
+    with pytest.raises(ProviderUnavailable):
+        cb.call(_raise, fault())
+    assert storage.counter == 1
+    cb.call(lambda: None)
+    assert snapshot() == before  # zeroed again
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
