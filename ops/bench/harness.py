@@ -582,24 +582,28 @@ async def phase_fusion(s: Settings, report: Report, fusion_up: Proc, side: Proc)
     report.check("phase 6", samples)
     report.details["phase6"] = {k: v.summary() for k, v in samples.items()}
     fusion_p50, direct_p50 = samples["fusion"].p(0.5), samples["direct_at_L"].p(0.5)
+    # The critical path is three sequential calls (panel, judge, synthesizer). Each call to the
+    # fake takes L plus its timer's overshoot plus an HTTP round trip, which the direct call
+    # measures in the same run: subtracting three of those leaves the orchestration's own cost.
     critical = 3 * s.fusion_ms
-    overhead = fusion_p50 - critical
     report.add(
         6,
         f"fusion/bench (3 panelists, judge, synthesizer; fake latency L = {s.fusion_ms:g} ms):"
-        " p50 minus the critical path 3 L (direct column: 3 L)",
+        " p50 minus the nominal critical path 3 L (direct column: 3 L)",
         "ms",
         direct=critical,
+        sidecar=fusion_p50 - critical,
+    )
+    overhead = fusion_p50 - 3 * direct_p50
+    report.add(
+        6,
+        "fusion/bench: orchestration overhead, p50 minus 3 direct round trips at L measured in"
+        " this run (direct column: 3 of them)",
+        "ms",
+        direct=3 * direct_p50,
         sidecar=overhead,
         target="< 5 ms",
         passed=overhead < 5,
-    )
-    report.add(
-        6,
-        "fusion/bench: p50 minus 3 measured direct round trips at L (direct column: 3 of them)",
-        "ms",
-        direct=3 * direct_p50,
-        sidecar=fusion_p50 - 3 * direct_p50,
     )
 
 
