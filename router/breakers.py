@@ -368,6 +368,7 @@ class BreakerBoard:
         self._rng = rng or random.Random()
         self._breakers: dict[str, _Breaker] = {}
         self._keys: dict[tuple[str, str], str] = {}
+        self._by_target: dict[tuple[str, str], _Breaker] = {}  # (provider, model): one lookup
         self.listener_errors = 0
 
     def key_for(self, provider: str, model: str) -> str:
@@ -383,7 +384,8 @@ class BreakerBoard:
 
     def guard(self, provider: str, model: str) -> _Guard:
         """Run the block under the target's breaker, or raise `BreakerOpen` without running it."""
-        return _Guard(self._breaker(provider, model))
+        breaker = self._by_target.get((provider, model)) or self._breaker(provider, model)
+        return _Guard(breaker)
 
     def state(self, key: str) -> str:
         """'closed', 'open' or 'half_open' (an elapsed open window reads 'half_open')."""
@@ -402,7 +404,9 @@ class BreakerBoard:
 
     def is_open(self, provider: str, model: str) -> bool:
         """Would `guard` reject this target now? Cheap, and creates nothing."""
-        breaker = self._breakers.get(self.key_for(provider, model))
+        breaker = self._by_target.get((provider, model)) or self._breakers.get(
+            self.key_for(provider, model)
+        )
         if breaker is None or (
             breaker.storage.state == pybreaker.STATE_CLOSED and not breaker.probing
         ):
@@ -417,6 +421,7 @@ class BreakerBoard:
         """Hot reload: unchanged keys keep state, removed providers (or scopes) are dropped."""
         self._settings = dict(settings)
         self._keys.clear()
+        self._by_target.clear()
         for key, breaker in list(self._breakers.items()):
             cfg = self._settings.get(breaker.provider)
             if cfg is None or (cfg.scope == "provider") != (breaker.model is None):
@@ -449,4 +454,5 @@ class BreakerBoard:
         if breaker is None:
             scoped_model = None if cfg.scope == "provider" else model
             breaker = self._breakers[key] = _Breaker(self, key, provider, scoped_model, cfg)
+        self._by_target[(provider, model)] = breaker  # configured providers only: bounded
         return breaker

@@ -64,7 +64,12 @@ class RetryBudget:
         return self._buckets[-1]
 
     def record_request(self) -> None:
-        self._bucket()[1] += 1
+        buckets = self._buckets
+        now = int(self._clock())
+        if buckets and buckets[-1][0] == now:  # the usual case: this second's bucket exists
+            buckets[-1][1] += 1
+        else:
+            self._bucket()[1] += 1
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows; count the refusal otherwise."""

@@ -245,11 +245,21 @@ def _call_for(
     extra_headers: tuple[tuple[str, str], ...],
 ) -> ProviderCall:
     t = model.timeouts
-    timeouts = Timeouts(
-        connect=min(t.connect, remaining),
-        first_byte=min(t.first_byte, remaining),
-        idle=min(t.idle, remaining),
-        total=min(t.total, remaining),
+    uncut = (  # the usual case: the request's deadline cuts none of the attempt's clocks
+        remaining >= t.total
+        and remaining >= t.first_byte
+        and remaining >= t.idle
+        and remaining >= t.connect
+    )
+    timeouts = (
+        t
+        if uncut
+        else Timeouts(
+            connect=min(t.connect, remaining),
+            first_byte=min(t.first_byte, remaining),
+            idle=min(t.idle, remaining),
+            total=min(t.total, remaining),
+        )
     )
     if request.max_tokens is not None and request.max_tokens > model.max_output_tokens:
         request = dataclasses.replace(request, max_tokens=model.max_output_tokens)
@@ -425,11 +435,6 @@ class Router:
             if model.context_window <= needs_window:
                 attempts.skip(model, "context_window_too_small")
                 continue
-            key = (
-                self._breakers.key_for(model.provider, model.id)
-                if self._breakers is not None
-                else f"{model.provider}/{model.id}"
-            )
             retries_here = 0
             while True:
                 remaining = deadline - self._clock()
@@ -440,7 +445,9 @@ class Router:
                 if why is not None:
                     attempts.skip(model, "policy_denied")
                     break
-                cooling = self.cooldowns.remaining(key) if self.cooldowns.until else 0.0
+                cooling = (
+                    self.cooldowns.remaining(self._key(model)) if self.cooldowns.until else 0.0
+                )
                 if cooling > 0:
                     attempts.skip(model, "cooling_down")
                     waits.append(cooling)
@@ -494,7 +501,7 @@ class Router:
                         self._clock(),
                     )
                     action = self._after_failure(
-                        exc, model, key, chain, position, retries_here, deadline
+                        exc, model, self._key(model), chain, position, retries_here, deadline
                     )
                     if isinstance(action, float):
                         retries_here += 1
