@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.bench.ab import _bases
+
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = range(
     1, 8
@@ -64,11 +66,13 @@ def test_quick_benchmark_reports_every_phase_with_numbers(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(120)
-def test_ab_compares_another_copy_with_this_tree() -> None:
-    """`python -m ops.bench.ab`: another copy's sidecar beside this tree's, with numbers (here
-    the other copy is this tree itself, so the test needs no git history)."""
+def test_ab_compares_other_copies_with_this_tree() -> None:
+    """`python -m ops.bench.ab`: other copies' sidecars beside this tree's, each under its name,
+    with numbers (here the copies are this tree itself, so the test needs no git history)."""
+    argv = [sys.executable, "-m", "ops.bench.ab", "--seconds", "1"]
+    argv += ["--base-tree", f"one={ROOT}", "--base-tree", f"two={ROOT}"]
     process = subprocess.run(
-        [sys.executable, "-m", "ops.bench.ab", "--base-tree", str(ROOT), "--seconds", "1"],
+        argv,
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -81,9 +85,23 @@ def test_ab_compares_another_copy_with_this_tree() -> None:
         for line in process.stdout.splitlines()
         if line.startswith("| ") and "---" not in line and "target" not in line
     }
-    assert set(rows) == {"direct", "floor", "base", "this tree"}
-    for name in ("floor", "base", "this tree"):
+    assert set(rows) == {"direct", "floor", "one", "two", "this tree"}
+    for name in ("floor", "one", "two", "this tree"):
         p50, p99, added, cpu = (float(cell) for cell in rows[name])
         assert 0 < p50 <= p99, rows[name]
         assert math.isfinite(added), rows[name]
         assert cpu > 0, rows[name]
+
+
+def test_ab_names_its_bases() -> None:
+    """A lone base is "base"; several keep their names (a bare DIR is named by its path);
+    a name that repeats or hides a fixed row is refused."""
+    assert _bases(["abc123"], []) == [("base", "abc123", None)]
+    assert _bases([], ["/x/y"]) == [("base", "/x/y", Path("/x/y"))]
+    assert _bases(["main"], ["cut=/x/y"]) == [
+        ("main", "main", None),
+        ("cut", "/x/y", Path("/x/y")),
+    ]
+    for refs, trees in (([], ["a=/x", "a=/y"]), ([], ["floor=/x", "b=/y"])):
+        with pytest.raises(SystemExit):
+            _bases(refs, trees)

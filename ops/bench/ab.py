@@ -1,14 +1,17 @@
-"""A/B: this tree's sidecar against another commit's, beside the floor, in one interleaved run.
+"""A/B: this tree's sidecar against other commits' (or copies'), beside the floor, in one run.
 
     python -m ops.bench.ab --base REF [--seconds 20] [--stream]
     python -m ops.bench.ab --base-tree DIR ...
+    python -m ops.bench.ab --base-tree cut1=DIR1 --base-tree cut2=DIR2 ...
 
-The other commit is checked out into a temporary `git worktree` (or taken as it is from DIR,
-a directory holding another copy of the project) and its sidecar started from there (same interpreter, same installed dependencies, same generated config), so the two
-differ only by their code. Direct, floor, base and this tree's sidecar then take one request
-at a time in a fresh random order every round, as phase 1 of the benchmark does; the table
-shows each one's p50 and p99 (time to first token with `--stream`), what it adds over direct,
-and its CPU per request. It is how each tuning step's effect was measured.
+Each other commit is checked out into a temporary `git worktree` (a DIR is taken as it is: another
+copy of the project, for example one with a layer cut out) and its sidecar started from there
+(same interpreter, same installed dependencies, same generated config), so they differ only by
+their code. Direct, floor, the bases and this tree's sidecar then take one request at a time in a
+fresh random order every round, as phase 1 of the benchmark does; the table shows each one's p50
+and p99 (time to first token with `--stream`), what it adds over direct, and its CPU per request.
+It is how each tuning step's effect was measured; several copies, each with one more layer of the
+request path cut out, give that path's cost layer by layer in one run (an ablation ladder).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ops.bench import client
@@ -52,15 +55,23 @@ def _sidecar_from(tree: Path, config: Path) -> list[str]:
 
 
 async def run(
-    base: str, tree: Path | None, seconds: float, stream: bool, pause_s: float = 0.0
+    bases: Sequence[tuple[str, str, Path | None]],
+    seconds: float,
+    stream: bool,
+    pause_s: float = 0.0,
 ) -> str:
-    """The A/B table (markdown) of `base` (a git ref, or the project copy in `tree`)."""
+    """The A/B table (markdown) of `bases`: (name, git ref or label, the project copy or None)."""
     cores = Cores.plan()
     pin(0, cores.load)
     logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
     procs: dict[str, Proc] = {}
     dead = _closed_port()
-    with worktree(base) if tree is None else nullcontext(tree) as base_tree, dead:
+    with ExitStack() as stack:
+        stack.enter_context(dead)
+        trees = {
+            name: tree if tree is not None else stack.enter_context(worktree(ref))
+            for name, ref, tree in bases
+        }
         try:
             upstream_args = ["--latency-ms", "0", "--chunks", STREAM_CHUNKS]
             upstream_args += ["--chunk-ms", STREAM_CHUNK_MS]
@@ -74,9 +85,10 @@ async def run(
             procs["floor"] = spawn(
                 "floor", [PY, "-m", "ops.bench.floor", "--upstream", up.base], logdir, cores.server
             ).wait()
-            procs["base"] = spawn(
-                "base", _sidecar_from(base_tree, config), logdir, cores.server, env=env
-            ).wait()
+            for name, tree in trees.items():
+                procs[name] = spawn(
+                    name, _sidecar_from(tree, config), logdir, cores.server, env=env
+                ).wait()
             procs["this tree"] = spawn(
                 "sidecar",
                 [PY, "-m", "router", "serve", "--config", str(config), "--port", "0"],
@@ -84,7 +96,7 @@ async def run(
                 cores.server,
                 env=env,
             ).wait()
-            for name in ("base", "this tree"):
+            for name in [*trees, "this tree"]:
                 await _wait_ready(procs[name], "/readyz")
             payload = client.body(MODEL, stream=stream)
             for proc in procs.values():  # warm up
@@ -102,8 +114,9 @@ async def run(
                 proc.stop()
     what = "time to first token" if stream else "latency"
     direct = samples["direct"]
+    against = ", ".join(f"{name} = {ref}" for name, ref, _ in bases)
     lines = [
-        f"A/B at 1 in flight, interleaved, {what} (base = {base}; {direct.requests} requests each)",
+        f"A/B at 1 in flight, interleaved, {what} ({against}; {direct.requests} requests each)",
         "",
         "| target | p50 ms | p99 ms | added p50 ms | CPU per request ms |",
         "| --- | --- | --- | --- | --- |",
@@ -120,17 +133,40 @@ async def run(
     return "\n".join(lines)
 
 
+def _bases(refs: Sequence[str], trees: Sequence[str]) -> list[tuple[str, str, Path | None]]:
+    """(name, label, copy) for each `--base` and `--base-tree [NAME=]DIR`; a lone one is "base"."""
+    found: list[tuple[str, str, Path | None]] = [(ref, ref, None) for ref in refs]
+    for spec in trees:
+        name, _, path = spec.rpartition("=")
+        found.append((name or path, path, Path(path)))
+    if len(found) == 1:
+        found = [("base", found[0][1], found[0][2])]
+    names = [name for name, _, _ in found]
+    if len(set(names)) != len(names) or {"direct", "floor", "this tree"} & set(names):
+        raise SystemExit(f"ops.bench.ab: base names must be distinct and new: {names}")
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--base", help="the commit (or branch, tag) to compare to")
-    which.add_argument("--base-tree", type=Path, help="another copy of the project to compare to")
+    parser.add_argument(
+        "--base", action="append", default=[], help="a commit (branch, tag) to compare to"
+    )
+    parser.add_argument(
+        "--base-tree",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="another copy of the project to compare to",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the run")
     parser.add_argument("--stream", action="store_true", help="time to first token instead")
     parser.add_argument("--pause-ms", type=float, default=0.0, help="pause between requests")
     args = parser.parse_args(argv)
-    base = args.base or str(args.base_tree)
-    print(asyncio.run(run(base, args.base_tree, args.seconds, args.stream, args.pause_ms / 1000)))
+    if not args.base and not args.base_tree:
+        parser.error("name at least one --base or --base-tree")
+    bases = _bases(args.base, args.base_tree)
+    print(asyncio.run(run(bases, args.seconds, args.stream, args.pause_ms / 1000)))
     return 0
 
 
