@@ -36,7 +36,7 @@ from router.inbound import read_chat
 from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
 from router.policy_view import PolicyView
-from router.request_scope import RequestScope, ScopedHandler, scoped, unrouted
+from router.request_scope import RequestScope, ScopedHandler, no_route, not_allowed, scoped
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
 from router.state import Services, Settings
@@ -491,19 +491,24 @@ _ROUTES: tuple[tuple[str, str, ScopedHandler, bool, bool], ...] = (
 
 
 def add_routes(app: web.Application, services: Services) -> None:
-    """Register every endpoint, each wrapped in its request scope; then a catch-all that
-    answers any other path (404) or method (405) with the same JSON errors."""
-    allowed: dict[str, set[str]] = {}
+    """Register every endpoint, each wrapped in its request scope. A served path answers its
+    other methods with a JSON 405 under its own guard (an open path stays open); a catch-all
+    answers any other path with a JSON 404."""
+    resources: dict[str, tuple[web.Resource, set[str], bool]] = {}
     for method, path, handler, guarded, shed in _ROUTES:
+        resource, methods, _ = resources.get(path) or (app.router.add_resource(path), set(), False)
         wrapped = scoped(services, handler, path, guarded=guarded, shed=shed)
         if method == "GET":
-            app.router.add_get(path, wrapped)  # and HEAD
-            allowed.setdefault(path, set()).update(("GET", "HEAD"))
-        else:
-            app.router.add_route(method, path, wrapped)
-            allowed.setdefault(path, set()).add(method)
-    frozen = {path: frozenset(methods) for path, methods in allowed.items()}
-    fallback = scoped(services, unrouted(frozen), "unmatched", guarded=True, shed=False)
+            resource.add_route("HEAD", wrapped)
+            methods.add("HEAD")
+        resource.add_route(method, wrapped)
+        methods.add(method)
+        resources[path] = (resource, methods, guarded)
+    for path, (resource, methods, guarded) in resources.items():  # after the served methods
+        resource.add_route(
+            "*", scoped(services, not_allowed(methods), path, guarded=guarded, shed=False)
+        )
+    fallback = scoped(services, no_route, "unmatched", guarded=True, shed=False)
     app.router.add_route("*", "/{tail:.*}", fallback)
 
 

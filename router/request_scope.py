@@ -5,7 +5,8 @@ The wrapper is bound to each route when the app is built (`scoped`), not install
 middleware: what differs per route (its name in spans, whether it is open or guarded, whether it
 is shed) is decided once, the app's state is bound once, and the handler gets its
 `RequestScope` as an argument instead of through the request's mapping. Paths and methods no
-route serves get the same JSON errors from a catch-all route (`unrouted`).
+route serves get the same JSON errors: a 405 from a route of each served path for its other
+methods (with that path's guard), a 404 from a catch-all route.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,17 +172,19 @@ async def _handle(
         )
 
 
-def unrouted(allowed: Mapping[str, frozenset[str]]) -> ScopedHandler:
-    """The catch-all route's handler: 405 for a known path (`allowed` maps each path to its
-    methods), 404 for any other."""
+def not_allowed(methods: Iterable[str]) -> ScopedHandler:
+    """The handler for any other method on a served path: 405, naming `methods`."""
+    allowed = frozenset(methods)
 
-    async def no_route(request: web.Request, _scope: RequestScope) -> web.StreamResponse:
-        methods = allowed.get(request.path)
-        if methods is None:
-            raise web.HTTPNotFound()
-        raise MethodNotAllowed(request.method, methods)
+    async def wrong_method(request: web.Request, _scope: RequestScope) -> web.StreamResponse:
+        raise MethodNotAllowed(request.method, allowed)
 
-    return no_route
+    return wrong_method
+
+
+async def no_route(_request: web.Request, _scope: RequestScope) -> web.StreamResponse:
+    """The catch-all route's handler: no route serves this path (404)."""
+    raise web.HTTPNotFound()
 
 
 def _guard(request: web.Request, settings: Settings) -> None:

@@ -98,6 +98,10 @@ def test_ab_names_its_bases() -> None:
     a name that repeats or hides a fixed row is refused."""
     assert _bases(["abc123"], []) == [("base", "abc123", None)]
     assert _bases([], ["/x/y"]) == [("base", "/x/y", Path("/x/y"))]
+    assert _bases([], ["/data/a=b", "c=/d=e"]) == [
+        ("/data/a=b", "/data/a=b", Path("/data/a=b")),
+        ("c", "/d=e", Path("/d=e")),
+    ]
     assert _bases(["main"], ["cut=/x/y"]) == [
         ("main", "main", None),
         ("cut", "/x/y", Path("/x/y")),

@@ -355,6 +355,8 @@ async def test_a_body_that_arrives_after_its_head_is_read_whole(chunked: bool) -
         ("GET", "/", 404, "not_found", None),
         ("DELETE", "/v1/models", 405, "method_not_allowed", "GET, HEAD"),
         ("POST", "/healthz", 405, "method_not_allowed", "GET, HEAD"),
+        ("POST", "/v1/chat%2Fcompletions", 404, "not_found", None),  # matched as sent
+        ("GET", "/v1%2Fmodels", 404, "not_found", None),
     ],
 )
 async def test_wrong_method_or_path_is_json(
@@ -406,6 +408,11 @@ async def test_bearer_token_is_required_when_configured() -> None:
             assert response.status == 200
         async with http.get(f"{s.url}/healthz") as response:
             assert response.status == 200
+        async with http.post(f"{s.url}/healthz") as response:  # an open path stays open
+            assert response.status == 405
+            assert response.headers["Allow"] == "GET, HEAD"
+        async with http.delete(f"{s.base_url}/models") as response:  # a guarded one does not
+            assert response.status == 401
         assert len(s.wall.calls) == 1
         ok = s.openai(api_key="t0ken-abc")
         assert (await ok.chat.completions.create(model="m-a", messages=MESSAGES)).choices  # type: ignore[arg-type]

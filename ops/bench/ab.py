@@ -85,9 +85,9 @@ async def run(
             procs["floor"] = spawn(
                 "floor", [PY, "-m", "ops.bench.floor", "--upstream", up.base], logdir, cores.server
             ).wait()
-            for name, tree in trees.items():
-                procs[name] = spawn(
-                    name, _sidecar_from(tree, config), logdir, cores.server, env=env
+            for number, (name, tree) in enumerate(trees.items()):
+                procs[name] = spawn(  # (logs as base-N.log: a name may hold a slash)
+                    f"base-{number}", _sidecar_from(tree, config), logdir, cores.server, env=env
                 ).wait()
             procs["this tree"] = spawn(
                 "sidecar",
@@ -137,8 +137,10 @@ def _bases(refs: Sequence[str], trees: Sequence[str]) -> list[tuple[str, str, Pa
     """(name, label, copy) for each `--base` and `--base-tree [NAME=]DIR`; a lone one is "base"."""
     found: list[tuple[str, str, Path | None]] = [(ref, ref, None) for ref in refs]
     for spec in trees:
-        name, _, path = spec.rpartition("=")
-        found.append((name or path, path, Path(path)))
+        name, named, path = spec.partition("=")
+        if not named or not name or "/" in name:  # a bare DIR (which may itself hold a "=")
+            name, path = spec, spec
+        found.append((name, path, Path(path)))
     if len(found) == 1:
         found = [("base", found[0][1], found[0][2])]
     names = [name for name, _, _ in found]
