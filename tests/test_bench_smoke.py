@@ -17,9 +17,8 @@ import pytest
 from ops.bench.ab import _bases
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = range(
-    1, 8
-)  # 1 in flight, 32 in flight, 128 in flight, streaming, memory, fusion, failover
+# 1 in flight, 32 in flight, 128 in flight, streaming, memory, fusion, failover, soak
+PHASES = range(1, 9)
 
 
 @pytest.mark.timeout(150)  # the quick run takes about 25 s; headroom for a loaded CI machine

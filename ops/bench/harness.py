@@ -54,6 +54,7 @@ class Settings:
     failover_requests: int
     use_wrk: bool
     profile: bool
+    soak_seconds: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -69,6 +70,9 @@ class Settings:
             failover_requests=args.failover_requests or (20 if args.quick else 200),
             use_wrk=not args.no_wrk and client.wrk_available(),
             profile=args.profile,
+            soak_seconds=args.soak_seconds
+            if args.soak_seconds is not None
+            else (2.0 if args.quick else 60.0),
         )
 
 
@@ -607,6 +611,69 @@ async def phase_fusion(s: Settings, report: Report, fusion_up: Proc, side: Proc)
     )
 
 
+SOAK_GROWTH_LIMIT_MIB = 5.0
+
+
+async def phase_soak(s: Settings, report: Report, up: Proc, side: Proc) -> None:
+    """Memory under a long run: mixed traffic (whole answers and streams, 32 in flight) for
+    `soak_seconds`, the sidecar's RSS sampled every second. After the first half (allocator
+    pools, caches, pooled connections and metric children settle), RSS should stay flat: its
+    growth over the second half is the leak signal."""
+    whole, stream = client.body(MODEL), client.body(MODEL, stream=True)
+    samples: list[tuple[float, float]] = []  # (seconds into the soak, RSS MiB)
+    started = time.perf_counter()
+
+    async def sample() -> None:
+        while True:
+            samples.append((time.perf_counter() - started, side.rss_mib()))
+            await asyncio.sleep(min(1.0, s.soak_seconds / 10))
+
+    sampler = asyncio.create_task(sample())
+    try:
+        loads = await asyncio.gather(
+            client.closed_loop(side.chat_url, whole, 16, s.soak_seconds),
+            client.closed_loop(side.chat_url, stream, 16, s.soak_seconds, stream=True),
+        )
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    samples.append((time.perf_counter() - started, side.rss_mib()))
+    sample_whole, sample_stream = loads
+    report.check("phase 8", {"whole": sample_whole, "stream": sample_stream})
+    requests = sample_whole.requests + sample_stream.requests
+    errors = sample_whole.errors + sample_stream.errors
+    half = s.soak_seconds / 2
+    second_half = [rss for t, rss in samples if t >= half] or [samples[-1][1]]
+    growth = max(second_half) - second_half[0]
+    report.details["phase8"] = {
+        "requests": requests,
+        "errors": errors,
+        "rss_mib_samples": [(round(t, 1), round(rss, 2)) for t, rss in samples],
+        "whole": sample_whole.summary(),
+        "stream": sample_stream.summary(),
+    }
+    seconds = f"{s.soak_seconds:g} s"
+    report.add(
+        8,
+        f"soak, {seconds} of whole answers and streams at 32 in flight: requests served",
+        "calls",
+        sidecar=requests,
+        target="all succeed",
+        passed=errors == 0,
+    )
+    report.add(8, "soak: sidecar RSS at half time", "MiB", sidecar=second_half[0])
+    report.add(8, "soak: sidecar RSS at the end", "MiB", sidecar=samples[-1][1])
+    report.add(
+        8,
+        "soak: RSS growth over the second half (highest sample minus the half-time one)",
+        "MiB",
+        sidecar=growth,
+        target=f"< {SOAK_GROWTH_LIMIT_MIB:g} MiB",
+        passed=growth < SOAK_GROWTH_LIMIT_MIB,
+    )
+
+
 @dataclass
 class Failover:
     requests: int
@@ -920,6 +987,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         phase_memory(report, idle, peak)
         await timed("6", phase_fusion(s, report, fusion_up, side))
         await timed("7", phase_failover(s, report, side))
+        await timed("8", phase_soak(s, report, up, side))
         for proc in (side, tel):
             await _check_healthy_attempts(report, proc)
         report.details["rss_mib_after_each_phase"] = rss_trace
@@ -1018,6 +1086,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--failover-requests", type=int, help="phase 7 N (default 200; quick 20)")
     parser.add_argument("--no-wrk", action="store_true", help="Python client in phase 3")
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar at the end")
+    parser.add_argument(
+        "--soak-seconds", type=float, help="phase 8 length (default 60; quick 2; 3600 for a soak)"
+    )
     parser.add_argument(
         "--results-dir", type=Path, default=RESULTS, help="for latest.md and latest.json"
     )
