@@ -945,7 +945,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         floor, floor_slow, side, tel = ready(
             launch("floor", "ops.bench.floor", cores.server, "--upstream", up.base),
             launch("floor-slow", "ops.bench.floor", cores.server, "--upstream", slow.base),
-            launch("sidecar", "router", cores.server, *serve, ROUTER_LOG_LEVEL="warning"),
+            launch("sidecar", "router", cores.server, *serve, ROUTER_LOG_LEVEL="info"),
             launch(
                 "sidecar-telemetry",
                 "router",
