@@ -394,19 +394,17 @@ class BreakerBoard:
 
     def retry_after(self, provider: str, model: str) -> float | None:
         """Seconds until the target admits a call; None if it would admit one now."""
-        breaker = self._breakers.get(self.key_for(provider, model))
+        breaker = self._existing(provider, model)
         return breaker.retry_after() if breaker else None
 
     def is_demoted(self, provider: str, model: str) -> bool:
         """Should routing try this target after the healthy ones? (See "Demotion" above.)"""
-        breaker = self._breakers.get(self.key_for(provider, model))
+        breaker = self._existing(provider, model)
         return breaker is not None and breaker.demoted_until > self.clock()
 
     def is_open(self, provider: str, model: str) -> bool:
         """Would `guard` reject this target now? Cheap, and creates nothing."""
-        breaker = self._by_target.get((provider, model)) or self._breakers.get(
-            self.key_for(provider, model)
-        )
+        breaker = self._existing(provider, model)
         if breaker is None or (
             breaker.storage.state == pybreaker.STATE_CLOSED and not breaker.probing
         ):
@@ -444,6 +442,12 @@ class BreakerBoard:
             get_logger().warning(
                 "breaker.listener_failed", key=change.key, error=type(exc).__name__
             )
+
+    def _existing(self, provider: str, model: str) -> _Breaker | None:
+        """The target's breaker if one was created (looking creates nothing)."""
+        return self._by_target.get((provider, model)) or self._breakers.get(
+            self.key_for(provider, model)
+        )
 
     def _breaker(self, provider: str, model: str) -> _Breaker:
         cfg = self._settings.get(provider)

@@ -145,12 +145,7 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     fields = scope.fields
     fields.update(requested_model=chat.model, stream=chat.stream, kind="unknown", target="unknown")
     deadline = _deadline(request, settings.default_deadline_s)
-    view = PolicyView.for_request(
-        services.policy,
-        services.config.config.jurisdiction,
-        request.headers.get("X-Router-Jurisdiction"),
-        catalog.models,
-    )
+    view = _view(services, request.headers.get("X-Router-Jurisdiction"))
     scope.view = view
     router = runtime.router
     if router is None:  # pragma: no cover - only between startup and shutdown

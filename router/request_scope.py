@@ -70,12 +70,6 @@ def error_response(exc: RouterError, request_id: str) -> web.Response:
 def _http_error(exc: web.HTTPException) -> RouterError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("the request body is larger than the configured limit")
-    if isinstance(exc, web.HTTPNotFound):
-        error = InvalidRequest("no such endpoint", code="not_found")
-        error.status = 404  # type: ignore[misc]
-        return error
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(exc.method, exc.allowed_methods)
     error = InvalidRequest(exc.reason or "bad request", code="invalid_request")
     error.status = exc.status if 400 <= exc.status < 500 else 400  # type: ignore[misc]
     return error
@@ -184,7 +178,9 @@ def not_allowed(methods: Iterable[str]) -> ScopedHandler:
 
 async def no_route(_request: web.Request, _scope: RequestScope) -> web.StreamResponse:
     """The catch-all route's handler: no route serves this path (404)."""
-    raise web.HTTPNotFound()
+    error = InvalidRequest("no such endpoint", code="not_found")
+    error.status = 404  # type: ignore[misc]
+    raise error
 
 
 def _guard(request: web.Request, settings: Settings) -> None:

@@ -57,6 +57,8 @@ class RetryBudget:
 
     def _bucket(self) -> list[int]:
         now = int(self._clock())
+        if self._buckets and self._buckets[-1][0] == now:
+            return self._buckets[-1]  # this second's bucket: pruned when it was added
         while self._buckets and self._buckets[0][0] <= now - self._window:
             self._buckets.popleft()
         if not self._buckets or self._buckets[-1][0] != now:
@@ -64,12 +66,7 @@ class RetryBudget:
         return self._buckets[-1]
 
     def record_request(self) -> None:
-        buckets = self._buckets
-        now = int(self._clock())
-        if buckets and buckets[-1][0] == now:  # the usual case: this second's bucket exists
-            buckets[-1][1] += 1
-        else:
-            self._bucket()[1] += 1
+        self._bucket()[1] += 1
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows; count the refusal otherwise."""
