@@ -25,7 +25,7 @@ from router.errors import (
     PolicyError,
     Problem,
     ProviderAuthFailed,
-    ProviderRateLimited,
+    ProviderQuotaExhausted,
 )
 from router.inbound import Limits
 from router.logs import get_logger
@@ -36,16 +36,7 @@ from router.providers import Secret, build_providers, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
 from router.state import (
-    CATALOG,
-    CONFIG,
-    KEYS,
-    LOGGER,
-    METRICS,
-    POLICY,
-    RUNTIME,
     SERVICES,
-    SETTINGS,
-    TELEMETRY,
     Runtime,
     Services,
     Settings,
@@ -98,17 +89,18 @@ def _check_keys(loaded: LoadedConfig, environ: Mapping[str, str]) -> None:
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled upstream client for every upstream call, closed with the app."""
-    runtime = app[RUNTIME]
+    services = app[SERVICES]
+    runtime = services.runtime
     session = runtime.session or UpstreamClient()  # a test may have put its own in
     runtime.session = session
-    config = app[CONFIG].config
-    metrics = app[METRICS]
+    config = services.config.config
+    metrics = services.metrics
 
     def on_malformed_event(provider: str) -> None:
         metrics.sse_malformed.labels(provider).inc()
 
     runtime.providers = build_providers(
-        config, session, app[KEYS], on_malformed_event=on_malformed_event
+        config, session, services.keys, on_malformed_event=on_malformed_event
     )
 
     def observe(record: AttemptRecord) -> None:  # after the response: see `observe_later`
@@ -116,7 +108,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         metrics.upstream_duration_of(record.provider, record.model).observe(
             record.duration_ms / 1000
         )
-        if record.code == ProviderRateLimited.quota_code:
+        if record.code == ProviderQuotaExhausted.code:
             metrics.quota_exhausted.labels(record.provider, record.model).inc()
         elif record.code == ProviderAuthFailed.code:
             metrics.auth_failures.labels(record.provider, record.model).inc()
@@ -145,7 +137,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     runtime.breakers = board = BreakerBoard(
         {name: p.breaker for name, p in config.providers.items()}, on_change=on_change
     )
-    telemetry = app[TELEMETRY]
+    telemetry = services.telemetry
     forwarding = {name for name, p in config.providers.items() if p.forward_trace_context}
 
     def trace_headers(model: CatalogModel) -> tuple[tuple[str, str], ...]:
@@ -211,7 +203,7 @@ def _policy_store(loaded: LoadedConfig, catalog: Catalog, metrics: Metrics) -> P
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
     """Reload policies when their files change (SIGHUP and POST /admin/reload reload at once)."""
-    task = asyncio.create_task(watch(app[POLICY], interval_s=1.0))
+    task = asyncio.create_task(watch(app[SERVICES].policy, interval_s=1.0))
     try:
         yield
     finally:
@@ -225,7 +217,7 @@ async def _telemetry(app: web.Application) -> AsyncIterator[None]:
     yield
     # the exporter may be retrying an unreachable collector: never hold up shutdown for it
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.to_thread(app[TELEMETRY].shutdown), timeout=2.0)
+        await asyncio.wait_for(asyncio.to_thread(app[SERVICES].telemetry.shutdown), timeout=2.0)
 
 
 def create_app(
@@ -244,29 +236,25 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
-    app[CONFIG] = loaded
-    app[LOGGER] = get_logger().bind()
-    app[CATALOG] = Catalog.from_config(loaded.config)
-    app[SETTINGS] = settings
-    app[RUNTIME] = runtime = Runtime(session=upstream_client)
-    app[KEYS] = resolve_keys(loaded.config, env)
-    app[METRICS] = metrics = Metrics.create()
+    runtime = Runtime(session=upstream_client)
+    metrics = Metrics.create()
     metrics.inflight.set_function(lambda: runtime.inflight)
-    app[POLICY] = _policy_store(loaded, app[CATALOG], metrics)
-    app.cleanup_ctx.append(_policy_watcher)
-    app[TELEMETRY] = build_telemetry(env, span_exporter)
-    app[RUNTIME].capture_content = content_capture(loaded.config.telemetry.capture_content, env)
-    app.cleanup_ctx.append(_telemetry)
-    app.cleanup_ctx.append(_client_session)
+    catalog = Catalog.from_config(loaded.config)
+    runtime.capture_content = content_capture(loaded.config.telemetry.capture_content, env)
+    policy = _policy_store(loaded, catalog, metrics)  # first: no valid policy, no app
     app[SERVICES] = Services(
         config=loaded,
-        catalog=app[CATALOG],
+        catalog=catalog,
         settings=settings,
         runtime=runtime,
         metrics=metrics,
-        telemetry=app[TELEMETRY],
-        policy=app[POLICY],
-        logger=app[LOGGER],
+        telemetry=build_telemetry(env, span_exporter),
+        policy=policy,
+        logger=get_logger().bind(),
+        keys=resolve_keys(loaded.config, env),
     )
+    app.cleanup_ctx.append(_policy_watcher)
+    app.cleanup_ctx.append(_telemetry)
+    app.cleanup_ctx.append(_client_session)
     handlers.add_routes(app, app[SERVICES])
     return app

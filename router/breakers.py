@@ -2,9 +2,15 @@
 
 The only module that imports pybreaker (1.4.x, in-memory storage). A call goes::
 
-    async with board.guard(provider, model):    # BreakerOpen here: nothing was called
-        async with asyncio.timeout(attempt_s):  # the attempt's clock goes INSIDE the block
-            await attempt()                     # ... and leaves it as ProviderTimeout
+    permit = board.admit(provider, model)   # BreakerOpen here: nothing was called
+    try:
+        value = await attempt()              # its clocks end it as ProviderTimeout
+    except BaseException as exc:
+        permit.settle(exc)
+        raise
+    permit.settle(None)                      # (a stream settles when it ends)
+
+(``async with board.guard(provider, model):`` does the same around a block.)
 
 Success is the block ending normally; failure is a `ProviderError` whose
 ``counts_against_breaker`` is true; anything else is neutral (`ProviderRejected`,
@@ -296,11 +302,12 @@ class _Breaker(pybreaker.CircuitBreakerListener):
         }
 
 
-class _Guard:
-    """One call under one breaker: ``async with board.guard(provider, model):``.
+class Permit:
+    """One call admitted by one breaker (`BreakerBoard.admit`); `settle` it once with the outcome.
 
-    Entry admits the call through pybreaker's ``calling()`` (or raises `BreakerOpen`);
-    exit judges the outcome before pybreaker records it, then settles the ticket.
+    Admission goes through pybreaker's ``calling()`` (entered here, left in `settle`) unless the
+    breaker is closed; `settle` judges the outcome before pybreaker records it, then settles
+    the ticket. A stream holds its permit until it ends, then settles it with its verdict.
     """
 
     __slots__ = ("_breaker", "_calling", "_ticket")
@@ -308,16 +315,12 @@ class _Guard:
     def __init__(self, breaker: _Breaker) -> None:
         self._breaker = breaker
         self._calling: contextlib.AbstractContextManager[None] | None = None
-        self._ticket: _Ticket | None = None
-
-    async def __aenter__(self) -> None:
-        breaker = self._breaker
         if breaker.probing:
             raise breaker.rejected()
         if breaker.storage.state == pybreaker.STATE_CLOSED:
             # closed pybreaker admits every call and its before-call hooks do nothing: the
-            # admission needs no call into it (the outcome goes in at exit: `_Breaker.record`)
-            self._ticket = _Ticket(breaker.epoch, probe=False)
+            # admission needs no call into it (the outcome goes in at settling: `_Breaker.record`)
+            self._ticket: _Ticket | None = _Ticket(breaker.epoch, probe=False)
             return
         calling = breaker.cb.calling()
         try:
@@ -327,25 +330,45 @@ class _Guard:
         self._calling = calling
         self._ticket = breaker.admit()
 
+    def settle(self, exc: BaseException | None) -> None:
+        """The call ended: with `exc`, or successfully (None). Later calls do nothing."""
+        breaker, ticket, calling = self._breaker, self._ticket, self._calling
+        if ticket is None:
+            return
+        self._ticket = self._calling = None
+        try:
+            breaker.judge(ticket, exc)
+            if calling is not None:  # pybreaker records it (it does not raise `exc` here)
+                calling.__exit__(
+                    type(exc) if exc else None, exc, exc.__traceback__ if exc else None
+                )
+            elif ticket.epoch == breaker.epoch:
+                breaker.record(exc)
+            # (admitted closed, stale now: pybreaker must not see it, as `judge` arranged)
+        finally:
+            breaker.settle(ticket)
+
+
+class _Guard:
+    """``async with board.guard(provider, model):``: a `Permit` around a block."""
+
+    __slots__ = ("_breaker", "_permit")
+
+    def __init__(self, breaker: _Breaker) -> None:
+        self._breaker = breaker
+        self._permit: Permit | None = None
+
+    async def __aenter__(self) -> None:
+        self._permit = Permit(self._breaker)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        breaker, ticket, calling = self._breaker, self._ticket, self._calling
-        if ticket is None:
-            return False
-        self._ticket = self._calling = None
-        try:
-            breaker.judge(ticket, exc)
-            if calling is not None:
-                calling.__exit__(exc_type, exc, tb)  # pybreaker records it (and re-raises `exc`)
-            elif ticket.epoch == breaker.epoch:
-                breaker.record(exc)
-            # (admitted closed, stale now: pybreaker must not see it, as `judge` arranged)
-        finally:
-            breaker.settle(ticket)
+        if self._permit is not None:
+            self._permit.settle(exc)
         return False
 
 
@@ -382,10 +405,13 @@ class BreakerBoard:
                 self._keys[(provider, model)] = key
         return key
 
+    def admit(self, provider: str, model: str) -> Permit:
+        """A permit for one call to the target, or `BreakerOpen` (nothing may be called)."""
+        return Permit(self._by_target.get((provider, model)) or self._breaker(provider, model))
+
     def guard(self, provider: str, model: str) -> _Guard:
         """Run the block under the target's breaker, or raise `BreakerOpen` without running it."""
-        breaker = self._by_target.get((provider, model)) or self._breaker(provider, model)
-        return _Guard(breaker)
+        return _Guard(self._by_target.get((provider, model)) or self._breaker(provider, model))
 
     def state(self, key: str) -> str:
         """'closed', 'open' or 'half_open' (an elapsed open window reads 'half_open')."""

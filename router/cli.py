@@ -22,7 +22,7 @@ from router.errors import ConfigError, RouterError
 from router.explain import explain, render_text
 from router.policy_loader import PolicyStore, check_policy_dir
 from router.policy_view import PolicyView
-from router.state import POLICY
+from router.state import SERVICES
 
 
 def _config_path(arg: str | None) -> str | None:
@@ -92,7 +92,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = app[POLICY]
+    store = app[SERVICES].policy
 
     def reload_policies() -> None:
         result = store.reload()

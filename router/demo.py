@@ -22,10 +22,10 @@ from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from router import logs
+from router import logs, semconv
 from router.app import create_app
 from router.config import LoadedConfig, SimProfile, load_config
-from router.state import TELEMETRY
+from router.state import SERVICES
 
 DOWN_PROVIDER = "sim-moonshot"
 QUESTION = "Which factors most limit the range of electric cars in winter, and what helps?"
@@ -126,7 +126,11 @@ def _trace_tree(spans: list[ReadableSpan], trace_id: int) -> list[str]:
             attrs = span.attributes or {}
             notes = [
                 f"{k}={attrs[k]!s}"
-                for k in ("router.fusion.seat", "router.substitute_for", "error.type")
+                for k in (
+                    semconv.ROUTER_FUSION_SEAT,
+                    semconv.ROUTER_SUBSTITUTE_FOR,
+                    semconv.ERROR_TYPE,
+                )
                 if k in attrs
             ]
             duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
@@ -242,13 +246,13 @@ async def run_demo(out: TextIO) -> int:
                 p(f"  HTTP {status}: {data['error']['code']}: {data['error']['message']}")
 
             p.section("6. trace of request 1 (spans exported by OpenTelemetry)")
-            app[TELEMETRY].force_flush()
+            app[SERVICES].telemetry.force_flush()
             trace_id = next(
                 (
                     s.context.trace_id
                     for s in exporter.get_finished_spans()
                     if s.context
-                    and (s.attributes or {}).get("router.request_id") == first_request_id
+                    and (s.attributes or {}).get(semconv.ROUTER_REQUEST_ID) == first_request_id
                 ),
                 None,
             )

@@ -6,23 +6,33 @@
     ├── ConfigError                      startup, `check` or reload; never reaches a client
     │   └── PolicyError                  a policy file is invalid
     ├── RequestError             4xx     the caller's fault
-    │   ├── InvalidRequest         400   invalid_request, invalid_json, duplicate_key,
-    │   │                                forbidden_field, unsupported_parameter
+    │   ├── InvalidRequest         400   invalid_request
+    │   │   ├── InvalidJson        400   invalid_json (not JSON, not UTF-8, too deep, not an object)
+    │   │   ├── DuplicateKey       400   duplicate_key
+    │   │   ├── ForbiddenField     400   forbidden_field (egress fields: base_url, api_key, ...)
+    │   │   ├── UnsupportedContent 400   unsupported_content
+    │   │   ├── UnsupportedParameter 400 unsupported_parameter
+    │   │   └── InvalidJurisdiction 400  invalid_jurisdiction
     │   ├── Unauthorized           401   unauthorized
     │   ├── PolicyDenied           403   policy_denied (names the rule)
+    │   ├── NotFound               404   not_found (no such endpoint)
     │   ├── UnknownModel           404   unknown_model
     │   ├── MethodNotAllowed       405   method_not_allowed (its `Allow` header names the methods)
     │   ├── PayloadTooLarge        413   payload_too_large
     │   ├── UnsupportedMediaType   415   unsupported_media_type
-    │   └── UpstreamRejected       4xx   upstream_rejected, context_length_exceeded,
-    │                                    content_policy (the provider refused our payload)
+    │   ├── MisdirectedRequest     421   misdirected_request (the Host header names another site)
+    │   └── UpstreamRejected       4xx   upstream_rejected (the provider refused our payload;
+    │       │                            its status mirrors the provider's 400/404/413/422)
+    │       ├── ContextLengthExceeded    context_length_exceeded
+    │       └── ContentPolicyRefused     content_policy
     ├── ProviderError                    one upstream attempt failed (see `Outcome`)
     │   ├── ProviderTimeout              connect / first byte / stream idle clock ran out
     │   ├── ProviderUnavailable          connect error, reset, 5xx, 529, redirect
     │   ├── ProviderMalformed            a body or stream we cannot parse
     │   │   └── ResponseTooLarge         response_too_large: past the 16 MiB cap
     │   ├── StreamTruncated              the stream ended without its terminal marker
-    │   ├── ProviderRateLimited          429 (.retry_after, .quota_exhausted)
+    │   ├── ProviderRateLimited          429 (.retry_after)
+    │   │   └── ProviderQuotaExhausted   provider_quota_exhausted: the account's quota is spent
     │   ├── ProviderAuthFailed           401/403 from the provider: our key is bad
     │   ├── ProviderRejected             400/404/413/422: the caller's payload
     │   └── BreakerOpen                  not called at all
@@ -72,6 +82,11 @@ class RouterError(Exception):
         self.message = message
         self.param = param
         self.tried: tuple[AttemptRecord, ...] | None = None  # set by routing: what it tried
+
+    @property
+    def http_status(self) -> int:
+        """The response status: the class's, except where an error mirrors an upstream's."""
+        return self.status
 
     def headers(self) -> Mapping[str, str]:
         """Extra response headers this error asks for (e.g. Retry-After)."""
@@ -138,9 +153,41 @@ class RequestError(RouterError):
 class InvalidRequest(RequestError):
     """The request is malformed or names something unsupported."""
 
-    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None):
-        super().__init__(message, param=param)
-        self.code = code  # type: ignore[misc]  # instance-level refinement of the stable code
+
+class InvalidJson(InvalidRequest):
+    """The body is not a JSON object we can read (empty, not UTF-8, invalid, too deep)."""
+
+    code = "invalid_json"
+
+
+class DuplicateKey(InvalidRequest):
+    """A JSON object repeats a key (parsers disagree on which one wins)."""
+
+    code = "duplicate_key"
+
+
+class ForbiddenField(InvalidRequest):
+    """The body names where or how to call upstream (`base_url`, `api_key`, ...): never honoured."""
+
+    code = "forbidden_field"
+
+
+class UnsupportedContent(InvalidRequest):
+    """A message content part of a kind this sidecar does not carry."""
+
+    code = "unsupported_content"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A parameter this sidecar (or the protocol it would go to) cannot honour."""
+
+    code = "unsupported_parameter"
+
+
+class InvalidJurisdiction(InvalidRequest):
+    """`X-Router-Jurisdiction` names no loaded jurisdiction, or is malformed."""
+
+    code = "invalid_jurisdiction"
 
 
 class Unauthorized(RequestError):
@@ -185,6 +232,20 @@ class PolicyDenied(RequestError):
         return body
 
 
+class NotFound(RequestError):
+    """No endpoint at this path."""
+
+    status = 404
+    code = "not_found"
+
+
+class MisdirectedRequest(RequestError):
+    """The Host header names another site (a DNS-rebinding page, a misrouted client)."""
+
+    status = 421
+    code = "misdirected_request"
+
+
 class UnknownModel(RequestError):
     """The model is neither a catalog model, a route nor a panel."""
 
@@ -214,12 +275,33 @@ class UnsupportedMediaType(RequestError):
 
 
 class UpstreamRejected(RequestError):
-    """The provider refused the caller's payload; we pass the refusal on, sanitized."""
+    """The provider refused the caller's payload; we pass the refusal on, sanitized.
 
-    def __init__(self, message: str, *, status: int, code: str) -> None:
+    Its status mirrors the provider's (400, 404, 413 or 422): the one error whose status is
+    the upstream's, given when it is made.
+    """
+
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, upstream_status: int) -> None:
         super().__init__(message)
-        self.status = status  # type: ignore[misc]  # mirrors the provider's 4xx
-        self.code = code  # type: ignore[misc]
+        self.upstream_status = upstream_status if upstream_status in (400, 404, 413, 422) else 400
+
+    @property
+    def http_status(self) -> int:
+        return self.upstream_status
+
+
+class ContextLengthExceeded(UpstreamRejected):
+    """The provider refused the payload as longer than the model's context window."""
+
+    code = "context_length_exceeded"
+
+
+class ContentPolicyRefused(UpstreamRejected):
+    """The provider refused the payload under its content policy."""
+
+    code = "content_policy"
 
 
 # --- one upstream attempt -----------------------------------------------------
@@ -277,25 +359,22 @@ class StreamTruncated(ProviderError):
 
 
 class ProviderRateLimited(ProviderError):
-    """429: rate limited (maybe with Retry-After) or quota exhausted."""
+    """429: rate limited, maybe with Retry-After (`rate_limited` builds this or its subclass)."""
 
     code = "provider_rate_limited"
-    quota_code: ClassVar[str] = "provider_quota_exhausted"  # the code when the quota is spent
     outcome = Outcome.THROTTLED
+    quota_exhausted: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        retry_after: float | None = None,
-        quota_exhausted: bool = False,
-    ) -> None:
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
         super().__init__(message, provider=provider, upstream_status=429)
         self.retry_after = retry_after
-        self.quota_exhausted = quota_exhausted
-        if quota_exhausted:
-            self.code = self.quota_code  # type: ignore[misc]  # its own alert
+
+
+class ProviderQuotaExhausted(ProviderRateLimited):
+    """The account's quota or credit is spent: a 429 (or Anthropic's 400) that waiting won't fix."""
+
+    code = "provider_quota_exhausted"  # its own alert
+    quota_exhausted = True
 
 
 class ProviderAuthFailed(ProviderError):
@@ -318,12 +397,13 @@ class ProviderRejected(ProviderError):
 
     def to_request_error(self) -> UpstreamRejected:
         """What the caller sees: the provider's status and a sanitized reason."""
-        code = "upstream_rejected" if self.reason == "invalid_request" else self.reason
-        status = self.upstream_status if self.upstream_status in (400, 404, 413, 422) else 400
-        return UpstreamRejected(
+        kind = {
+            "context_length_exceeded": ContextLengthExceeded,
+            "content_policy": ContentPolicyRefused,
+        }.get(self.reason, UpstreamRejected)
+        return kind(
             f"provider {self.provider!r} rejected the request ({self.reason})",
-            status=status,
-            code=code,
+            upstream_status=self.upstream_status or 400,
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from router.catalog import FUSION_PREFIX, Catalog, CatalogModel
 from router.errors import UnknownModel
 from router.fusion.plan import plan_panel
-from router.fusion_http import availability_for, resolve_panel
+from router.fusion.resolve import availability_for, resolve_panel
 from router.policy_view import PolicyView
 
 
@@ -47,7 +47,9 @@ def explain(
     }
     if model == "fusion" or model.startswith(FUSION_PREFIX):
         panel = resolve_panel(model, None, catalog)
-        availability = availability_for(catalog, view.gate, lambda m: unavailable(m) is not None)
+        availability = availability_for(
+            catalog.models, view.gate, lambda m: unavailable(m) is not None
+        )
         plan = plan_panel(panel, catalog.models, availability)
         roles = (
             set(panel.panelists) | set(panel.judges) | set(panel.synthesizers) | set(plan.seated)

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.errors import InvalidRequest
+from router.errors import (
+    DuplicateKey,
+    ForbiddenField,
+    InvalidJson,
+    InvalidRequest,
+    UnsupportedContent,
+    UnsupportedParameter,
+)
 from router.types import ChatRequest, Message, Role
 
 MAX_DEPTH = 32
@@ -79,27 +86,11 @@ class _Duplicate(ValueError):
         self.key = key
 
 
-class _Forbidden(ValueError):
-    """A forbidden field was met while decoding (`read_chat` then says where)."""
-
-
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
             raise _Duplicate(key)
-        result[key] = value
-    return result
-
-
-def _checked_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`_pairs`, refusing forbidden fields on the way (every key of the body passes here)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Duplicate(key)
-        if key.lower() in FORBIDDEN_FIELDS:
-            raise _Forbidden(key)
         result[key] = value
     return result
 
@@ -118,9 +109,6 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_pairs, parse_constant=_no_constants, parse_float=_finite_float
 )  # stateless: one for the process, not one per request
-_CHECKING_DECODER = json.JSONDecoder(
-    object_pairs_hook=_checked_pairs, parse_constant=_no_constants, parse_float=_finite_float
-)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -129,70 +117,35 @@ def parse_json(raw: bytes) -> Any:
 
 
 def read_chat(raw: bytes, limits: Limits) -> tuple[ChatRequest, Mapping[str, Any] | None]:
-    """`validate_chat(parse_json(raw), limits)`, with the same result or error, in fewer steps.
-
-    Forbidden fields are refused as the decoder meets each key, and a body with at most
-    `MAX_DEPTH` brackets cannot nest deeper than that, so the common request needs no second
-    walk over its decoded value. Any other body takes the two steps, which name the offending
-    path.
-    """
-    try:
-        data = _decode(raw, _CHECKING_DECODER)
-    except _Forbidden:
-        return validate_chat(parse_json(raw), limits)  # raises, naming where
-    shallow = raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
-    return _validated(data, limits, checked=shallow)
+    """A `ChatRequest` (and the raw `fusion` options, if any) from the request's bytes."""
+    return validate_chat(parse_json(raw), limits)
 
 
 def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
     if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+        raise InvalidJson("the request body is empty; send a JSON object")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid UTF-8 (byte {exc.start})", code="invalid_json"
-        ) from None
+        raise InvalidJson(f"the request body is not valid UTF-8 (byte {exc.start})") from None
     try:
         value = decoder.decode(text)
         if b"\\u" in raw:  # only an escape can make a lone surrogate out of valid UTF-8
             _walk(value, "", 0, surrogates=True)
         return value
-    except _Forbidden:
-        raise
     except _Duplicate as exc:
-        raise InvalidRequest(
-            f"duplicate key {exc.key!r} in the JSON body", code="duplicate_key", param=exc.key
-        ) from None
+        raise DuplicateKey(f"duplicate key {exc.key!r} in the JSON body", param=exc.key) from None
     except RecursionError:
-        raise InvalidRequest("the JSON body is nested too deeply", code="invalid_json") from None
+        raise InvalidJson("the JSON body is nested too deeply") from None
     except ValueError as exc:
-        raise InvalidRequest(
-            f"the request body is not valid JSON: {str(exc)[:120]}", code="invalid_json"
-        ) from None
-
-
-def _clean(value: Any, depth: int) -> bool:
-    """No forbidden field and no deep nesting (the fast check; `_walk` says where)."""
-    if depth > MAX_DEPTH:
-        return False
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key.lower() in FORBIDDEN_FIELDS or not _clean(item, depth + 1):
-                return False
-    elif isinstance(value, list):
-        for item in value:
-            if not _clean(item, depth + 1):
-                return False
-    return True
+        raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:120]}") from None
 
 
 def _walk(value: Any, path: str, depth: int, *, surrogates: bool = False) -> None:
     """Refuse forbidden fields at any depth and deep nesting (and lone surrogates), by path."""
     if depth > MAX_DEPTH:
-        raise InvalidRequest(
+        raise InvalidJson(
             f"the JSON body is nested deeper than {MAX_DEPTH} levels",
-            code="invalid_json",
             param=path,
         )
     if isinstance(value, str):
@@ -201,16 +154,13 @@ def _walk(value: Any, path: str, depth: int, *, surrogates: bool = False) -> Non
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidRequest(
-                "a string holds an unpaired surrogate", code="invalid_json", param=path
-            ) from None
+            raise InvalidJson("a string holds an unpaired surrogate", param=path) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             child = f"{path}.{key}" if path else key
             if key.lower() in FORBIDDEN_FIELDS:
-                raise InvalidRequest(
+                raise ForbiddenField(
                     f"field {child!r} is not accepted: upstream endpoints and credentials come only from the sidecar's config",
-                    code="forbidden_field",
                     param=child,
                 )
             _walk(key, child, depth + 1, surrogates=surrogates)
@@ -239,9 +189,8 @@ def _content(value: Any, param: str) -> str:
                 or part.get("type") != "text"
                 or not isinstance(part.get("text"), str)
             ):
-                raise InvalidRequest(
+                raise UnsupportedContent(
                     "only text content parts are supported",
-                    code="unsupported_content",
                     param=f"{param}[{i}]",
                 )
             parts.append(part["text"])
@@ -264,9 +213,8 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
             raise InvalidRequest("each message must be an object", param=f"messages[{i}]")
         if not item.keys() <= _MESSAGE_FIELDS:
             unknown = sorted(set(item) - _MESSAGE_FIELDS)
-            raise InvalidRequest(
+            raise UnsupportedParameter(
                 f"unsupported message field(s): {', '.join(unknown)}",
-                code="unsupported_parameter",
                 param=f"messages[{i}]",
             )
         raw_role = item.get("role")
@@ -306,23 +254,13 @@ class Limits:
 
 def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, Any] | None]:
     """A `ChatRequest` (and the raw `fusion` options, if any) from decoded JSON."""
-    return _validated(data, limits, checked=False)
-
-
-def _validated(
-    data: Any, limits: Limits, *, checked: bool
-) -> tuple[ChatRequest, Mapping[str, Any] | None]:
-    """`validate_chat`; `checked`: the decoder has refused forbidden fields and the body
-    cannot nest too deeply."""
     if not isinstance(data, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
-    if not checked and not _clean(data, 0):
-        _walk(data, "", 0)  # raises, naming the offending path
+        raise InvalidJson("the request body must be a JSON object")
+    _walk(data, "", 0)  # forbidden fields at any depth, deep nesting: refused by path
     if not data.keys() <= _KNOWN:
         unknown = sorted(set(data) - _KNOWN)
-        raise InvalidRequest(
+        raise UnsupportedParameter(
             f"unsupported parameter(s): {', '.join(unknown)}",
-            code="unsupported_parameter",
             param=unknown[0],
         )
     model = data.get("model")
@@ -373,7 +311,7 @@ def _validated(
         )
     n = data.get("n")
     if n is not None and n != 1:
-        raise InvalidRequest("only n=1 is supported", code="unsupported_parameter", param="n")
+        raise UnsupportedParameter("only n=1 is supported", param="n")
     seed = data.get("seed")
     if seed is not None and not _is_int(seed):
         raise InvalidRequest("'seed' must be an integer", param="seed")
@@ -391,9 +329,8 @@ def _validated(
         if kind == "json_object":
             json_output = True
         elif kind != "text":
-            raise InvalidRequest(
+            raise UnsupportedParameter(
                 "'response_format.type' must be 'text' or 'json_object'",
-                code="unsupported_parameter",
                 param="response_format",
             )
     fusion = data.get("fusion")

@@ -32,7 +32,7 @@ from typing import Literal
 
 from router.catalog import CatalogModel
 from router.config import JURISDICTION_RE
-from router.errors import InvalidRequest, Problem
+from router.errors import InvalidJurisdiction, Problem
 
 Effect = Literal["allow", "deny"]
 
@@ -413,17 +413,15 @@ def normalize_jurisdictions(own: str, header: str | None) -> tuple[str, ...]:
         return tuple(codes)
     items = [item for item in header.split(",") if item.strip()]
     if len(items) > MAX_REQUEST_JURISDICTIONS:
-        raise InvalidRequest(
+        raise InvalidJurisdiction(
             f"X-Router-Jurisdiction names more than {MAX_REQUEST_JURISDICTIONS} jurisdictions",
-            code="invalid_jurisdiction",
         )
     for item in items:
         code = normalize_jurisdiction(item)
         if not _well_formed(code):
-            raise InvalidRequest(
+            raise InvalidJurisdiction(
                 f"X-Router-Jurisdiction: {item.strip()[:32]!r} is not a jurisdiction code "
                 "(expected e.g. 'eu' or 'us-ca')",
-                code="invalid_jurisdiction",
             )
         if code not in codes:
             codes.append(code)

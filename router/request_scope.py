@@ -2,10 +2,11 @@
 and the canonical `request.completed` line.
 
 The wrapper is bound to each route when the app is built (`scoped`), not installed as an aiohttp
-middleware: what differs per route (its name in spans, whether it is open or guarded, whether it
-is shed) is decided once, the app's state is bound once, and the handler gets its
-`RequestScope` as an argument instead of through the request's mapping. Paths and methods no
-route serves get the same JSON errors: a 405 from a route of each served path for its other
+middleware: what differs per route (its name in spans, its `RouteFlags`) is decided once, the
+app's state is bound once, and the handler gets its `RequestScope` as an argument. What the
+request did is written into `scope.completed` field by field (`Completed`), and becomes the
+`request.completed` line and the request metrics once the response is out. Paths and methods
+no route serves get the same JSON errors: a 405 from a route of each served path for its other
 methods (with that path's guard), a 404 from a catch-all route.
 """
 
@@ -19,7 +20,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -28,9 +29,12 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
+from router.catalog import CatalogModel
 from router.errors import (
     InvalidRequest,
     MethodNotAllowed,
+    MisdirectedRequest,
+    NotFound,
     Overloaded,
     PayloadTooLarge,
     RouterError,
@@ -38,20 +42,79 @@ from router.errors import (
     attempt_headers,
 )
 from router.policy_view import PolicyView
+from router.routing import AttemptLog
 from router.state import Services, Settings
 from router.tracing import extract_context
+from router.types import Usage
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(slots=True)
+class Completed:
+    """What a request did, for its `request.completed` line: each field set by name as the
+    request goes (None: not set, left out of the line)."""
+
+    requested_model: str | None = None
+    stream: bool | None = None
+    kind: str | None = None  # model | route | fusion (also a metrics label)
+    target: str | None = None  # the model, route or panel asked for (also a metrics label)
+    served_model: str | None = None
+    provider: str | None = None
+    attempts: int | None = None
+    attempted: list[str] | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    error_code: str | None = None
+    stream_truncated: bool | None = None
+    client_cancelled: bool | None = None
+    fusion_panel: str | None = None
+    fusion_seats: list[str | None] | None = None
+    substitutions: list[dict[str, object]] | None = None
+    degraded: list[str] | None = None
+    upstream_calls: int | None = None
+    prompt: list[dict[str, str]] | None = None  # opt-in content capture only
+    completion: str | None = None  # opt-in content capture only
+
+    def served(self, model: CatalogModel, attempts: AttemptLog, usage: Usage | None) -> None:
+        """Who served, after which calls, for how many tokens at what cost."""
+        self.served_model, self.provider = model.id, model.provider
+        self.attempts, self.attempted = len(attempts.calls), attempts.providers
+        if usage is not None:
+            self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
+            self.cost_usd = round(model.cost(usage), 8)
+
+    def failed(self, code: str) -> None:
+        """The request's error code (the first one set stays: an in-band stream error's)."""
+        if self.error_code is None:
+            self.error_code = code
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that were set, in declaration order."""
+        return {
+            name: value for name in self.__slots__ if (value := getattr(self, name)) is not None
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFlags:
+    """What the wrapper does for a route beyond ids and error rendering."""
+
+    guard: bool  # the Host check and the bearer token (the probes and the scrape are open)
+    shed: bool  # counts against the in-flight cap (503 `overloaded` past it)
+    log: bool  # writes a `request.completed` line
+    count: bool  # counted in `router_requests_total` and its duration histogram
+
+
+@dataclass(slots=True)
 class RequestScope:
-    """One request as its handler sees it: the app's state, the request id, the fields of its
-    `request.completed` line, and the policy view once the handler has pinned one."""
+    """One request as its handler sees it: the app's state, the request id, what it did so far,
+    and the policy view once the handler has pinned one."""
 
     services: Services
     request_id: str
-    fields: dict[str, Any]
+    completed: Completed = field(default_factory=Completed)
     view: PolicyView | None = None
 
 
@@ -64,23 +127,19 @@ def error_response(exc: RouterError, request_id: str) -> web.Response:
     headers = {"X-Request-Id": request_id, **exc.headers()}
     if exc.tried is not None:
         headers.update(attempt_headers(exc.tried))
-    return web.json_response(exc.body(), status=exc.status, headers=headers)
+    return web.json_response(exc.body(), status=exc.http_status, headers=headers)
 
 
 def _http_error(exc: web.HTTPException) -> RouterError:
+    """Our error for one aiohttp raised while reading the request (its body's size cap)."""
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("the request body is larger than the configured limit")
-    error = InvalidRequest(exc.reason or "bad request", code="invalid_request")
-    error.status = exc.status if 400 <= exc.status < 500 else 400  # type: ignore[misc]
-    return error
+    return InvalidRequest(exc.reason or "bad request")
 
 
-def scoped(
-    services: Services, handler: ScopedHandler, route: str, *, guarded: bool, shed: bool
-) -> Handler:
+def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteFlags) -> Handler:
     """`handler` wrapped for the route `route` (its name in spans): request id, error
-    rendering and accounting always; host check and auth if `guarded`; the in-flight cap if
-    `shed`."""
+    rendering and the span always; the rest as `flags` say."""
     telemetry = services.telemetry
     # request ids need to be unique, not secret: 128 bits from a generator seeded by the OS
     # (a system call per request, on the hot path, would buy nothing more)
@@ -91,13 +150,13 @@ def scoped(
         request_id = (
             incoming if incoming and _REQUEST_ID_RE.match(incoming) else format(new_id(128), "032x")
         )
-        scope = RequestScope(services, request_id, {})
+        scope = RequestScope(services, request_id)
         # aiohttp runs each request in a task of its own, on a copy of the connection's
         # context (which binds nothing), so this binding needs no clearing and ends with it
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         if not telemetry.exporting and "traceparent" not in request.headers:
-            return await _handle(request, handler, scope, guarded, shed, started, INVALID_SPAN)
+            return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
         with telemetry.tracer.start_as_current_span(
             f"{request.method} {route}",
             context=extract_context(request.headers),
@@ -108,7 +167,7 @@ def scoped(
                 semconv.ROUTER_REQUEST_ID: request_id,
             },
         ) as span:
-            return await _handle(request, handler, scope, guarded, shed, started, span)
+            return await _handle(request, handler, scope, flags, started, span)
 
     return serve
 
@@ -117,35 +176,33 @@ async def _handle(
     request: web.Request,
     handler: ScopedHandler,
     scope: RequestScope,
-    guarded: bool,
-    shed: bool,
+    flags: RouteFlags,
     started: float,
     span: trace.Span,
 ) -> web.StreamResponse:
     status = 500
-    services, request_id, fields = scope.services, scope.request_id, scope.fields
+    services, request_id, completed = scope.services, scope.request_id, scope.completed
     admitted = False
     try:
         try:
-            if guarded:
+            if flags.guard:
                 _guard(request, services.settings)
-            if shed:
+            if flags.shed:
                 _admit(services)
                 admitted = True
             response = await handler(request, scope)
         except RouterError as exc:
-            fields.setdefault("error_code", exc.code)
+            completed.failed(exc.code)
             response = error_response(exc, request_id)
         except web.HTTPException as exc:
             error = _http_error(exc)
-            fields.setdefault("error_code", error.code)
+            completed.failed(error.code)
             response = error_response(error, request_id)
         except Exception:
             services.logger.exception("request.unhandled_error", path=request.path)
-            fields.setdefault("error_code", "internal_error")
-            response = error_response(
-                RouterError("internal error; see the sidecar's logs"), request_id
-            )
+            error = RouterError("internal error; see the sidecar's logs")
+            completed.failed(error.code)
+            response = error_response(error, request_id)
         status = response.status
         if not response.prepared and "X-Router-Jurisdiction" not in response.headers:
             # (a served answer carries them already: `handlers._served_headers`)
@@ -158,12 +215,10 @@ async def _handle(
             services.runtime.inflight -= 1
         elapsed = time.perf_counter() - started
         if span.is_recording():  # the span ends when this returns: its attributes go on now
-            _trace(span, status, fields, scope.view)
+            _trace(span, status, completed.error_code, scope.view)
         # Metrics and the log line wait for the loop's next turn: by then the response (whole,
         # or the end of a stream) is on the wire, so the caller does not wait for them.
-        asyncio.get_running_loop().call_soon(
-            _account, request, scope, guarded, shed, status, elapsed
-        )
+        asyncio.get_running_loop().call_soon(_account, request, scope, flags, status, elapsed)
 
 
 def not_allowed(methods: Iterable[str]) -> ScopedHandler:
@@ -178,9 +233,7 @@ def not_allowed(methods: Iterable[str]) -> ScopedHandler:
 
 async def no_route(_request: web.Request, _scope: RequestScope) -> web.StreamResponse:
     """The catch-all route's handler: no route serves this path (404)."""
-    error = InvalidRequest("no such endpoint", code="not_found")
-    error.status = 404  # type: ignore[misc]
-    raise error
+    raise NotFound("no such endpoint")
 
 
 def _guard(request: web.Request, settings: Settings) -> None:
@@ -188,11 +241,7 @@ def _guard(request: web.Request, settings: Settings) -> None:
     host = (request.host or "").lower()
     hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     if hostname not in settings.allowed_hosts:
-        error = InvalidRequest(
-            "the Host header does not name this sidecar", code="misdirected_request"
-        )
-        error.status = 421  # type: ignore[misc]
-        raise error
+        raise MisdirectedRequest("the Host header does not name this sidecar")
     if settings.auth_token is not None:
         if any(k.lower() in ("token", "api_key", "key", "access_token") for k in request.query):
             raise Unauthorized("tokens are accepted only in the Authorization header")
@@ -214,13 +263,13 @@ def _admit(services: Services) -> None:
     runtime.inflight += 1  # router_inflight_requests reads it at scrape time
 
 
-def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyView | None) -> None:
+def _trace(span: trace.Span, status: int, error_code: str | None, view: PolicyView | None) -> None:
     """The server span's outcome and every policy decision as span events."""
     span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
-    if "error_code" in fields:
-        span.set_attribute(semconv.ERROR_TYPE, str(fields["error_code"]))
+    if error_code is not None:
+        span.set_attribute(semconv.ERROR_TYPE, error_code)
     if status >= 500:
-        span.set_status(trace.Status(trace.StatusCode.ERROR, str(fields.get("error_code", ""))))
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error_code or ""))
     if view is None:
         return
     span.set_attribute(semconv.ROUTER_JURISDICTION, ",".join(view.jurisdictions))
@@ -238,36 +287,29 @@ def _trace(span: trace.Span, status: int, fields: dict[str, Any], view: PolicyVi
 
 
 def _account(
-    request: web.Request,
-    scope: RequestScope,
-    logged: bool,
-    counted: bool,
-    status: int,
-    elapsed: float,
+    request: web.Request, scope: RequestScope, flags: RouteFlags, status: int, elapsed: float
 ) -> None:
     """A finished request in the metrics (with its policy denials) and its `request.completed`
-    line (`logged`: not for the open probe and scrape routes; `counted`: chat requests)."""
+    line, as its route's flags say."""
     metrics = scope.services.metrics
     log = scope.services.logger
-    view, fields = scope.view, scope.fields
-    if counted:
-        outcome = fields.get("error_code") or ("ok" if status < 400 else f"http_{status}")
-        labels = (fields.get("kind", "unknown"), fields.get("target", "unknown"), outcome)
+    view, completed = scope.view, scope.completed
+    if flags.count:
+        outcome = completed.error_code or ("ok" if status < 400 else f"http_{status}")
+        labels = (completed.kind or "unknown", completed.target or "unknown", outcome)
         metrics.requests_of(*labels).inc()
         metrics.request_duration_of(*labels).observe(elapsed)
-    logging_info = log.is_enabled_for(logging.INFO)
     if view is not None:
         for decision in view.consulted.values():
             if not decision.allowed:
                 metrics.policy_denials.labels(decision.jurisdiction, decision.rule_id).inc()
-        if logging_info:
-            fields.update(view.log_fields())
-    if logging_info and logged:
+    if flags.log and log.is_enabled_for(logging.INFO):
         log.info(
             "request.completed",
             method=request.method,
             path=request.path,
             status=status,
             duration_ms=round(elapsed * 1000, 2),
-            **fields,
+            **completed.fields(),
+            **(view.log_fields() if view is not None else {}),
         )

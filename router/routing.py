@@ -22,14 +22,13 @@ arrives: the caller owns the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol, TypeVar
+from typing import NoReturn, Protocol
 
 from opentelemetry import trace
 
@@ -46,6 +45,7 @@ from router.errors import (
     Outcome,
     ProviderAuthFailed,
     ProviderError,
+    ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -66,11 +66,15 @@ from router.types import (
 )
 
 MIN_ATTEMPT_S = 0.1
-T = TypeVar("T")
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
-Held = contextlib.AbstractAsyncContextManager[None] | None  # a breaker guard left entered
 _SUCCESS = Outcome.SUCCESS.value  # (an enum's .value is a Python-level property)
-_THROTTLED = frozenset({ProviderRateLimited.code, ProviderRateLimited.quota_code, "cooling_down"})
+_THROTTLED = frozenset({ProviderRateLimited.code, ProviderQuotaExhausted.code, "cooling_down"})
+
+
+class Permit(Protocol):
+    """One admitted call's breaker permit (implemented by `breakers.Permit`)."""
+
+    def settle(self, exc: BaseException | None) -> None: ...
 
 
 class Guard(Protocol):
@@ -84,7 +88,7 @@ class Guard(Protocol):
 
     def key_for(self, provider: str, model: str) -> str: ...
 
-    def guard(self, provider: str, model: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+    def admit(self, provider: str, model: str) -> Permit: ...
 
 
 class CallBudget:
@@ -158,24 +162,25 @@ class StreamAbandoned(Exception):  # a verdict, never raised to a caller
 
 
 class HeldEvents:
-    """The rest of a stream; its breaker verdict waits until the stream is closed.
+    """The rest of a stream; its breaker permit is settled when the stream is closed.
 
-    Faults after the first event (a cut, a stall, a malformed event) count against
-    the provider's breaker like faults before it; a stream the caller abandons is
-    neutral; one that reached its end event is a success.
+    Faults after the first event (a cut, a stall, a malformed event, an end without the
+    terminal event, raised here as `StreamTruncated`) count against the provider's breaker
+    like faults before it; a stream the caller abandons is neutral; one that reached its end
+    event is a success.
     """
 
-    __slots__ = ("_guard", "_provider", "_source", "_verdict")
+    __slots__ = ("_permit", "_provider", "_source", "_verdict")
 
     def __init__(
         self,
         source: AsyncIterator[StreamEvent],
-        guard: contextlib.AbstractAsyncContextManager[None] | None,
+        permit: Permit | None,
         first: StreamEvent,
         provider: str,
     ) -> None:
         self._source = source
-        self._guard = guard
+        self._permit = permit
         self._provider = provider
         self._verdict: BaseException | None = (
             StreamAbandoned() if isinstance(first, TextDelta) else None
@@ -191,7 +196,7 @@ class HeldEvents:
             self._verdict = StreamTruncated(
                 "the stream ended without its terminal event", provider=self._provider
             )
-            raise
+            raise self._verdict from None
         except ProviderError as exc:
             self._verdict = exc
             raise
@@ -206,13 +211,9 @@ class HeldEvents:
             if aclose is not None:
                 await aclose()
         finally:
-            guard, self._guard = self._guard, None
-            if guard is not None:
-                verdict = self._verdict
-                if verdict is None:
-                    await guard.__aexit__(None, None, None)
-                else:
-                    await guard.__aexit__(type(verdict), verdict, None)
+            permit, self._permit = self._permit, None
+            if permit is not None:
+                permit.settle(self._verdict)
 
 
 @dataclass
@@ -244,6 +245,7 @@ def _call_for(
     remaining: float,
     extra_headers: tuple[tuple[str, str], ...],
 ) -> ProviderCall:
+    """The attempt: the model's clocks, each cut to what is left of the request's deadline."""
     t = model.timeouts
     uncut = (  # the usual case: the request's deadline cuts none of the attempt's clocks
         remaining >= t.total
@@ -267,12 +269,42 @@ def _call_for(
     return ProviderCall(request, model.upstream_id, timeouts, extra_headers, deadline)
 
 
-class _Nothing:
-    async def __aenter__(self) -> None:
-        return None
+async def _open(
+    provider: Provider, call: ProviderCall
+) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
+    """Start a stream and wait for its first event (a stream that ends first is a timeout)."""
+    events = provider.stream(call)
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        raise ProviderTimeout(
+            "stream ended before its first event", provider=provider.name, phase="first_byte"
+        ) from None
+    except BaseException:
+        await _close(events)
+        raise
+    return first, events
 
-    async def __aexit__(self, *exc: object) -> None:
-        return None
+
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+@dataclass(slots=True)
+class _Job:
+    """One request's walk along its chain: what it asks, by when, within which limits."""
+
+    request: ChatRequest
+    deadline: float
+    stream: bool
+    budget: CallBudget | None
+    gate: Gate | None
+    attempts: AttemptLog
+
+
+Answer = Completion | tuple[StreamEvent, AsyncIterator[StreamEvent]]
 
 
 class Router:
@@ -335,14 +367,10 @@ class Router:
         gate: Gate | None = None,
     ) -> Routed:
         """The first complete answer along `chain`."""
-
-        async def attempt(provider: Provider, call: ProviderCall) -> Completion:
-            return await provider.complete(call)
-
-        model, completion, attempts, _ = await self._run(
-            request, chain, deadline, budget, gate, attempt, hold=False
-        )
-        return Routed(model, completion, attempts)
+        job = _Job(request, deadline, False, budget, gate, AttemptLog(observer=self._observer))
+        model, answer, _ = await self._run(job, chain)
+        assert isinstance(answer, Completion)  # noqa: S101  # a whole answer was asked for
+        return Routed(model, answer, job.attempts)
 
     async def open_stream(
         self,
@@ -354,51 +382,24 @@ class Router:
         gate: Gate | None = None,
     ) -> OpenedStream:
         """A stream from the first target along `chain` that produces its first event."""
-
-        async def attempt(
-            provider: Provider, call: ProviderCall
-        ) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
-            events = provider.stream(call)
-            try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise ProviderTimeout(
-                    "stream ended before its first event",
-                    provider=provider.name,
-                    phase="first_byte",
-                ) from None
-            except BaseException:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise
-            return first, events
-
-        model, (first, events), attempts, guard = await self._run(
-            request, chain, deadline, budget, gate, attempt, hold=True
-        )
+        job = _Job(request, deadline, True, budget, gate, AttemptLog(observer=self._observer))
+        model, answer, permit = await self._run(job, chain)
+        assert isinstance(answer, tuple)  # noqa: S101  # a stream was asked for
+        first, events = answer
         return OpenedStream(
-            model, first, HeldEvents(events, guard, first, model.provider), attempts
+            model, first, HeldEvents(events, permit, first, model.provider), job.attempts
         )
 
     async def _run(
-        self,
-        request: ChatRequest,
-        chain: Sequence[CatalogModel],
-        deadline: float,
-        budget: CallBudget | None,
-        gate: Gate | None,
-        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-        *,
-        hold: bool,
-    ) -> tuple[CatalogModel, T, AttemptLog, Held]:
-        attempts = AttemptLog(observer=self._observer)
+        self, job: _Job, chain: Sequence[CatalogModel]
+    ) -> tuple[CatalogModel, Answer, Permit | None]:
         if len(chain) > 1:
             chain = self._healthy_first(chain)
         try:
-            return await self._walk(request, chain, deadline, budget, gate, attempt, hold, attempts)
+            return await self._walk(job, chain)
         except RouterError as exc:
             if exc.tried is None:  # the error response reports what was tried
-                exc.tried = tuple(attempts.records)
+                exc.tried = tuple(job.attempts.records)
             raise
 
     def _healthy_first(self, chain: Sequence[CatalogModel]) -> Sequence[CatalogModel]:
@@ -413,17 +414,35 @@ class Router:
             m for m, d in zip(chain, demoted, strict=True) if d
         ]
 
+    def _skip_reason(self, model: CatalogModel, job: _Job, waits: list[float]) -> str | None:
+        """Why `model` is skipped without a call now (policy, cooldown, breaker, bulkhead)."""
+        if job.gate is not None and job.gate(model) is not None:
+            return "policy_denied"
+        cooling = self.cooldowns.remaining(self._key(model)) if self.cooldowns.until else 0.0
+        if cooling > 0:
+            waits.append(cooling)
+            return "cooling_down"
+        if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
+            waits.append(self._breakers.retry_after(model.provider, model.id) or 1.0)
+            self._breaker_rejected(model)
+            return BreakerOpen.code
+        limit = self._limits.get(model.provider)
+        if limit is not None and self.inflight.get(model.provider, 0) >= limit:
+            waits.append(1.0)
+            return "bulkhead_full"
+        return None
+
+    def _breaker_rejected(self, model: CatalogModel) -> None:
+        current_event(
+            semconv.EVENT_BREAKER_REJECTED,
+            {semconv.ROUTER_PROVIDER: model.provider, semconv.ROUTER_MODEL: model.id},
+        )
+
     async def _walk(
-        self,
-        request: ChatRequest,
-        chain: Sequence[CatalogModel],
-        deadline: float,
-        budget: CallBudget | None,
-        gate: Gate | None,
-        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-        hold: bool,
-        attempts: AttemptLog,
-    ) -> tuple[CatalogModel, T, AttemptLog, Held]:
+        self, job: _Job, chain: Sequence[CatalogModel]
+    ) -> tuple[CatalogModel, Answer, Permit | None]:
+        """Each target in turn (a target may get one retry), until one answers."""
+        attempts = job.attempts
         waits: list[float] = []
         rate_limited: float | None = None
         stopped_by_deadline = False
@@ -431,64 +450,42 @@ class Router:
         needs_window = 0  # after a context-length refusal: only larger windows may follow
         self.budget.record_request()
         policy = self.policy
+
+        def give_up() -> NoReturn:
+            self._raise(attempts, waits, rate_limited, job.deadline, stopped_by_deadline)
+
         for position, model in enumerate(chain):
             if model.context_window <= needs_window:
                 attempts.skip(model, "context_window_too_small")
                 continue
             retries_here = 0
             while True:
-                remaining = deadline - self._clock()
+                remaining = job.deadline - self._clock()
                 if remaining < MIN_ATTEMPT_S:
                     stopped_by_deadline = True
                     break
-                why = gate(model) if gate is not None else None
-                if why is not None:
-                    attempts.skip(model, "policy_denied")
-                    break
-                cooling = (
-                    self.cooldowns.remaining(self._key(model)) if self.cooldowns.until else 0.0
-                )
-                if cooling > 0:
-                    attempts.skip(model, "cooling_down")
-                    waits.append(cooling)
-                    break
-                if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
-                    attempts.skip(model, BreakerOpen.code)
-                    waits.append(self._breakers.retry_after(model.provider, model.id) or 1.0)
-                    current_event(
-                        semconv.EVENT_BREAKER_REJECTED,
-                        {semconv.ROUTER_PROVIDER: model.provider, semconv.ROUTER_MODEL: model.id},
-                    )
-                    break
-                limit = self._limits.get(model.provider)
-                if limit is not None and self.inflight.get(model.provider, 0) >= limit:
-                    attempts.skip(model, "bulkhead_full")
-                    waits.append(1.0)
+                skipped = self._skip_reason(model, job, waits)
+                if skipped is not None:
+                    attempts.skip(model, skipped)
                     break
                 if calls >= policy.max_attempts:
-                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+                    give_up()
                 if calls > 0 and not self.budget.try_retry():
                     attempts.skip(model, "retry_budget_exhausted")
                     if self.on_budget_exhausted is not None:
                         self.on_budget_exhausted()
-                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
-                if budget is not None and not budget.take():
+                    give_up()
+                if job.budget is not None and not job.budget.take():
                     attempts.skip(model, "call_budget_exhausted")
-                    self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+                    give_up()
                 calls += 1
                 started = self._clock()
-                self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
                 try:
-                    value, held = await self._attempt_once(
-                        request, model, remaining, calls, attempt, hold=hold
-                    )
+                    answer, permit = await self._attempt(job, model, remaining, calls)
                 except BreakerOpen as exc:
                     calls -= 1  # rejected without a call (the half-open probe was taken)
                     attempts.skip(model, exc.code)
-                    current_event(
-                        semconv.EVENT_BREAKER_REJECTED,
-                        {semconv.ROUTER_PROVIDER: model.provider, semconv.ROUTER_MODEL: model.id},
-                    )
+                    self._breaker_rejected(model)
                     waits.append(exc.retry_after or 1.0)
                     break
                 except ProviderError as exc:
@@ -501,7 +498,7 @@ class Router:
                         self._clock(),
                     )
                     action = self._after_failure(
-                        exc, model, self._key(model), chain, position, retries_here, deadline
+                        exc, model, self._key(model), chain, position, retries_here, job.deadline
                     )
                     if isinstance(action, float):
                         retries_here += 1
@@ -512,32 +509,19 @@ class Router:
                     if isinstance(exc, ProviderRejected):  # context length: a larger model next
                         needs_window = max(needs_window, model.context_window)
                     break
-                finally:
-                    self.inflight[model.provider] -= 1
                 attempts.add(model, _SUCCESS, "ok", 200, started, self._clock())
-                return model, value, attempts, held
+                return model, answer, permit
             if stopped_by_deadline:
                 break
-        self._raise(attempts, waits, rate_limited, deadline, stopped_by_deadline)
+        give_up()
 
-    async def _attempt_once(
-        self,
-        request: ChatRequest,
-        model: CatalogModel,
-        remaining: float,
-        number: int,
-        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-        *,
-        hold: bool,
-    ) -> tuple[T, Held]:
-        """One upstream call inside its CLIENT span, its breaker guard and its total clock.
-
-        With `hold`, a successful call leaves the guard entered and returns it: the
-        caller settles it when the stream ends (`HeldEvents.aclose`).
-        """
+    async def _attempt(
+        self, job: _Job, model: CatalogModel, remaining: float, number: int
+    ) -> tuple[Answer, Permit | None]:
+        """One upstream call, in its CLIENT span when spans are exported."""
         provider = self._providers[model.provider]
         if not self._tracing:  # nothing exports CLIENT spans: no span object at all
-            return await self._guarded(request, model, remaining, provider, attempt, hold, None)
+            return await self._call(job, model, remaining, provider, None)
         attributes: dict[str, str | int] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
             semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
@@ -551,86 +535,70 @@ class Router:
         with self._tracer.start_as_current_span(
             f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
         ) as span:
-            return await self._guarded(
-                request,
-                model,
-                remaining,
-                provider,
-                attempt,
-                hold,
-                span if span.is_recording() else None,
+            return await self._call(
+                job, model, remaining, provider, span if span.is_recording() else None
             )
 
-    async def _guarded(
+    async def _call(
         self,
-        request: ChatRequest,
+        job: _Job,
         model: CatalogModel,
         remaining: float,
         provider: Provider,
-        attempt: Callable[[Provider, ProviderCall], Awaitable[T]],
-        hold: bool,
         span: trace.Span | None,
-    ) -> tuple[T, Held]:
-        """The call under its breaker guard and its total clock; its outcome on `span` (a
-        recording one, or None)."""
+    ) -> tuple[Answer, Permit | None]:
+        """The call under its breaker permit; its outcome on `span` (a recording one, or None).
+
+        Every wait inside the adapter is bounded by the attempt's clocks (`ProviderCall`), cut
+        to the request's deadline. A whole answer settles the permit here; a stream keeps it
+        until it ends (`HeldEvents.aclose`).
+        """
         trace_headers = self._trace_headers(model) if self._trace_headers is not None else ()
-        call = _call_for(request, model, remaining, trace_headers)
-        guard: contextlib.AbstractAsyncContextManager[None] = (
-            self._breakers.guard(model.provider, model.id)
-            if self._breakers is not None
-            else _Nothing()
-        )
+        call = _call_for(job.request, model, remaining, trace_headers)
+        permit = (
+            self._breakers.admit(model.provider, model.id) if self._breakers is not None else None
+        )  # BreakerOpen here: nothing was called
+        self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
         try:
-            await guard.__aenter__()  # BreakerOpen here: nothing was called
-            try:
-                try:
-                    if getattr(provider, "self_clocked", False):
-                        value = await attempt(provider, call)  # its clocks end by call.deadline
-                    else:
-                        async with asyncio.timeout(remaining):
-                            value = await attempt(provider, call)
-                except TimeoutError:
-                    # inside the guard, so the breaker counts it as a provider fault
-                    raise ProviderTimeout(
-                        f"{model.provider}: the request deadline ran out",
-                        provider=model.provider,
-                        phase="total",
-                    ) from None
-            except BaseException as exc:
-                await guard.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
-            held: Held = guard if hold else None
-            if not hold:
-                await guard.__aexit__(None, None, None)
-        except ProviderError as exc:
-            if span is not None:
-                span.set_attribute(semconv.ERROR_TYPE, exc.code)
-                span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
-                if exc.upstream_status is not None:
-                    span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))
+            answer: Answer = (
+                await _open(provider, call) if job.stream else await provider.complete(call)
+            )
+        except BaseException as exc:
+            if permit is not None:
+                permit.settle(exc)
+            if span is not None and isinstance(exc, ProviderError):
+                _failed_on(span, exc)
             raise
-        if span is None:
-            return value, held
+        finally:
+            self.inflight[model.provider] -= 1
+        if permit is not None and not job.stream:
+            permit.settle(None)
+            permit = None
+        if span is not None:
+            self._succeeded_on(span, job.request, model, answer)
+        return answer, permit
+
+    def _succeeded_on(
+        self, span: trace.Span, request: ChatRequest, model: CatalogModel, answer: Answer
+    ) -> None:
         span.set_attribute(semconv.ROUTER_OUTCOME, _SUCCESS)
         if self._capture:
             span.set_attribute(
                 semconv.GEN_AI_INPUT_MESSAGES,
                 json.dumps([{"role": m.role, "content": m.content} for m in request.messages]),
             )
-            if isinstance(value, Completion):
+            if isinstance(answer, Completion):
                 span.set_attribute(
                     semconv.GEN_AI_OUTPUT_MESSAGES,
-                    json.dumps([{"role": "assistant", "content": value.text}]),
+                    json.dumps([{"role": "assistant", "content": answer.text}]),
                 )
-        if isinstance(value, Completion):
+        if isinstance(answer, Completion):
             span.set_attribute(
-                semconv.GEN_AI_RESPONSE_MODEL, value.response_model or model.upstream_id
+                semconv.GEN_AI_RESPONSE_MODEL, answer.response_model or model.upstream_id
             )
-            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, value.usage.input_tokens)
-            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, value.usage.output_tokens)
-            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (value.finish_reason,))
-        return value, held
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, answer.usage.input_tokens)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, answer.usage.output_tokens)
+            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, (answer.finish_reason,))
 
     def _after_failure(
         self,
@@ -713,3 +681,11 @@ class Router:
             raise DeadlineExceeded("the request deadline passed before any provider answered")
         summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
         raise AllProvidersFailed(f"every attempt failed ({summary})", attempts=attempts.records)
+
+
+def _failed_on(span: trace.Span, exc: ProviderError) -> None:
+    span.set_attribute(semconv.ERROR_TYPE, exc.code)
+    span.set_attribute(semconv.ROUTER_OUTCOME, exc.outcome.value)
+    if exc.upstream_status is not None:
+        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, exc.upstream_status)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, exc.code))

@@ -1,4 +1,4 @@
-"""Typed app keys and the state objects they hold (no module-level singletons)."""
+"""The app's state: one typed app key and the objects it holds (no module-level singletons)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """The app's state as one object: a request looks it up once (`request.app[SERVICES]`)
-    instead of once per key (three calls each on aiohttp's side)."""
+    """The app's state, as one object under one key (`app[SERVICES]`); each route is bound to
+    it when the app is built."""
 
     config: LoadedConfig
     catalog: Catalog
@@ -57,15 +57,7 @@ class Services:
     telemetry: Telemetry
     policy: PolicyStore
     logger: FilteringBoundLogger
+    keys: Mapping[str, Secret | None]
 
 
-CONFIG = web.AppKey("config", LoadedConfig)
-CATALOG = web.AppKey("catalog", Catalog)
-SETTINGS = web.AppKey("settings", Settings)
-RUNTIME = web.AppKey("runtime", Runtime)
-KEYS = web.AppKey("keys", Mapping[str, Secret | None])
-METRICS = web.AppKey("metrics", Metrics)
-TELEMETRY = web.AppKey("telemetry", Telemetry)
-POLICY = web.AppKey("policy", PolicyStore)
-LOGGER = web.AppKey("logger", FilteringBoundLogger)  # bound once: no logger built per request
-SERVICES = web.AppKey("services", Services)  # the keys above, together
+SERVICES = web.AppKey("services", Services)  # the one way to the app's state

@@ -90,12 +90,13 @@ def stream_chunk(
 
 
 class TextChunks:
-    """A stream's text chunks as SSE events, byte for byte `sse(stream_chunk(..., text=...))`,
-    with everything but the text rendered once per stream instead of once per chunk."""
+    """One stream's chunks as SSE events. Text chunks are byte for byte
+    `sse(stream_chunk(..., text=...))`, with everything but the text rendered once per stream."""
 
-    __slots__ = ("_head",)
+    __slots__ = ("_head", "created", "model", "request_id")
 
     def __init__(self, request_id: str, model: str, created: int) -> None:
+        self.request_id, self.model, self.created = request_id, model, created
         self._head = b"".join(
             (
                 b'data: {"id":',
@@ -119,27 +120,26 @@ class TextChunks:
             )
         )
 
+    def role(self) -> bytes:
+        """The role chunk a stream owes when it ends before any text."""
+        return sse(stream_chunk(self.request_id, self.model, self.created, role=True))
 
-def role_prefix(request_id: str, model: str, created: int, *, owed: bool) -> bytes:
-    """The role chunk a stream still owes when it ends before any text (else nothing)."""
-    return sse(stream_chunk(request_id, model, created, role=True)) if owed else b""
+    def finish(self, reason: str) -> bytes:
+        """The chunk that ends the choice, with its finish reason."""
+        return sse(stream_chunk(self.request_id, self.model, self.created, finish=reason))
 
-
-def usage_chunk(
-    request_id: str, model: str, created: int, usage: Usage, cost: float, attempts: AttemptLog
-) -> dict[str, Any]:
-    """The last chunk before `[DONE]` when usage was asked for: no choices, the usage, our extension."""
-    return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [],
-        "usage": usage_body(usage),
-        "router": router_body(
-            attempts.records[-1].provider if attempts.records else "", cost, attempts
-        ),
-    }
+    def last(self, body: dict[str, Any]) -> bytes:
+        """The chunk after the finish: no choices, then `body` (usage, our extension objects)."""
+        return sse(
+            {
+                "id": f"chatcmpl-{self.request_id}",
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                **body,
+            }
+        )
 
 
 def error_event(error: RouterError) -> dict[str, Any]:

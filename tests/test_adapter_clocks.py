@@ -1,4 +1,4 @@
-"""The HTTP adapters bound every wait by the attempt's total clock (they are `self_clocked`).
+"""Every adapter bounds every wait by the attempt's total clock; nothing outside times it.
 
 The router gives a self-clocked adapter no outer timeout, so a body or stream that drips
 slower than the total clock but faster than the idle clock must still be cut at the total
@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from router.config import SimProfile
 from router.errors import ProviderTimeout
-from router.providers import AnthropicProvider, GeminiProvider, OpenAIProvider
+from router.providers import AnthropicProvider, GeminiProvider, OpenAIProvider, SimProvider
 from router.providers.base import Provider
-from router.types import ChatRequest, Message, ProviderCall, Timeouts
+from router.types import ChatRequest, Message, ProviderCall, TextDelta, Timeouts
 from router.upstream_http import UpstreamClient
 from tests.helpers import serve
 
@@ -64,10 +65,20 @@ def adapters(session: UpstreamClient, base: str) -> list[Provider]:
     ]
 
 
-async def test_http_adapters_declare_themselves_self_clocked() -> None:
-    async with UpstreamClient() as session:
-        for adapter in adapters(session, "http://127.0.0.1:9"):
-            assert getattr(adapter, "self_clocked", False) is True
+async def test_the_simulated_adapter_is_cut_at_the_total_clock_too() -> None:
+    """Nothing outside an adapter times it: the simulated provider bounds its own waits."""
+    slow = SimProvider("sim", SimProfile(latency_ms=5000))
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as info:
+        await slow.complete(call(TOTAL_S))
+    assert info.value.phase == "total"
+    assert TOTAL_S - 0.05 <= time.monotonic() - started < TOTAL_S + 0.5
+    dripping = SimProvider("sim", SimProfile(chunk_ms=5000))
+    events = dripping.stream(call(TOTAL_S))
+    assert isinstance(await anext(events), TextDelta)
+    with pytest.raises(ProviderTimeout) as info:
+        await anext(events)
+    assert info.value.phase == "total"
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["openai", "anthropic", "gemini"])

@@ -39,7 +39,7 @@ from multidict import CIMultiDict
 
 from router.app import create_app
 from router.providers.base import MAX_RESPONSE_BYTES
-from router.state import RUNTIME
+from router.state import SERVICES
 from router.upstream_http import Resolve, UpstreamClient
 from tests.fakes import anthropic_server, openai_server
 from tests.fakes.script import (
@@ -427,7 +427,7 @@ async def test_f05_retry_after_3600_is_not_waited_for() -> None:
         assert (r.status, r.model) == (200, "b")
         assert s.count("a", "b") == (1, 1)
         assert r.attempted == ["pb"]
-        router = s.app[RUNTIME].router
+        router = s.app[SERVICES].runtime.router
         assert router is not None
         assert 299 <= router.cooldowns.remaining("pa/a") <= 300
         assert (await s.breakers())["pa/a"]["fail_counter"] == 0  # throttling is not a fault
@@ -465,7 +465,7 @@ async def test_f07_exhausted_quota_is_not_retried_and_a_stays_out_for_300_s() ->
             r = await s.post("ab")
             assert (r.status, r.model) == (200, "b")
         assert s.count("a", "b") == (1, 3)
-        router = s.app[RUNTIME].router
+        router = s.app[SERVICES].runtime.router
         assert router is not None
         assert router.cooldowns.remaining("pa/a") >= 299
         assert (await s.breakers())["pa/a"]["fail_counter"] == 0

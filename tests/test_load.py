@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from router.state import RUNTIME
+from router.state import SERVICES
 from router.types import Completion, ProviderCall, StreamEvent
 from tests.fakes.script import Answer, Flaky, Wall
 from tests.test_fault_matrix import Bed, Result, Target, bed
@@ -115,7 +115,7 @@ async def run_load(breaker: str) -> tuple[Bed, list[Result], Recorder, dict[str,
     )
     routes = {"mix": ["dead", "flaky", "healthy"]}
     async with bed(targets, routes, wall=wall, breaker=breaker, retry=RETRY) as s:
-        providers = s.app[RUNTIME].providers
+        providers = s.app[SERVICES].runtime.providers
         recorder = Recorder(providers["pdead"])
         providers["pdead"] = recorder  # type: ignore[assignment]
         gate = asyncio.Semaphore(CONCURRENCY)

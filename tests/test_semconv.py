@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes, http_attributes, server_attributes
 
@@ -46,3 +50,60 @@ def test_our_attributes_live_in_the_router_namespace() -> None:
     ours = [v for k, v in vars(semconv).items() if k.startswith("ROUTER_")]
     assert ours
     assert all(v.startswith("router.") for v in ours)
+
+
+_TELEMETRY_CALLS = {"start_as_current_span", "start_span", "set_attribute", "add_event"}
+
+
+def _literal_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """String literals used as span, event or attribute names outside `semconv.py`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr not in _TELEMETRY_CALLS:
+            continue
+        args = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "attributes")]
+        args += [a for a in node.args[1:] if isinstance(a, ast.Dict)]
+        for arg in args:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append((node.lineno, arg.value))
+            if isinstance(arg, ast.Dict):
+                found += [
+                    (node.lineno, k.value)
+                    for k in arg.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                ]
+    return found
+
+
+def test_every_telemetry_name_goes_through_semconv() -> None:
+    """Span names, event names and attribute keys in router/ are semconv constants, never
+    string literals at the call (f-strings built from constants, like `chat {model}`, pass)."""
+    root = Path(semconv.__file__).parent
+    offenders = [
+        f"{path.relative_to(root.parent)}:{line}: {name!r}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "semconv.py"
+        for line, name in _literal_names(ast.parse(path.read_text()))
+    ]
+    assert offenders == []
+
+
+_VOCABULARY = re.compile(r"^((gen_ai|router|http)\.[a-z_.]+|error\.type|server\.(address|port))$")
+
+
+def test_no_telemetry_vocabulary_outside_semconv() -> None:
+    """No string constant in router/ (outside `semconv.py`) spells a name of the telemetry
+    vocabulary (`gen_ai.*`, `router.*`, `http.*`, `server.*`, `error.*`): each is a constant."""
+    root = Path(semconv.__file__).parent
+    offenders = [
+        f"{path.relative_to(root.parent)}:{node.lineno}: {node.value!r}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "semconv.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and _VOCABULARY.match(node.value)
+    ]
+    assert offenders == []

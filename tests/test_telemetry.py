@@ -14,7 +14,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from router.state import TELEMETRY
+from router.state import SERVICES
 from router.tracing import add_trace_ids, sampler_from
 from tests.fakes.script import Answer, CutStream, InBandError, Malformed, Reset, StallStream, Status
 from tests.fusion_setup import fusion_sidecar
@@ -58,7 +58,7 @@ async def test_otlp_export_shows_the_fusion_span_tree_with_substitution() -> Non
                 messages=QUESTION,  # type: ignore[arg-type]
                 extra_headers={"traceparent": TRACEPARENT},
             )
-            await asyncio.to_thread(s.app[TELEMETRY].force_flush)
+            await asyncio.to_thread(s.app[SERVICES].telemetry.force_flush)
     by_id = {span.span_id: span for span in received}
     assert received, "nothing was exported"
     assert all(span.trace_id.hex() == TRACE_ID for span in received)
@@ -193,7 +193,7 @@ async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> Non
                     bodies.append(await response.text())
                 async with http.get(f"{s.url}/admin/breakers") as response:
                     bodies.append(await response.text())
-                s.app[TELEMETRY].force_flush()
+                s.app[SERVICES].telemetry.force_flush()
     finally:
         structlog.reset_defaults()
     spans = [
@@ -246,7 +246,7 @@ async def test_content_is_captured_only_when_the_operator_opts_in_twice() -> Non
         try:
             async with sidecar(extra, environ=env, span_exporter=exporter) as s:
                 await s.openai().chat.completions.create(model="m-a", messages=prompt)  # type: ignore[arg-type]
-                s.app[TELEMETRY].force_flush()
+                s.app[SERVICES].telemetry.force_flush()
         finally:
             structlog.reset_defaults()
         spans = json.dumps(
@@ -286,7 +286,7 @@ async def test_sampling_ratio_decides_what_is_exported(ratio: str, expect_spans:
         for _ in range(3):
             reply = await s.openai().chat.completions.create(model="m-a", messages=QUESTION)  # type: ignore[arg-type]
             assert reply.choices[0].message.content
-        s.app[TELEMETRY].force_flush()
+        s.app[SERVICES].telemetry.force_flush()
     names = {span.name for span in exporter.get_finished_spans()}
     assert bool(names) is expect_spans
     if expect_spans:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router import semconv
 from router.errors import AttemptRecord, RouterError
 from router.fusion.panel import FusionDeps, SeatResult
 from router.fusion.prompts import JUDGE_SYSTEM, JUDGE_TEMPLATE, answers_block
@@ -179,10 +180,10 @@ async def run_judge(
     started = deps.clock()
     labelled = label_answers(answers, rng)
     with deps.tracer.start_as_current_span(
-        "fusion.judge", attributes={"router.fusion.role": "judge"}
+        semconv.SPAN_FUSION_JUDGE, attributes={semconv.ROUTER_FUSION_ROLE: "judge"}
     ) as span:
         result = await _judge(request, labelled, usable, deps, deadline, template, started)
-        span.set_attribute("router.fusion.status", result.status)
+        span.set_attribute(semconv.ROUTER_FUSION_STATUS, result.status)
         return result
 
 

@@ -175,11 +175,11 @@ async def fill_seat(
     }
     if seat.substituted:
         attributes[semconv.ROUTER_SUBSTITUTE_FOR] = seat.wanted
-    with deps.tracer.start_as_current_span("fusion.seat", attributes=attributes) as span:
+    with deps.tracer.start_as_current_span(semconv.SPAN_FUSION_SEAT, attributes=attributes) as span:
         result = await _fill_seat(seat, request, deps, state, deadline, hedge_after_s, span)
-        span.set_attribute("router.fusion.status", result.status)
+        span.set_attribute(semconv.ROUTER_FUSION_STATUS, result.status)
         if result.served:
-            span.set_attribute("router.fusion.served", result.served)
+            span.set_attribute(semconv.ROUTER_FUSION_SERVED, result.served)
         return result
 
 
@@ -248,7 +248,7 @@ async def _fill_seat(
                 substitute=replacement.id,
             )
         span.add_event(
-            "router.fusion.substituted",
+            semconv.EVENT_FUSION_SUBSTITUTED,
             {
                 semconv.ROUTER_SUBSTITUTE_FOR: failed_model,
                 semconv.ROUTER_MODEL: replacement.id,
@@ -328,7 +328,7 @@ async def gather_panel(
     """All seats in parallel; a failing seat never cancels its siblings."""
     started = deps.clock()
     with deps.tracer.start_as_current_span(
-        "fusion.panel", attributes={semconv.ROUTER_FUSION_PANEL: plan.panel}
+        semconv.SPAN_FUSION_PANEL, attributes={semconv.ROUTER_FUSION_PANEL: plan.panel}
     ):
         return await _gather(plan, request, deps, deadline, hedge_after_s, started)
 

@@ -1,4 +1,9 @@
-"""Write the final answer from the question, the panel's answers and the judge's findings."""
+"""Write the final answer from the question, the panel's answers and the judge's findings.
+
+The stage (`synthesize`) never raises a routing error: it returns the synthesizer's answer
+(whole, or its stream once open), or, when every candidate failed or none is available, the
+best single answer flagged as a fallback. That is the one fallback to the best answer.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
-from router.errors import AttemptRecord
+from router import semconv
+from router.errors import AttemptRecord, NoEligibleModel, RouterError
 from router.fusion.judge import Findings, question_text
-from router.fusion.panel import SeatResult
+from router.fusion.panel import FusionDeps, SeatResult
+from router.fusion.plan import FusionPlan
 from router.fusion.prompts import SYNTHESIZER_SYSTEM, SYNTHESIZER_TEMPLATE, answers_block
-from router.types import ChatRequest, Message, Usage
+from router.routing import OpenedStream
+from router.types import ChatRequest, Message, StreamEnd, Usage
 
 
 def synthesis_request(
@@ -79,3 +87,95 @@ def best_answer(answers: Sequence[SeatResult], findings: Findings | None) -> Sea
                 if answer.served == model:
                     return answer
     return answers[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesis:
+    """The synthesis stage's value: the final text (whole answers and fallbacks), or the
+    synthesizer's stream once open (its result is settled when the stream ends)."""
+
+    result: SynthesisResult
+    text: str | None = None
+    stream: OpenedStream | None = None
+
+    @classmethod
+    def single(cls, answer: SeatResult) -> Synthesis:
+        """No synthesis: one answer (one seat answered, or a degraded quorum) is the answer."""
+        return cls(SynthesisResult("skipped", None, error="single answer"), answer.text or "")
+
+    @property
+    def fallback(self) -> bool:
+        return self.result.status == "failed"
+
+    def ended(self, end: StreamEnd | RouterError, relayed_ms: float) -> Synthesis:
+        """The streamed synthesis once its stream ended: `end`, after `relayed_ms` of relay."""
+        opened, streaming = self.stream, self.result
+        if opened is None:
+            return self
+        latency_ms = streaming.latency_ms + relayed_ms
+        if isinstance(end, RouterError):
+            failed = SynthesisResult(
+                "failed",
+                opened.model.id,
+                latency_ms=latency_ms,
+                attempts=streaming.attempts,
+                error=end.code,
+            )
+            return Synthesis(failed)
+        ok = SynthesisResult(
+            "ok",
+            opened.model.id,
+            usage=end.usage,
+            cost=opened.model.cost(end.usage),
+            latency_ms=latency_ms,
+            attempts=streaming.attempts,
+        )
+        return Synthesis(ok)
+
+
+async def synthesize(
+    request: ChatRequest,
+    plan: FusionPlan,
+    answers: Sequence[SeatResult],
+    findings: Findings | None,
+    deps: FusionDeps,
+    deadline: float,
+    template: str | None = None,
+) -> Synthesis:
+    """The synthesizer's answer (a stream when `request.stream`); if no candidate is available
+    or every one fails, the best single answer, flagged as a fallback."""
+    started = deps.clock()
+    candidates = [c for c in plan.synthesizers.candidates if deps.availability(c) is None]
+    prompt = synthesis_request(request, answers, findings, template)
+    with deps.tracer.start_as_current_span(
+        semconv.SPAN_FUSION_SYNTHESIZE, attributes={semconv.ROUTER_FUSION_ROLE: "synthesizer"}
+    ):
+        try:
+            if not candidates:
+                raise NoEligibleModel("no synthesizer candidate is available")
+            if request.stream:
+                opened = await deps.caller.open_stream(
+                    prompt, candidates, deadline, role="synthesizer"
+                )
+                result = SynthesisResult(
+                    "streaming",
+                    opened.model.id,
+                    latency_ms=(deps.clock() - started) * 1000,
+                    attempts=tuple(opened.attempts.records),
+                )
+                return Synthesis(result, stream=opened)
+            routed = await deps.caller.complete(prompt, candidates, deadline, role="synthesizer")
+        except RouterError as exc:
+            failed = SynthesisResult(
+                "failed", None, latency_ms=(deps.clock() - started) * 1000, error=exc.code
+            )
+            return Synthesis(failed, best_answer(answers, findings).text or "")
+    result = SynthesisResult(
+        "ok",
+        routed.model.id,
+        usage=routed.completion.usage,
+        cost=routed.cost,
+        latency_ms=(deps.clock() - started) * 1000,
+        attempts=tuple(routed.attempts.records),
+    )
+    return Synthesis(result, routed.completion.text)

@@ -281,8 +281,6 @@ def apply_event(state: StreamState, event: dict[str, Any], provider: str) -> str
 class AnthropicProvider:
     """Speaks `POST {base_url}/v1/messages` with an `x-api-key`."""
 
-    self_clocked = True  # every wait goes through base.clock()
-
     protocol = "anthropic"
 
     def __init__(

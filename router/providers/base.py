@@ -23,6 +23,7 @@ from router.errors import (
     ProviderAuthFailed,
     ProviderError,
     ProviderMalformed,
+    ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -53,9 +54,9 @@ RETRY_AFTER_CAP_S = 86_400.0
 class Provider(Protocol):
     """**Protocol**: something that can answer a chat call, whole or streamed.
 
-    An adapter whose every wait is bounded by `clock()` (so by the attempt's total clock,
-    `ProviderCall.deadline`) sets the class attribute ``self_clocked = True``; the router
-    then spares it an outer timeout.
+    Every wait of an adapter is bounded by `clock()`: the named clock of the attempt, or what
+    is left of its total clock (`ProviderCall.deadline`, itself cut to the request's deadline),
+    whichever ends first. Nothing outside the adapter times it.
     """
 
     name: str
@@ -217,12 +218,15 @@ def error_for_status(
             upstream_status=status,
         )
     if status == 429:
-        quota = any(m in text for m in _QUOTA_MARKERS)
-        return ProviderRateLimited(
-            f"{provider}: {'quota exhausted' if quota else 'rate limited'}",
+        kind = (
+            ProviderQuotaExhausted
+            if any(m in text for m in _QUOTA_MARKERS)
+            else ProviderRateLimited
+        )
+        return kind(
+            f"{provider}: {'quota exhausted' if kind.quota_exhausted else 'rate limited'}",
             provider=provider,
             retry_after=parse_retry_after(headers.get("Retry-After")) or _retry_delay(text),
-            quota_exhausted=quota,
         )
     if status in (401, 403):
         return ProviderAuthFailed(
@@ -230,9 +234,7 @@ def error_for_status(
         )
     if status in (400, 402) and any(m in text for m in _QUOTA_MARKERS):
         # Anthropic reports an exhausted account as a 400: it is the account's fault, not the caller's
-        return ProviderRateLimited(
-            f"{provider}: quota exhausted", provider=provider, quota_exhausted=True
-        )
+        return ProviderQuotaExhausted(f"{provider}: quota exhausted", provider=provider)
     if status in (400, 404, 413, 422):
         if any(m in text for m in _CONTEXT_MARKERS):
             reason = "context_length_exceeded"

@@ -222,8 +222,6 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
 class GeminiProvider:
     """Speaks `POST {base_url}/models/{model}:generateContent` with an `x-goog-api-key`."""
 
-    self_clocked = True  # every wait goes through base.clock()
-
     protocol = "gemini"
 
     def __init__(

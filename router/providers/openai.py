@@ -107,8 +107,6 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
 class OpenAIProvider:
     """Speaks `POST {base_url}/chat/completions` with a bearer key."""
 
-    self_clocked = True  # every wait goes through base.clock()
-
     protocol = "openai"
 
     def __init__(

@@ -19,10 +19,11 @@ from router.config import SimProfile
 from router.errors import (
     ProviderMalformed,
     ProviderRateLimited,
+    ProviderTimeout,
     ProviderUnavailable,
     StreamTruncated,
 )
-from router.providers.base import estimate_tokens
+from router.providers.base import clock, estimate_tokens
 from router.types import (
     ChatRequest,
     Completion,
@@ -115,6 +116,17 @@ class SimProvider:
     def __repr__(self) -> str:
         return f"SimProvider(name={self.name!r})"
 
+    async def _wait(self, call: ProviderCall, seconds: float, phase: str) -> None:
+        """Sleep `seconds`, bounded like a real adapter's wait: by the attempt's clocks."""
+        budget, clock_name = clock(call, seconds, phase)
+        await asyncio.sleep(budget)
+        if budget < seconds:
+            raise ProviderTimeout(
+                f"{self.name}: no answer within the {clock_name} timeout (simulated)",
+                provider=self.name,
+                phase=clock_name,
+            )
+
     async def _before_first_byte(self, call: ProviderCall) -> None:
         p = self.profile
         if p.down:
@@ -122,7 +134,7 @@ class SimProvider:
                 f"{self.name}: connection refused (simulated down)", provider=self.name
             )
         if p.hang:
-            await asyncio.sleep(call.timeouts.first_byte)
+            await self._wait(call, call.timeouts.first_byte, "first_byte")
             raise ProviderUnavailable(f"{self.name}: simulated hang", provider=self.name)
         if p.rate_limited_retry_after_s is not None:
             raise ProviderRateLimited(
@@ -131,7 +143,7 @@ class SimProvider:
                 retry_after=p.rate_limited_retry_after_s,
             )
         if p.latency_ms:
-            await asyncio.sleep(p.latency_ms / 1000)
+            await self._wait(call, p.latency_ms / 1000, "first_byte")
         if p.error_rate and self._rng.random() < p.error_rate:
             raise ProviderUnavailable(
                 f"{self.name}: upstream error 503 (simulated)",
@@ -173,7 +185,7 @@ class SimProvider:
             if self.profile.cut_stream_after is not None and i >= self.profile.cut_stream_after:
                 raise StreamTruncated(f"{self.name}: stream cut (simulated)", provider=self.name)
             if i and self.profile.chunk_ms:
-                await asyncio.sleep(self.profile.chunk_ms / 1000)
+                await self._wait(call, self.profile.chunk_ms / 1000, "idle")
             yield TextDelta(word if i == 0 else " " + word)
         if self.profile.malformed:
             raise ProviderMalformed(

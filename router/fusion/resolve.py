@@ -1,0 +1,84 @@
+"""Which panel a fusion request names, and whether a model can take a fusion role now."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.catalog import Catalog, CatalogModel, Panel
+from router.config import PanelConfig
+from router.errors import InvalidRequest, UnknownModel, UnsupportedParameter
+from router.fusion.plan import Availability
+from router.routing import Gate
+
+OVERRIDABLE = ("panelists", "judges", "synthesizers", "quorum", "substitutes")
+
+
+def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalog) -> Panel:
+    """The configured panel named by `fusion/<name>`, with the request's overrides, or a
+    panel the request names entirely (`model: "fusion"`)."""
+    options = options or {}
+    unknown = sorted(set(options) - set(OVERRIDABLE))
+    if unknown:
+        raise UnsupportedParameter(
+            f"unsupported fusion option(s): {', '.join(unknown)}", param=f"fusion.{unknown[0]}"
+        )
+    if model == "fusion":
+        base: dict[str, Any] = {}
+        name = "custom"
+    else:
+        panel = catalog.panel_for(model)
+        if panel is None:
+            raise UnknownModel(model)
+        name = panel.name
+        base = {
+            "panelists": list(panel.panelists),
+            "judges": list(panel.judges),
+            "synthesizers": list(panel.synthesizers),
+            "quorum": panel.quorum,
+            "substitutes": list(panel.substitutes),
+            "deadline_s": panel.deadline_s,
+            "degrade": panel.degrade,
+            "hedge_after_s": panel.hedge_after_s,
+            "judge_prompt": panel.judge_prompt,
+            "synthesizer_prompt": panel.synthesizer_prompt,
+        }
+    merged = {**base, **options}
+    if "quorum" not in options and "panelists" in options:
+        merged.pop("quorum", None)
+    try:
+        config = PanelConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        path = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"fusion.{path}: {first['msg']}", param=f"fusion.{path}") from None
+    for role in OVERRIDABLE:
+        if role == "quorum":
+            continue
+        for model_id in getattr(config, role):
+            if model_id not in catalog.models:
+                raise UnknownModel(model_id)
+    if config.quorum is not None and config.quorum > len(config.panelists):
+        raise InvalidRequest("fusion.quorum is larger than the panel", param="fusion.quorum")
+    return Panel.from_config(name, config)
+
+
+def availability_for(
+    models: Mapping[str, CatalogModel], gate: Gate, unavailable: Callable[[CatalogModel], bool]
+) -> Availability:
+    """Why a model cannot take a fusion role now (policy, breaker, unknown), or None."""
+
+    def availability(model_id: str) -> str | None:
+        model = models.get(model_id)
+        if model is None:
+            return "not in the catalog"
+        why = gate(model)
+        if why is not None:
+            return why
+        if unavailable(model):
+            return "breaker open"
+        return None
+
+    return availability
