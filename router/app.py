@@ -32,7 +32,7 @@ from router.logs import get_logger
 from router.metrics import BREAKER_STATE_VALUE, Metrics
 from router.policy import PolicySet
 from router.policy_loader import PolicyStore, watch
-from router.providers import Secret, build_providers, resolve_keys
+from router.providers import Secret, build_providers, client_from_environ, resolve_keys
 from router.retry import retry_policy
 from router.routing import Router
 from router.state import (
@@ -70,6 +70,7 @@ def _settings(loaded: LoadedConfig, environ: Mapping[str, str], host: str | None
         max_inflight=server.max_inflight,
         max_body_bytes=server.max_body_bytes,
         default_deadline_s=server.deadline_s,
+        body_timeout_s=server.body_timeout_s,
     )
 
 
@@ -91,7 +92,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled upstream client for every upstream call, closed with the app."""
     services = app[SERVICES]
     runtime = services.runtime
-    session = runtime.session or UpstreamClient()  # a test may have put its own in
+    session = runtime.session or UpstreamClient()  # (`create_app` puts one in)
     runtime.session = session
     config = services.config.config
     metrics = services.metrics
@@ -137,6 +138,9 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     runtime.breakers = board = BreakerBoard(
         {name: p.breaker for name, p in config.providers.items()}, on_change=on_change
     )
+    catalog = services.catalog
+    board.register((m.provider, m.id) for m in catalog.models.values())
+    metrics.start_at_zero(catalog)
     telemetry = services.telemetry
     forwarding = {name for name, p in config.providers.items() if p.forward_trace_context}
 
@@ -236,7 +240,8 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
-    runtime = Runtime(session=upstream_client)
+    # a test may bring its own client; else proxy variables are read here, once
+    runtime = Runtime(session=upstream_client or client_from_environ(env))
     metrics = Metrics.create()
     metrics.inflight.set_function(lambda: runtime.inflight)
     catalog = Catalog.from_config(loaded.config)

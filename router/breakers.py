@@ -72,7 +72,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -436,6 +436,13 @@ class BreakerBoard:
         ):
             return False
         return breaker.retry_after() is not None
+
+    def register(self, targets: Iterable[tuple[str, str]]) -> None:
+        """Create the breakers of these (provider, model) targets now, closed, so operators see
+        every configured target before its first call."""
+        for provider, model in targets:
+            if provider in self._settings:
+                self._breaker(provider, model)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every breaker, for ``GET /admin/breakers``."""

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from router import yaml12
 from router.errors import ConfigError, Problem
+from router.upstream_dial import tls_context
+from router.upstream_http import MAX_CONNECTIONS_PER_ORIGIN
+from router.upstream_proxy import Proxy
 
 Protocol = Literal["openai", "anthropic", "gemini", "sim"]
 Tier = Literal["frontier", "strong", "standard", "budget"]
@@ -75,6 +86,49 @@ class SimProfile(_Strict):
     seed: int = 0
 
 
+class TlsConfig(_Strict):
+    """A provider's own TLS: the CA bundle its certificate is verified against (instead of the
+    system's store) and a client certificate to present. Absolute paths, checked at load."""
+
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("ca_bundle", "client_cert", "client_key")
+    @classmethod
+    def _check_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value)
+        if not path.is_absolute():
+            raise ValueError(f"must be an absolute path, not {value!r}")
+        if not path.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_loads(self) -> TlsConfig:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key is set without client_cert")
+        try:
+            tls_context(self.ca_bundle, self.client_cert, self.client_key)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"cannot be loaded: {_tls_reason(exc)}") from None
+        return self
+
+    @property
+    def is_set(self) -> bool:
+        """Whether it changes anything from the default context."""
+        return any((self.ca_bundle, self.client_cert, self.client_key))
+
+
+def _tls_reason(exc: Exception) -> str:
+    """What went wrong loading certificates, in words (OpenSSL's reason when it has one)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"not valid PEM, or the key does not match the certificate ({exc.reason})"
+    return str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+
+
 class ProviderConfig(_Strict):
     """One upstream API."""
 
@@ -89,6 +143,11 @@ class ProviderConfig(_Strict):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     breaker: BreakerConfig = BreakerConfig()
     sim: SimProfile | None = None
+    # An http:// proxy URL, "none" (connect directly), or unset: HTTPS_PROXY / HTTP_PROXY /
+    # NO_PROXY from the environment. Given here, NO_PROXY does not apply to it.
+    proxy: str | None = None
+    tls: TlsConfig | None = None
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = MAX_CONNECTIONS_PER_ORIGIN
 
     @field_validator("base_url")
     @classmethod
@@ -105,6 +164,14 @@ class ProviderConfig(_Strict):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment (keys go in headers)")
         return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value is None or value == "none":
+            return value
+        Proxy.parse(value)  # its errors never repeat the URL, which may carry credentials
+        return value
 
 
 class PriceConfig(_Strict):
@@ -178,6 +245,10 @@ class ServerConfig(_Strict):
     max_messages: Annotated[int, Field(ge=1, le=100_000)] = 2000
     shutdown_grace_s: PositiveSeconds = 20.0
     deadline_s: PositiveSeconds = 300.0
+    head_timeout_s: PositiveSeconds = 10.0  # a request's head must arrive whole within this
+    body_timeout_s: PositiveSeconds = 30.0  # and its body within this, before it is admitted
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024  # open inbound connections
+    trusted_network: bool = False  # serve beyond loopback without a token (you say it is safe)
 
 
 class RouterConfig(_Strict):

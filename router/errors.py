@@ -18,6 +18,7 @@
     │   ├── NotFound               404   not_found (no such endpoint)
     │   ├── UnknownModel           404   unknown_model
     │   ├── MethodNotAllowed       405   method_not_allowed (its `Allow` header names the methods)
+    │   ├── RequestTimeout         408   request_timeout (the body did not arrive in time)
     │   ├── PayloadTooLarge        413   payload_too_large
     │   ├── UnsupportedMediaType   415   unsupported_media_type
     │   ├── MisdirectedRequest     421   misdirected_request (the Host header names another site)
@@ -31,6 +32,8 @@
     │   ├── ProviderMalformed            a body or stream we cannot parse
     │   │   └── ResponseTooLarge         response_too_large: past the 16 MiB cap
     │   ├── StreamTruncated              the stream ended without its terminal marker
+    │   ├── StaleConnection              a pooled connection the server had dropped while idle:
+    │   │                                neutral; routing tries the same target once more, now
     │   ├── ProviderRateLimited          429 (.retry_after)
     │   │   └── ProviderQuotaExhausted   provider_quota_exhausted: the account's quota is spent
     │   ├── ProviderAuthFailed           401/403 from the provider: our key is bad
@@ -38,12 +41,16 @@
     │   └── BreakerOpen                  not called at all
     └── ServiceError             5xx     the request as a whole could not be served
         ├── Overloaded             503   overloaded (shed, with Retry-After)
+        ├── ShuttingDown           503   shutting_down (draining, or cut at the end of the grace)
         ├── NoEligibleModel        503   no_eligible_model
         ├── AllUpstreamsUnavailable 503  all_upstreams_unavailable (every breaker open)
         ├── RateLimited            429   rate_limited (every target asked us to wait)
         ├── AllProvidersFailed     502   all_providers_failed (.attempts)
         ├── PanelExhausted         502   panel_exhausted (.seats)
         └── DeadlineExceeded       504   deadline_exceeded
+
+A client that hangs up is no error of ours: its request ends with status 499 and the code
+``client_cancelled`` in the log line and metrics (never a 5xx), and nothing is sent.
 
 Every class carries a stable snake_case ``code``; it is the ``error.code`` of the
 JSON body, the ``error.type`` of spans and the ``code`` field of logs. Messages
@@ -260,6 +267,13 @@ class UnknownModel(RequestError):
         )
 
 
+class RequestTimeout(RequestError):
+    """The request body did not arrive within `server.body_timeout_s`."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(RequestError):
     """The request body is over the configured limit."""
 
@@ -358,6 +372,16 @@ class StreamTruncated(ProviderError):
     code = "stream_truncated"
 
 
+class StaleConnection(ProviderError):
+    """The pooled keep-alive connection carrying the request was closed by the server before any
+    byte of the answer (it dropped the idle connection as we reused it): no fault of the
+    provider's, and routing sends the request once more, at once, on a new connection. The
+    attempt is reported like any other, since the provider may have seen it."""
+
+    code = "stale_connection"
+    outcome = Outcome.NEUTRAL
+
+
 class ProviderRateLimited(ProviderError):
     """429: rate limited, maybe with Retry-After (`rate_limited` builds this or its subclass)."""
 
@@ -445,6 +469,22 @@ class Overloaded(_RetryAfterMixin, ServiceError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ShuttingDown(_RetryAfterMixin, ServiceError):
+    """The sidecar is stopping: a new request, or one still running when the grace ran out."""
+
+    code = "shutting_down"
+    CANCEL_MESSAGE: ClassVar[str] = "fusion-router: shutdown grace spent"  # `Task.cancel(msg)`
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @classmethod
+    def cut(cls, exc: BaseException) -> bool:
+        """Was this cancellation the shutdown's, at the end of its grace (not a client's)?"""
+        return exc.args == (cls.CANCEL_MESSAGE,)
 
 
 class RateLimited(_RetryAfterMixin, ServiceError):

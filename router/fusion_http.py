@@ -17,7 +17,7 @@ from aiohttp import web
 
 from router import semconv
 from router.catalog import FUSION_PREFIX
-from router.errors import PanelExhausted, PolicyDenied, RouterError
+from router.errors import PanelExhausted, PolicyDenied, RouterError, ShuttingDown
 from router.fusion.caller import RouterCaller
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
@@ -180,8 +180,8 @@ class _Answer:
         synthesis = self.outcome.synthesis
         assert synthesis is not None  # noqa: S101  # not exhausted
         opened = synthesis.stream
+        response = event_stream(self.headers())
         try:
-            response = event_stream(self.headers())
             await response.prepare(request)
             chunks = TextChunks(self.scope.request_id, self.model_name, int(time.time()))
             first, rest = (
@@ -194,7 +194,7 @@ class _Answer:
             )
             self.account()
             if isinstance(end, RouterError):
-                self.scope.completed.failed(end.code)
+                self.scope.completed.failed(end)
                 self.scope.completed.stream_truncated = True
                 return response
             last = chunks.last(
@@ -202,8 +202,12 @@ class _Answer:
             )
             await finish(response, last)
             return response
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.scope.completed.client_cancelled = True
+        except ConnectionError:  # the client hung up mid-stream: nothing more to say to it
+            self.scope.completed.cancelled()
+            return response
+        except asyncio.CancelledError as exc:
+            if not ShuttingDown.cut(exc):
+                self.scope.completed.cancelled()
             raise
         finally:
             if opened is not None:

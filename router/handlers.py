@@ -12,10 +12,9 @@ from router.catalog import FUSION_PREFIX, CatalogModel
 from router.deadline import request_deadline
 from router.errors import (
     InvalidRequest,
-    PayloadTooLarge,
     RouterError,
+    ShuttingDown,
     UnknownModel,
-    UnsupportedMediaType,
     attempted_headers,
 )
 from router.explain import explain
@@ -34,26 +33,9 @@ from router.request_scope import (
 )
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
-from router.state import Services, Settings
+from router.state import Services
 from router.types import ChatRequest, Usage
 from router.wire_out import TextChunks, completion_body, json_bytes, router_body, usage_body
-
-
-async def _read_request(request: web.Request, settings: Settings) -> tuple[ChatRequest, Any]:
-    if (
-        request.headers.get("Content-Type") != "application/json"  # as SDKs send it: no parsing
-        and request.content_type != "application/json"
-    ):
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    length = request.content_length
-    if length is not None and length > settings.max_body_bytes:
-        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
-    content = request.content
-    if length is not None and content.is_eof() and "Content-Encoding" not in request.headers:
-        raw = content.read_nowait()  # all of it came with the head: no read loop, no copy
-    else:  # chunked, compressed or still arriving: aiohttp reads it and enforces the size cap
-        raw = await request.read()
-    return read_chat(raw, settings.limits)
 
 
 def served_headers(
@@ -89,14 +71,14 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     streamed."""
     services = scope.services
     catalog = services.catalog
-    chat, fusion_options = await _read_request(request, services.settings)
+    chat, fusion_options = read_chat(scope.body, services.settings.limits)
     completed = scope.completed
     completed.requested_model, completed.stream = chat.model, chat.stream
     deadline = request_deadline(request.headers, services.settings.default_deadline_s)
     view = scope.view = _view(services, request.headers.get("X-Router-Jurisdiction"))
     router = services.runtime.router
-    if router is None:  # pragma: no cover - only between startup and shutdown
-        raise RouterError("the sidecar is shutting down")
+    if router is None:  # only once the upstream client closed, at the end of a shutdown
+        raise ShuttingDown("the sidecar is shutting down; retry elsewhere or shortly")
     if chat.model == "fusion" or chat.model.startswith(FUSION_PREFIX):
         completed.kind = "fusion"
         completed.target = chat.model if catalog.panel_for(chat.model) else "custom"
@@ -135,15 +117,13 @@ async def _stream(
     assert scope.view is not None  # noqa: S101  # pinned by the handler
     opened = await router.open_stream(chat, chain, deadline, gate=scope.view.gate)
     model, attempts = opened.model, opened.attempts
+    response = event_stream(served_headers(model, attempts.providers, scope.request_id, scope.view))
     try:
-        response = event_stream(
-            served_headers(model, attempts.providers, scope.request_id, scope.view)
-        )
         await response.prepare(request)
         chunks = TextChunks(scope.request_id, model.id, int(time.time()))
         end = await relay(response, opened.first, opened.events, chunks, deadline)
         if isinstance(end, RouterError):
-            scope.completed.failed(end.code)
+            scope.completed.failed(end)
             scope.completed.stream_truncated = True
             scope.services.metrics.stream_truncated.labels(model.provider, model.id).inc()
             _served(scope, model, attempts, None)
@@ -161,8 +141,12 @@ async def _stream(
         await finish(response, usage)
         _served(scope, model, attempts, end.usage)
         return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        scope.completed.client_cancelled = True
+    except ConnectionError:  # the client hung up mid-stream: nothing more to say to it
+        scope.completed.cancelled()
+        return response
+    except asyncio.CancelledError as exc:
+        if not ShuttingDown.cut(exc):
+            scope.completed.cancelled()
         raise
     finally:
         await opened.aclose()
@@ -301,7 +285,7 @@ async def readyz(_request: web.Request, scope: RequestScope) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-_CHAT = RouteFlags(guard=True, shed=True, log=True, count=True)
+_CHAT = RouteFlags(guard=True, shed=True, log=True, count=True, json_body=True)
 _API = RouteFlags(guard=True, shed=False, log=True, count=False)
 _OPEN = RouteFlags(guard=False, shed=False, log=False, count=False)  # probes and the scrape
 

@@ -15,10 +15,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from router.catalog import Catalog
+from router.errors import Outcome
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+_ATTEMPT_OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 
 @dataclass
@@ -192,6 +196,31 @@ class Metrics:
                 registry=r,
             ),
         )
+
+    def start_at_zero(self, catalog: Catalog) -> None:
+        """Every labelled counter of a configured provider, model or panel exists from startup
+        at zero, so `increase()` and `rate()` see its first event (not only the ones after)."""
+        for model in catalog.models.values():
+            provider, name = model.provider, model.id
+            for outcome in _ATTEMPT_OUTCOMES:
+                self.upstream_attempts_of(provider, name, outcome)
+            for metric in (self.quota_exhausted, self.auth_failures, self.stream_truncated):
+                metric.labels(provider, name)
+            self.cost_of(provider, name)
+            for kind in ("input", "output"):
+                self.tokens_of(provider, name, kind)
+            for state in BREAKER_STATE_VALUE:
+                self.breaker_transitions.labels(provider, name, state)
+        for provider in {m.provider for m in catalog.models.values()}:
+            self.sse_malformed.labels(provider)
+        for panel in catalog.panels:
+            self.quorum_failures.labels(panel)
+            for reason in ("planned", "failed", "hedged"):
+                self.substitutions.labels(panel, reason)
+            for stage in ("quorum", "judge", "synthesizer"):
+                self.fusion_degraded.labels(panel, stage)
+        for result in ("ok", "failed"):
+            self.policy_reloads.labels(result)
 
     def render(self) -> bytes:
         """The exposition text for `GET /metrics`."""

@@ -4,8 +4,9 @@ request's deadline.
 Routed streams and fusion's synthesis stream both go through `relay`. Before the response
 started, the request's deadline is enforced by the attempts' clocks (each cut to it, down to
 the socket); once it has started, `relay` bounds the rest, upstream reads and client writes
-alike, by the same instant. A stream that fails or passes its deadline ends with an in-band
-error event (the OpenAI SDK raises it as `APIError`), never a truncated "success".
+alike, by the same instant. A stream that fails, passes its deadline or is cut by a shutdown
+ends with an in-band error event (the OpenAI SDK raises it as `APIError`), never a truncated
+"success".
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router.errors import DeadlineExceeded, ProviderError, RouterError
+from router.errors import DeadlineExceeded, ProviderError, RouterError, ShuttingDown
 from router.types import StreamEnd, StreamEvent, TextDelta, Usage
 from router.wire_out import DONE, TextChunks, error_event, sse
 
@@ -46,6 +47,13 @@ async def relay(
         error: RouterError = exc
     except TimeoutError:
         error = DeadlineExceeded("the stream passed its deadline")
+    except asyncio.CancelledError as exc:
+        if not ShuttingDown.cut(exc):
+            raise  # the client went away: nothing to tell it
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        error = ShuttingDown("the sidecar shut down before the stream ended")
     else:
         await response.write(
             (chunks.role() if role_owed else b"") + chunks.finish(event.finish_reason)

@@ -37,8 +37,11 @@ from router.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     RouterError,
+    ShuttingDown,
     Unauthorized,
+    UnsupportedMediaType,
     attempt_headers,
 )
 from router.policy_view import PolicyView
@@ -48,6 +51,8 @@ from router.tracing import extract_context
 from router.types import Usage
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CLIENT_CLOSED = 499  # the status nginx made usual for "the client closed the request"
+CLIENT_CANCELLED = "client_cancelled"
 
 
 @dataclass(slots=True)
@@ -85,10 +90,20 @@ class Completed:
             self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
             self.cost_usd = round(model.cost(usage), 8)
 
-    def failed(self, code: str) -> None:
-        """The request's error code (the first one set stays: an in-band stream error's)."""
+    def failed(self, error: RouterError) -> None:
+        """The request's error (the first one set stays: an in-band stream error's), and what
+        was tried before it, if the router said."""
         if self.error_code is None:
-            self.error_code = code
+            self.error_code = error.code
+        if error.tried is not None and self.attempts is None:
+            calls = [r.provider for r in error.tried if r.outcome != "skipped"]
+            self.attempts, self.attempted = len(calls), calls
+
+    def cancelled(self) -> None:
+        """The client hung up: its own outcome (499), never a server error."""
+        self.client_cancelled = True
+        if self.error_code is None:
+            self.error_code = CLIENT_CANCELLED
 
     def fields(self) -> dict[str, Any]:
         """The fields that were set, in declaration order."""
@@ -102,9 +117,10 @@ class RouteFlags:
     """What the wrapper does for a route beyond ids and error rendering."""
 
     guard: bool  # the Host check and the bearer token (the probes and the scrape are open)
-    shed: bool  # counts against the in-flight cap (503 `overloaded` past it)
+    shed: bool  # counts against the in-flight cap (503 `overloaded` past it), once its body came
     log: bool  # writes a `request.completed` line
     count: bool  # counted in `router_requests_total` and its duration histogram
+    json_body: bool = False  # reads a JSON body (type, size, clock) before the handler runs
 
 
 @dataclass(slots=True)
@@ -116,6 +132,7 @@ class RequestScope:
     request_id: str
     completed: Completed = field(default_factory=Completed)
     view: PolicyView | None = None
+    body: bytes = b""  # the request body, for routes that read one (`RouteFlags.json_body`)
 
 
 ScopedHandler = Callable[[web.Request, RequestScope], Awaitable[web.StreamResponse]]
@@ -182,28 +199,48 @@ async def _handle(
 ) -> web.StreamResponse:
     status = 500
     services, request_id, completed = scope.services, scope.request_id, scope.completed
-    admitted = False
+    runtime = services.runtime
+    task: asyncio.Task[Any] | None = None
     try:
         try:
             if flags.guard:
                 _guard(request, services.settings)
+            if flags.json_body:  # its clock runs before the request counts as in flight
+                scope.body = await read_json_body(request, services.settings)
             if flags.shed:
                 _admit(services)
-                admitted = True
+                task = asyncio.current_task()
+                if task is not None:
+                    runtime.requests.add(task)
             response = await handler(request, scope)
         except RouterError as exc:
-            completed.failed(exc.code)
+            completed.failed(exc)
             response = error_response(exc, request_id)
         except web.HTTPException as exc:
             error = _http_error(exc)
-            completed.failed(error.code)
+            completed.failed(error)
             response = error_response(error, request_id)
+        except asyncio.CancelledError as exc:
+            if not ShuttingDown.cut(exc):
+                status = CLIENT_CLOSED
+                completed.cancelled()
+                raise
+            # the grace ran out with this request still running: it is answered all the same
+            if task is not None:
+                task.uncancel()
+            error = ShuttingDown("the sidecar is shutting down; retry elsewhere or shortly")
+            completed.failed(error)
+            response = error_response(error, request_id)
+        except ConnectionError:  # the client hung up while a whole answer was being written
+            status = CLIENT_CLOSED
+            completed.cancelled()
+            raise
         except Exception:
             services.logger.exception("request.unhandled_error", path=request.path)
             error = RouterError("internal error; see the sidecar's logs")
-            completed.failed(error.code)
+            completed.failed(error)
             response = error_response(error, request_id)
-        status = response.status
+        status = CLIENT_CLOSED if completed.client_cancelled else response.status
         if not response.prepared and "X-Router-Jurisdiction" not in response.headers:
             # (a served answer carries them already: `handlers._served_headers`)
             response.headers["X-Request-Id"] = request_id
@@ -211,8 +248,9 @@ async def _handle(
                 response.headers.update(scope.view.headers())
         return response
     finally:
-        if admitted:
-            services.runtime.inflight -= 1
+        if task is not None:
+            runtime.inflight -= 1
+            runtime.requests.discard(task)
         elapsed = time.perf_counter() - started
         if span.is_recording():  # the span ends when this returns: its attributes go on now
             _trace(span, status, completed.error_code, scope.view)
@@ -254,9 +292,35 @@ def _guard(request: web.Request, settings: Settings) -> None:
             raise Unauthorized("missing or wrong bearer token")
 
 
+async def read_json_body(request: web.Request, settings: Settings) -> bytes:
+    """The request's JSON body: declared as JSON, within the size cap, arrived within the body
+    clock (`server.body_timeout_s`), else the error to render."""
+    if (
+        request.headers.get("Content-Type") != "application/json"  # as SDKs send it: no parsing
+        and request.content_type != "application/json"
+    ):
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
+    content = request.content
+    if length is not None and content.is_eof() and "Content-Encoding" not in request.headers:
+        return content.read_nowait()  # all of it came with the head: no read loop, no copy
+    try:  # chunked, compressed or still arriving: aiohttp reads it and enforces the size cap
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {settings.body_timeout_s:g} s"
+        ) from None
+
+
 def _admit(services: Services) -> None:
-    """The inbound in-flight cap: one more request, or `Overloaded`."""
+    """The inbound in-flight cap: one more request, or `Overloaded` (`ShuttingDown` once the
+    sidecar is draining)."""
     runtime = services.runtime
+    if runtime.draining:
+        raise ShuttingDown("the sidecar is shutting down; retry elsewhere or shortly")
     if runtime.inflight >= services.settings.max_inflight:
         services.metrics.shed.inc()
         raise Overloaded("too many requests in flight; retry shortly", retry_after=1.0)

@@ -6,6 +6,8 @@ failover or the breaker act on it:
 - caller faults go straight back (a context-length refusal may move on to a
   larger-context model of the same route);
 - a silent provider (any timeout) and a rejected credential fail over at once;
+- a pooled connection the server had dropped while idle (`StaleConnection`, neutral) is
+  tried once more on the same target, at once;
 - other provider faults fail over to the next target at once; on the last target of the
   chain they get one jittered retry (throttling without Retry-After: one throttle backoff);
 - 429 with Retry-After cools the target down (never shortening a cooldown) and
@@ -45,15 +47,18 @@ from router.errors import (
     Outcome,
     ProviderAuthFailed,
     ProviderError,
+    ProviderMalformed,
     ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     RateLimited,
     RouterError,
+    StaleConnection,
     StreamTruncated,
 )
-from router.providers.base import Provider
+from router.logs import get_logger
+from router.providers.base import Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.tracing import current_event
 from router.types import (
@@ -200,6 +205,9 @@ class HeldEvents:
         except ProviderError as exc:
             self._verdict = exc
             raise
+        except Exception as exc:  # noqa: BLE001  # an adapter met something it could not handle
+            self._verdict = _unexpected(exc, self._provider)
+            raise self._verdict from None
         if not isinstance(event, TextDelta):
             self._verdict = None
         return event
@@ -560,9 +568,14 @@ class Router:
         )  # BreakerOpen here: nothing was called
         self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
         try:
-            answer: Answer = (
-                await _open(provider, call) if job.stream else await provider.complete(call)
-            )
+            try:
+                answer: Answer = (
+                    await _open(provider, call) if job.stream else await provider.complete(call)
+                )
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001  # an adapter met something it could not handle
+                raise _unexpected(exc, model.provider) from None
         except BaseException as exc:
             if permit is not None:
                 permit.settle(exc)
@@ -614,6 +627,8 @@ class Router:
         policy = self.policy
         remaining = deadline - self._clock()
         later = chain[position + 1 :]
+        if isinstance(exc, StaleConnection):  # once, at once: the next goes on a new connection
+            return 0.0 if retries_here == 0 and remaining >= 2 * MIN_ATTEMPT_S else None
         if isinstance(exc, ProviderRejected):
             if exc.reason == "context_length_exceeded" and any(
                 m.context_window > model.context_window for m in later
@@ -681,6 +696,30 @@ class Router:
             raise DeadlineExceeded("the request deadline passed before any provider answered")
         summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
         raise AllProvidersFailed(f"every attempt failed ({summary})", attempts=attempts.records)
+
+
+def _unexpected(exc: Exception, provider: str) -> ProviderError:
+    """An exception that escaped an adapter, as the provider fault it is; logged with its
+    frames (never its message or locals, which may quote the answer)."""
+    error = unexpected(exc, provider)
+    if isinstance(error, ProviderMalformed):
+        get_logger().warning(
+            "provider.unexpected_error",
+            provider=provider,
+            error=type(exc).__name__,
+            where=_where(exc),
+        )
+    return error
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame that raised `exc`."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
 def _failed_on(span: trace.Span, exc: ProviderError) -> None:

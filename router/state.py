@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from structlog.typing import FilteringBoundLogger
@@ -22,7 +24,8 @@ from router.upstream_http import UpstreamClient
 
 @dataclass
 class Runtime:
-    """What exists only while the app runs: the session, providers and router built on it."""
+    """What exists only while the app runs: the session, providers and router built on it,
+    and the requests in flight (which a shutdown answers with 503 once its grace is spent)."""
 
     session: UpstreamClient | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
@@ -30,6 +33,8 @@ class Runtime:
     breakers: BreakerBoard | None = None
     inflight: int = 0
     capture_content: bool = False
+    draining: bool = False  # set at shutdown: new requests get 503, cut ones are answered
+    requests: set[asyncio.Task[Any]] = field(default_factory=set)  # chat requests in flight
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Settings:
     max_inflight: int
     max_body_bytes: int
     default_deadline_s: float
+    body_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,27 +6,38 @@ timeout handles, cookie and redirect machinery we never use); a pooled connectio
 head prepared at startup and parses the answer with httptools (llhttp, as aiohttp's own parser)
 spends about 26 µs. This module does only what upstream LLM APIs need: POST with a body to an
 `http://` or `https://` origin, keep-alive reuse, Content-Length, chunked or until-close
-bodies, and back-pressure on large answers. No redirects, cookies, proxies or compression
-(every request says `Accept-Encoding: identity`).
+bodies, and back-pressure on large answers. No redirects, cookies or compression (every request
+says `Accept-Encoding: identity`).
+
+New connections are opened by `upstream_dial` (happy eyeballs over every resolved address, TLS)
+and, where HTTPS_PROXY / HTTP_PROXY say so, through a CONNECT tunnel (`upstream_proxy`), all of
+it off the hot path (a pooled connection reused). A provider may have its own TLS context and
+proxy (`UpstreamClient.variant`, with pools of its own so connections never cross settings);
+each origin has a connection cap beyond which calls wait for a connection.
+
+Nothing is ever sent twice: a request whose reused connection turns out closed before any byte
+of the answer (the server dropped it while idle) raises `Disconnected(reused=True)`, since the
+server may have seen it; the caller decides whether to try again, and counts it as an attempt.
 
 Each wait (for the head, for the body's next bytes) takes its clock as an argument, and a
 connection keeps one lazy timer for all of them: a wait only moves the deadline the timer
 checks when it fires, so a stream of many reads arms a timer about once per clock, not once
 per read as `asyncio.timeout` around each read would.
 
-Failures are raised as the `UpstreamHttpError` family below; `providers.base.upstream_error`
-maps them (and socket, TLS and timeout errors) to router errors, in one place.
+Failures are raised as the `UpstreamHttpError` family (`upstream_errors`, importable from
+here); `providers.base.upstream_error` maps them (and socket, TLS and timeout errors) to router
+errors, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import dataclasses
 import ssl
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -35,53 +46,45 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router import __version__
+from router.upstream_dial import Resolve, open_connection
+from router.upstream_errors import (
+    BadResponse,
+    ConnectFailed,
+    ConnectTimedOut,
+    Disconnected,
+    TimedOut,
+    UpstreamHttpError,
+)
+from router.upstream_proxy import DIRECT, ProxyRules
+
+__all__ = [
+    "MAX_CONNECTIONS_PER_ORIGIN",
+    "USER_AGENT",
+    "BadResponse",
+    "ConnectFailed",
+    "ConnectTimedOut",
+    "Disconnected",
+    "Endpoint",
+    "Origin",
+    "Resolve",
+    "Response",
+    "TimedOut",
+    "UpstreamClient",
+    "UpstreamHttpError",
+    "render_request",
+]
 
 USER_AGENT = f"fusion-router/{__version__}"
 _PAUSE_ABOVE = 256 * 1024  # buffered body bytes above which the socket stops being read
 _KEEP_IDLE_S = 15.0  # an idle pooled connection older than this is closed, not reused
 _MAX_IDLE_PER_ORIGIN = 256
+MAX_CONNECTIONS_PER_ORIGIN = 256  # the default cap on open connections to one origin
 _MAX_HEADER_BYTES = 64 * 1024
 _CLOCK_SLACK_S = 0.001  # uvloop's clock moves in whole milliseconds: due within one is due
 # After a stream's terminal event the rest of the body is framing (the chunked terminator,
 # usually a packet behind): released then, the connection reads that much for that long and
 # goes back to the pool, instead of being closed and reopened by the next call.
 _DRAIN_BYTES = 16 * 1024
-
-
-Resolve = Callable[[str, int], Awaitable[str]]
-
-
-class UpstreamHttpError(Exception):
-    """An upstream call failed below HTTP semantics (no status to classify)."""
-
-
-class ConnectFailed(UpstreamHttpError):
-    """The TCP or TLS connection could not be made."""
-
-    def __init__(self, message: str, *, dns: bool = False, certificate: bool = False) -> None:
-        super().__init__(message)
-        self.dns = dns
-        self.certificate = certificate
-
-
-class ConnectTimedOut(UpstreamHttpError):
-    """The connection was not made within the connect clock."""
-
-
-class TimedOut(UpstreamHttpError, TimeoutError):
-    """The answer's head, or the body's next bytes, did not arrive within the caller's clock."""
-
-
-class Disconnected(UpstreamHttpError):
-    """The server closed the connection before the answer was complete."""
-
-    def __init__(self, message: str, *, began: bool) -> None:
-        super().__init__(message)
-        self.began = began  # whether any byte of the answer had arrived
-
-
-class BadResponse(UpstreamHttpError):
-    """The bytes that came back are not a valid HTTP/1.1 response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +280,15 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection, carrying one request at a time."""
 
     def __init__(
-        self, pool: UpstreamClient, origin: Origin, loop: asyncio.AbstractEventLoop
+        self,
+        client: UpstreamClient,
+        pool: _OriginPool,
+        origin: Origin,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._pool = pool
+        self._client = client
+        self.pool = pool  # holds one of its slots until closed (counted before connecting)
+        self._holds_slot = True
         self.origin = origin
         self.loop = loop
         self.transport: asyncio.Transport | None = None
@@ -292,7 +301,10 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._headers_done = False
         self.keep_for = _KEEP_IDLE_S  # lowered by the server's `Keep-Alive: timeout=N`
-        self._began = False
+        self._began = False  # a byte of the current answer arrived (an interim one's do not count)
+        self._heard = False  # any byte at all arrived since the current request was written
+        self._carried = False  # a request was written before the current one
+        self._reused = False  # the current request went on a connection that had carried one
         self._until_close = False
         self._reusable = False
         self._paused = False
@@ -311,7 +323,7 @@ class _Connection(asyncio.Protocol):
         if response is None:  # bytes nobody asked for: the connection is unusable
             self.close()
             return
-        self._began = True
+        self._began = self._heard = True
         if not self._headers_done:
             self._header_bytes += len(data)
         try:
@@ -332,13 +344,15 @@ class _Connection(asyncio.Protocol):
         closed_by_us = self.closed
         self.closed = True
         self.transport = None
+        self._free_slot()
         response = self._response
         if response is None:
             return
         if self._until_close and self._headers_done and exc is None and not closed_by_us:
             response._end()  # a body delimited by the server's orderly close is complete
             return
-        self._failed(Disconnected("server disconnected", began=self._began))
+        stale = self._reused and not self._heard  # silent on reuse: dropped while idle
+        self._failed(Disconnected("server disconnected", began=self._began, reused=stale))
 
     # -- httptools callbacks ----------------------------------------------------------
 
@@ -399,10 +413,11 @@ class _Connection(asyncio.Protocol):
         """Send one request and wait for the answer's status and headers until `until`
         (loop time), else `TimedOut`."""
         if self.transport is None or self.closed:
-            raise Disconnected("connection closed", began=False)
+            raise Disconnected("connection closed", began=False, reused=self._carried)
         response = Response(self)
         self._response = response
-        self._began = False
+        self._reused, self._carried = self._carried, True
+        self._began = self._heard = False
         self._raw_headers = []
         self._header_bytes = 0  # the header allowance is per answer
         self._headers_done = False
@@ -474,7 +489,7 @@ class _Connection(asyncio.Protocol):
             response._buffer.clear()
             response._buffered = 0
             self.resume()
-            self._drain_timer = self.loop.call_later(self._pool.drain_s, self.close)
+            self._drain_timer = self.loop.call_later(self._client.drain_s, self.close)
         else:  # the rest would be read for nothing; closing also stops an upstream still generating
             self._response = None
             self.close()
@@ -487,11 +502,12 @@ class _Connection(asyncio.Protocol):
         self.resume()  # paused under a large unread body: the next answer must be read
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = time.monotonic()
-        self._pool._put(self)
+        self._client._put(self)
 
     def close(self) -> None:
         """Drop the connection now: unsent request bytes are discarded, not flushed."""
         self.closed = True
+        self._free_slot()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
@@ -502,40 +518,168 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
             self.transport = None
 
+    def _free_slot(self) -> None:
+        """Give its slot under the origin's connection cap back, once."""
+        if self._holds_slot:
+            self._holds_slot = False
+            self.pool.freed()
+
+
+class _OriginPool:
+    """One origin's connections under one client's settings: the idle ones, how many are open
+    (or being opened) against the cap, and the calls waiting for one at the cap."""
+
+    __slots__ = ("idle", "open", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: deque[_Connection] = deque()
+        self.open = 0
+        # each waiter gets a released connection, or None: a slot was freed and is now theirs
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
+
+    def freed(self) -> None:
+        """A connection closed (or failed to open): its slot goes to the first waiter, if any."""
+        self.open -= 1
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.open += 1
+                waiter.set_result(None)
+                return
+
+    def hand_over(self, connection: _Connection) -> bool:
+        """Give a released connection to the first waiter, if any."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return True
+        return False
+
+
+@dataclass
+class _Counters:
+    """What a client and its variants count, for tests and diagnostics."""
+
+    proxy_connects: int = 0
+
 
 @dataclass
 class UpstreamClient:
-    """Keep-alive connections per origin, opened on demand and reused while fresh."""
+    """Keep-alive connections per origin, opened on demand (up to `max_connections` at once)
+    and reused while fresh."""
 
     ssl_context: ssl.SSLContext = field(default_factory=ssl.create_default_context)
-    resolve: Resolve | None = None  # host, port -> address; None: the loop's getaddrinfo
+    resolve: Resolve | None = None  # None: the loop's getaddrinfo
     drain_s: float = 1.0  # how long a released stream's framing tail is waited for
-    _idle: dict[Origin, deque[_Connection]] = field(default_factory=dict)
+    proxies: ProxyRules = DIRECT  # e.g. ProxyRules.from_environ(os.environ), read at startup
+    max_connections: int = MAX_CONNECTIONS_PER_ORIGIN  # open at once per origin; more wait
+    _counters: _Counters = field(default_factory=_Counters)
+    _pools: dict[Origin, _OriginPool] = field(default_factory=dict)
     _open: weakref.WeakSet[_Connection] = field(default_factory=weakref.WeakSet)
+
+    @property
+    def proxy_connects(self) -> int:
+        """Connections opened through a proxy's CONNECT tunnel (all variants)."""
+        return self._counters.proxy_connects
+
+    def variant(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        proxies: ProxyRules | None = None,
+        max_connections: int | None = None,
+    ) -> UpstreamClient:
+        """A client for one provider's own TLS context, proxy or connection cap (None: this
+        client's). It has pools of its own, so no connection is ever shared across different
+        settings, and shares this client's resolver, counters and `close()`."""
+        return dataclasses.replace(
+            self,
+            ssl_context=self.ssl_context if ssl_context is None else ssl_context,
+            proxies=self.proxies if proxies is None else proxies,
+            max_connections=self.max_connections if max_connections is None else max_connections,
+            _pools={},
+        )
 
     async def post(
         self, endpoint: Endpoint, data: bytes, *, connect_timeout: float, within: float
     ) -> Response:
         """Send `data` (a rendered request) and return the answer once its headers arrived.
 
-        `within` (seconds) bounds the whole wait, connecting included (`TimedOut`);
-        `connect_timeout` bounds connecting alone (`ConnectTimedOut`).
+        `within` (seconds) bounds the whole wait, connecting and waiting at the connection cap
+        included (`TimedOut`); `connect_timeout` bounds connecting alone (`ConnectTimedOut`).
+
+        The request is sent once, whatever happens. On a reused connection (from the pool, or
+        handed over at the cap) that turns out closed before any byte of the answer, it raises
+        `Disconnected(reused=True)`, and the origin's other idle connections that had been idle
+        at least as long are closed too: the same server timeout or restart most likely dropped
+        them, so the caller's next try opens a fresh connection instead of finding them.
         """
         loop = asyncio.get_running_loop()
         until = loop.time() + within
-        connection = self._take_idle(endpoint.origin)
+        origin = endpoint.origin
+        connection = self._take_idle(origin)
         if connection is None:
-            if within < connect_timeout:
-                try:
-                    connection = await self._connect(endpoint.origin, within, loop)
-                except ConnectTimedOut:
-                    raise TimedOut("no connection within the clock") from None
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = _OriginPool()
+            if pool.open < self.max_connections:
+                pool.open += 1
+                connection = await self._connect(pool, origin, connect_timeout, within, loop)
             else:
-                connection = await self._connect(endpoint.origin, connect_timeout, loop)
-        return await connection.request(data, until)
+                connection = await self._wait_turn(pool, until, loop)
+                if connection is None:  # a freed slot, now ours
+                    budget = until - loop.time()
+                    connection = await self._connect(pool, origin, connect_timeout, budget, loop)
+        try:
+            return await connection.request(data, until)
+        except Disconnected as exc:
+            if exc.reused:
+                self._drop_idle_since(connection)
+            raise
+
+    def _drop_idle_since(self, stale: _Connection) -> None:
+        """Close the idle connections of `stale`'s pool that were pooled no later than it was
+        (idle at least as long): the pool is in release order, so they are its oldest ones."""
+        idle = stale.pool.idle
+        while idle and idle[0].idle_since <= stale.idle_since:
+            idle.popleft().close()
+
+    async def _wait_turn(
+        self, pool: _OriginPool, until: float, loop: asyncio.AbstractEventLoop
+    ) -> _Connection | None:
+        """Wait at the cap until `until` for a released connection, or for a freed slot
+        (None: counted as ours, to connect); `TimedOut` past it."""
+        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+        pool.waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(until):
+                return await waiter
+        except BaseException as exc:
+            self._turn_lost(pool, waiter)
+            if isinstance(exc, TimeoutError):
+                raise TimedOut("no connection free within the clock") from None
+            raise
+
+    def _turn_lost(self, pool: _OriginPool, waiter: asyncio.Future[_Connection | None]) -> None:
+        """A waiter gave up (clock or cancellation): what it was given goes to the next one."""
+        if not waiter.done():
+            waiter.cancel()
+        if waiter in pool.waiters:
+            pool.waiters.remove(waiter)
+        if waiter.cancelled():
+            return
+        handed = waiter.result()
+        if handed is None:
+            pool.freed()
+        else:
+            self._put(handed)
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
+        pool = self._pools.get(origin)
+        if pool is None:
+            return None
+        idle = pool.idle
         now = time.monotonic()
         while idle:
             connection = idle.pop()
@@ -545,9 +689,13 @@ class UpstreamClient:
         return None
 
     def _put(self, connection: _Connection) -> None:
-        """Pool it (taken last in, first out); drop the oldest idle ones once stale or closed,
-        so a burst's connections do not outlive it unused."""
-        idle = self._idle.setdefault(connection.origin, deque())
+        """Hand it to a call waiting at the cap, or pool it (taken last in, first out); drop
+        the oldest idle ones once stale or closed, so a burst's connections do not outlive it
+        unused."""
+        pool = connection.pool
+        if pool.waiters and pool.hand_over(connection):
+            return
+        idle = pool.idle
         now = time.monotonic()
         while idle and (idle[0].closed or now - idle[0].idle_since >= idle[0].keep_for):
             idle.popleft().close()
@@ -557,32 +705,39 @@ class UpstreamClient:
         idle.append(connection)
 
     async def _connect(
-        self, origin: Origin, connect_s: float, loop: asyncio.AbstractEventLoop
+        self,
+        pool: _OriginPool,
+        origin: Origin,
+        connect_timeout: float,
+        budget: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> _Connection:
-        connection = _Connection(self, origin, loop)
+        """A new connection to `origin` (directly or through its proxy), holding the slot
+        already counted in `pool.open` (freed if connecting fails); within `budget`
+        (`TimedOut`) if less than `connect_timeout` (`ConnectTimedOut`)."""
+        connection = _Connection(self, pool, origin, loop)
+        proxy = self.proxies.for_origin(origin.host, origin.port, tls=origin.tls)
         try:
-            async with asyncio.timeout(connect_s):
-                address = origin.host
-                if self.resolve is not None:
-                    try:
-                        address = await self.resolve(origin.host, origin.port)
-                    except OSError:
-                        raise ConnectFailed("DNS resolution failed", dns=True) from None
-                await loop.create_connection(
-                    lambda: connection,
-                    address,
-                    origin.port,
-                    ssl=self.ssl_context if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                )
-        except TimeoutError:
-            raise ConnectTimedOut(f"no connection within {connect_s:g} s") from None
-        except ssl.SSLCertVerificationError:
-            raise ConnectFailed("TLS certificate rejected", certificate=True) from None
-        except socket.gaierror:
-            raise ConnectFailed("DNS resolution failed", dns=True) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"connection failed: {type(exc).__name__}") from None
+            await open_connection(
+                connection,
+                origin.host,
+                origin.port,
+                tls=self.ssl_context if origin.tls else None,
+                proxy=proxy,
+                resolve=self.resolve,
+                within=min(budget, connect_timeout),
+                loop=loop,
+            )
+        except ConnectTimedOut:
+            connection.close()
+            if budget < connect_timeout:
+                raise TimedOut("no connection within the clock") from None
+            raise
+        except BaseException:
+            connection.close()
+            raise
+        if proxy is not None:
+            self._counters.proxy_connects += 1
         self._open.add(connection)
         return connection
 
@@ -593,8 +748,8 @@ class UpstreamClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close every connection, idle or busy."""
+        """Close every connection, idle or busy (this client's and its variants')."""
         for connection in list(self._open):
             connection.close()
         self._open.clear()
-        self._idle.clear()
+        self._pools.clear()

@@ -193,3 +193,80 @@ def test_secret_never_prints() -> None:
     assert "CANARY" not in str(secret)
     assert "CANARY" not in f"{secret}"
     assert secret.reveal() == "sk-CANARY-xyz"
+
+
+TRANSPORT = """\
+jurisdiction: us
+providers:
+  p1:
+    protocol: openai
+    base_url: https://api.example.com/v1
+    region: us
+{settings}
+models:
+  m1: {{provider: p1, upstream_id: m1, vendor: x, origin: us, tier: budget, context_window: 8000, price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
+"""
+
+
+@pytest.fixture(name="pems")
+def _pems(tmp_path: Path) -> dict[str, Path]:
+    """A CA bundle, a client certificate and its key, and a file that is not PEM."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("router.client.example")
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key", "garbage")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    files["garbage"].write_text("not a certificate\n")
+    return files
+
+
+def test_transport_settings_load(tmp_path: Path, pems: dict[str, Path]) -> None:
+    """tls, proxy and max_connections are provider keys; "none" turns the proxy off."""
+    settings = (
+        f"    tls: {{ca_bundle: {pems['ca']}, client_cert: {pems['cert']}, "
+        f"client_key: {pems['key']}}}\n"
+        "    proxy: http://ops:pw@proxy.internal:3128\n"
+        "    max_connections: 8"
+    )
+    path = tmp_path / "router.yaml"
+    path.write_text(TRANSPORT.format(settings=settings))
+    provider = load_config(path).config.providers["p1"]
+    assert provider.tls is not None
+    assert provider.tls.client_key == str(pems["key"])
+    assert (provider.proxy, provider.max_connections) == ("http://ops:pw@proxy.internal:3128", 8)
+    path.write_text(TRANSPORT.format(settings="    proxy: none"))
+    provider = load_config(path).config.providers["p1"]
+    assert (provider.proxy, provider.tls, provider.max_connections) == ("none", None, 256)
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "fragment"),
+    [
+        ("    tls: {ca_bundle: /nonexistent/ca.pem}", "providers.p1.tls.ca_bundle", "no such file"),
+        ("    tls: {ca_bundle: certs/ca.pem}", "providers.p1.tls.ca_bundle", "absolute path"),
+        ("    tls: {client_key: KEY}", "providers.p1.tls", "client_key is set without client_cert"),
+        ("    tls: {ca_bundle: GARBAGE}", "providers.p1.tls", "cannot be loaded"),
+        ("    tls: {client_cert: CERT, client_key: CA}", "providers.p1.tls", "cannot be loaded"),
+        ("    tls: {ca_bundle: CA, verify: false}", "providers.p1.tls.verify", "unknown key"),
+        ("    proxy: socks5://ops:hunter2@proxy:1080", "providers.p1.proxy", "only http://"),
+        ("    proxy: http://ops:hunter2@proxy:port", "providers.p1.proxy", "invalid port"),
+        ("    max_connections: 0", "providers.p1.max_connections", "greater than or equal to 1"),
+    ],
+)
+def test_transport_settings_are_checked_with_their_dotted_path(
+    tmp_path: Path, pems: dict[str, Path], settings: str, path: str, fragment: str
+) -> None:
+    for name, file in (("GARBAGE", "garbage"), ("KEY", "key"), ("CERT", "cert"), ("CA", "ca")):
+        settings = settings.replace(name, str(pems[file]))
+    config = tmp_path / "router.yaml"
+    config.write_text(TRANSPORT.format(settings=settings))
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    [problem] = info.value.problems
+    assert problem.path == path
+    assert fragment in problem.message
+    assert problem.line == 7
+    assert "hunter2" not in str(problem)

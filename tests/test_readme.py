@@ -307,3 +307,22 @@ def test_the_demo_command_names_the_installed_console_script() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'^fusion-router = "router\.cli:main"$', pyproject, re.M)
     assert DEMO_COMMAND.endswith(".venv/bin/fusion-router demo")
+
+
+def _registered_metrics() -> set[str]:
+    """The metric names the app registers, as Prometheus exposes them (counters without
+    their `_total` suffix in the registry, so it is added back)."""
+    from router.metrics import Metrics
+
+    names = set()
+    for collector in Metrics.create().registry._collector_to_names:
+        for metric in collector.describe():
+            names.add(metric.name + ("_total" if metric.type == "counter" else ""))
+    return names
+
+
+def test_the_observability_page_lists_every_metric_the_code_registers() -> None:
+    """ops/observability/README.md's metric table is exactly the registered metrics."""
+    page = (ROOT / "ops" / "observability" / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(router_[a-z_]+)` \|", page, flags=re.M))
+    assert listed == _registered_metrics()

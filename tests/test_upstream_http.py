@@ -401,7 +401,7 @@ async def test_a_burst_s_connections_are_dropped_once_stale() -> None:
         assert len(connections) == 8
         await asyncio.sleep(0.3)  # past the 0.2 s reuse window (timeout 1.2 minus 1)
         assert await fetch(client, endpoint) == b"ok"  # a fresh connection; the stale ones go
-        idle = next(iter(client._idle.values()))
+        idle = next(iter(client._pools.values())).idle
         assert len(idle) == 1
         assert sum(not c.closed for c in client._open) == 1  # the seven stale ones were closed
 
@@ -537,7 +537,7 @@ async def test_a_head_later_than_its_clock_times_out_and_closes() -> None:
         with pytest.raises(TimedOut):
             await client.post(endpoint, data, connect_timeout=1, within=0.1)
         assert asyncio.get_running_loop().time() - started < 1.0
-        assert not client._idle.get(endpoint.origin)  # the late answer cannot reach a next call
+        assert not client._pools[endpoint.origin].idle  # the late answer cannot reach a next call
 
 
 async def test_a_stalled_body_times_out_on_its_read_clock() -> None:

@@ -781,7 +781,7 @@ async def _check_healthy_attempts(report: Report, proc: Proc) -> None:
             continue
         if 'outcome="success"' in labels:
             succeeded += float(value)
-        else:
+        elif float(value):  # (every outcome is exported from startup, at zero)
             failed[labels] = failed.get(labels, 0.0) + float(value)
     report.details.setdefault("healthy_attempts", {})[proc.name] = {
         "succeeded": succeeded,

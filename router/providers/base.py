@@ -29,6 +29,7 @@ from router.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     ResponseTooLarge,
+    StaleConnection,
     StreamTruncated,
 )
 from router.types import Completion, ProviderCall, StreamEvent
@@ -121,6 +122,10 @@ def upstream_error(exc: BaseException, provider: str, phase: str) -> ProviderErr
             return StreamTruncated(
                 f"{provider}: the response ended before it was complete", provider=provider
             )
+        if exc.reused:
+            return StaleConnection(
+                f"{provider}: the pooled connection was closed by the server", provider=provider
+            )
         return ProviderUnavailable(f"{provider}: server disconnected", provider=provider)
     if isinstance(exc, BadResponse):
         return ProviderMalformed(f"{provider}: invalid HTTP response", provider=provider)
@@ -131,6 +136,14 @@ def upstream_error(exc: BaseException, provider: str, phase: str) -> ProviderErr
     if isinstance(exc, ConnectionError):
         return ProviderUnavailable(f"{provider}: connection reset", provider=provider)
     return None
+
+
+def unexpected(exc: Exception, provider: str) -> ProviderError:
+    """What an exception that escaped an adapter means: a transport failure if it is one, else
+    an answer the adapter could not handle (`ProviderMalformed`). Never a 500 of ours."""
+    return upstream_error(exc, provider, "total") or ProviderMalformed(
+        f"{provider}: unexpected answer ({type(exc).__name__})", provider=provider
+    )
 
 
 class map_upstream_errors:  # lower case: used like the context-manager function it replaced

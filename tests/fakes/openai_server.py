@@ -21,6 +21,7 @@ from tests.fakes.script import (
     InBandError,
     Malformed,
     MalformedEvent,
+    OddShape,
     Redirect,
     Reset,
     StallStream,
@@ -180,6 +181,17 @@ def make_app(wall: Wall) -> web.Application:
                     sent += len(line)
             except ConnectionResetError:
                 pass  # the reader gave up, as it should
+            return response
+        if isinstance(behaviour, OddShape):
+            if not stream:
+                return web.Response(
+                    status=200, text=behaviour.body, content_type="application/json"
+                )
+            response = await _sse(request)
+            await _send(response, chunk_json(model, text=behaviour.text))
+            for data in behaviour.events:
+                await _send(response, data)
+            await _send(response, "[DONE]")
             return response
         if isinstance(behaviour, MalformedEvent):
             response = await _sse(request)

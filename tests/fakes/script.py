@@ -116,6 +116,16 @@ class MalformedEvent:
 
 
 @dataclass(frozen=True)
+class OddShape:
+    """Answer 200 with valid JSON of the wrong shape: `body` whole, or, streamed, `events`
+    after `text`'s first chunk (then the terminal marker)."""
+
+    body: str = '{"choices": ["x"]}'
+    events: tuple[str, ...] = ('{"choices": ["x"]}',)
+    text: str = "first"
+
+
+@dataclass(frozen=True)
 class Endless:
     """Stream without end: SSE comment lines (no event at all), or, with `events`, valid chunks
     of `chunk_bytes` text each. Stops at `limit` bytes or when the reader goes away."""
@@ -143,7 +153,8 @@ class Flaky:
 
 
 Behaviour = (
-    Huge
+    OddShape
+    | Huge
     | Redirect
     | MalformedEvent
     | Endless
