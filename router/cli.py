@@ -9,7 +9,9 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -18,11 +20,21 @@ from router.app import create_app
 from router.catalog import Catalog
 from router.config import LoadedConfig, load_config
 from router.demo import run_demo
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, RouterError, ShuttingDown
 from router.explain import explain, render_text
 from router.policy_loader import PolicyStore, check_policy_dir
 from router.policy_view import PolicyView
+from router.server_limits import (
+    BIND_FIX,
+    KEEPALIVE_TIMEOUT_S,
+    InboundLimits,
+    bind_refusal,
+    is_loopback,
+    shutdown_budget,
+)
 from router.state import SERVICES
+
+_BACKLOG = 128  # the listener's accept queue (aiohttp's TCPSite default)
 
 
 def _config_path(arg: str | None) -> str | None:
@@ -44,20 +56,26 @@ def _load(path: str | None) -> LoadedConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the sidecar until SIGTERM/SIGINT, then drain in-flight requests."""
+    """Run the sidecar until SIGTERM/SIGINT, then drain in-flight requests (bounded)."""
     logs.configure(os.environ.get("ROUTER_LOG_LEVEL", "info"))
     log = logs.get_logger()
     try:
         loaded = _load(_config_path(args.config))
-        host = args.host or os.environ.get("ROUTER_HOST") or loaded.config.server.host
+        server = loaded.config.server
+        host = args.host or os.environ.get("ROUTER_HOST") or server.host
         port = (
             args.port
             if args.port is not None
-            else int(os.environ.get("ROUTER_PORT") or loaded.config.server.port)
+            else int(os.environ.get("ROUTER_PORT") or server.port)
         )
+        token = server.auth_token_env is not None
+        trusted = bool(args.trusted_network) or server.trusted_network
+        refusal = bind_refusal(host, token=token, trusted=trusted)
+        if refusal is not None:  # before anything is built or bound
+            log.error("server.refused", host=host, reason=refusal, fix=BIND_FIX)
+            return 2  # (`serve` writes JSON lines only: the reason and the fix are in this one)
         app = create_app(loaded, host=host)
     except ConfigError as exc:
-        _print_problems(exc)
         log.error("config.invalid", problems=[str(p) for p in exc.problems])
         return 2
     if loaded.embedded:
@@ -66,62 +84,123 @@ def cmd_serve(args: argparse.Namespace) -> int:
             message="NO CONFIG GIVEN: serving the EMBEDDED DEFAULT (simulated providers, example prices). "
             "Pass --config or set ROUTER_CONFIG for real providers.",
         )
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host) and not token:  # (trusted: `bind_refusal` let it through)
         log.warning(
             "server.public_bind",
             host=host,
-            message="binding beyond loopback; set server.auth_token_env",
+            trusted_network=True,
+            message="serving beyond loopback WITHOUT a token, as the network is said to be "
+            "trusted; set server.auth_token_env to require one",
         )
-    coroutine = _serve(app, host, port, loaded.config.server.shutdown_grace_s, loaded)
+    coroutine = _serve(app, host, port, loaded)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(coroutine)
+        stopped = asyncio.run(coroutine)
     else:
-        uvloop.run(coroutine)
-    log.info("server.stopped")
+        stopped = uvloop.run(coroutine)
+    log.info(
+        "server.stopped",
+        took_s=round(time.monotonic() - stopped.signalled, 3) if stopped.signalled else None,
+        grace_s=server.shutdown_grace_s,
+        drained=stopped.drained,
+        cut=stopped.cut,
+        closed_in_time=stopped.closed_in_time,
+    )
     return 0
 
 
-async def _serve(
-    app: web.Application, host: str, port: int, grace_s: float, loaded: LoadedConfig
-) -> None:
-    """Listen until SIGTERM/SIGINT; then stop accepting, drain in-flight requests (bounded), close."""
+@dataclass(slots=True)
+class _Stopped:
+    """How the shutdown went, for the `server.stopped` line."""
+
+    signalled: float | None = None  # time.monotonic() at SIGTERM/SIGINT
+    drained: int = 0  # chat requests that finished within the drain
+    cut: int = 0  # chat requests still running when it ended: answered 503 `shutting_down`
+    closed_in_time: bool = True  # connections and the app closed within the grace
+
+
+async def _serve(app: web.Application, host: str, port: int, loaded: LoadedConfig) -> _Stopped:
+    """Listen until SIGTERM/SIGINT; then stop accepting, drain in-flight requests, cut what is
+    left with a 503, close: all within `server.shutdown_grace_s` of the signal."""
     log = logs.get_logger()
+    config = loaded.config.server
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = app[SERVICES].policy
+    services = app[SERVICES]
+    store = services.policy
 
     def reload_policies() -> None:
         result = store.reload()
         log.info("policy.reload_requested", trigger="SIGHUP", ok=result.ok, changed=result.changed)
 
     loop.add_signal_handler(signal.SIGHUP, reload_policies)
+    drain_s, answer_s, close_s = shutdown_budget(config.shutdown_grace_s)
     runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=grace_s
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        shutdown_timeout=close_s / 4,  # only what is still running at the very end waits for it
     )
     await runner.setup()
+    stopped = _Stopped()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=grace_s)
-        await site.start()
+        if runner.server is None:  # pragma: no cover - `setup` made it
+            raise RuntimeError("the runner has no server after setup")
+        limits = InboundLimits(
+            runner.server,
+            head_timeout_s=config.head_timeout_s,
+            max_connections=config.max_connections,
+            metrics=services.metrics,
+        )
+        listener = await loop.create_server(limits, host or None, port, backlog=_BACKLOG)
+        addresses = [sock.getsockname() for sock in listener.sockets]
         # Everything built so far lives as long as the process: move it out of the collector's
         # sight, so a full collection scans only what requests left behind (short pauses).
         gc.collect()
         gc.freeze()
         log.info(
             "server.listening",
-            addresses=[f"{a[0]}:{a[1]}" for a in runner.addresses],
-            port=runner.addresses[0][1] if runner.addresses else port,
+            addresses=[f"{a[0]}:{a[1]}" for a in addresses],
+            port=addresses[0][1] if addresses else port,
             config=loaded.source,
             jurisdiction=loaded.config.jurisdiction,
             version=__version__,
         )
         await stop.wait()
-        log.info("server.draining", grace_s=grace_s)
+        stopped.signalled = started = time.monotonic()
+        runtime = services.runtime
+        listener.close()  # no new connections; open ones get 503 `shutting_down` for new requests
+        runtime.draining = True
+        running = set(runtime.requests)
+        log.info(
+            "server.draining",
+            grace_s=config.shutdown_grace_s,
+            inflight=len(running),
+            connections=limits.open,
+        )
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, started + drain_s - time.monotonic()))
+        left = [task for task in runtime.requests if not task.done()]
+        stopped.drained, stopped.cut = len(running) - len(left), len(left)
+        for task in left:  # each still gets its answer (503, or an in-band error) and its line
+            task.cancel(msg=ShuttingDown.CANCEL_MESSAGE)
+        if left:
+            await asyncio.wait(left, timeout=answer_s)
     finally:
-        await runner.cleanup()
+        if listener is not None:
+            listener.close()  # (already, unless something failed before the signal)
+        end = (stopped.signalled or time.monotonic()) + config.shutdown_grace_s
+        try:
+            async with asyncio.timeout(max(end - time.monotonic(), close_s / 2)):
+                await runner.cleanup()
+        except TimeoutError:
+            stopped.closed_in_time = False
+    return stopped
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -188,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument(
+        "--trusted-network",
+        action="store_true",
+        help="serve beyond loopback without a token (as server.trusted_network: true)",
+    )
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate the config and policies")
     check.add_argument(

@@ -51,6 +51,10 @@ class Metrics:
     policy_stale: Gauge
     tokens: Counter
     cost: Counter
+    # the listener's own limits (router/server_limits.py; body timeouts: router/request_scope.py)
+    inbound_connections: Gauge
+    inbound_refused: Counter
+    inbound_timeouts: Counter
     # per-request label lookups, cached (label values come from config: a bounded set)
     requests_of: Callable[..., Counter] = field(init=False, repr=False)
     request_duration_of: Callable[..., Histogram] = field(init=False, repr=False)
@@ -193,6 +197,25 @@ class Metrics:
                 "router_cost_usd_total",
                 "Cost in USD at catalog prices.",
                 ["provider", "model"],
+                registry=r,
+            ),
+            inbound_connections=Gauge(
+                "router_inbound_connections",
+                "Open inbound connections (server.max_connections caps them).",
+                registry=r,
+            ),
+            inbound_refused=Counter(
+                "router_inbound_connections_refused_total",
+                "Inbound connections closed by the listener, by reason (max_connections: "
+                "past the cap, answered 503; head_too_large: a request head over 64 KiB, 431).",
+                ["reason"],
+                registry=r,
+            ),
+            inbound_timeouts=Counter(
+                "router_inbound_timeouts_total",
+                "Requests cut because their head (server.head_timeout_s, connection closed) "
+                "or body (server.body_timeout_s, 408) did not arrive in time, by phase.",
+                ["phase"],
                 registry=r,
             ),
         )

@@ -206,7 +206,11 @@ async def _handle(
             if flags.guard:
                 _guard(request, services.settings)
             if flags.json_body:  # its clock runs before the request counts as in flight
-                scope.body = await read_json_body(request, services.settings)
+                try:
+                    scope.body = await read_json_body(request, services.settings)
+                except RequestTimeout:
+                    services.metrics.inbound_timeouts.labels("body").inc()
+                    raise
             if flags.shed:
                 _admit(services)
                 task = asyncio.current_task()
