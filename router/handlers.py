@@ -51,6 +51,15 @@ def served_headers(
     }
 
 
+def _answer_stream(
+    scope: RequestScope, model: CatalogModel, attempted: list[str], created: int
+) -> tuple[web.StreamResponse, TextChunks]:
+    """The SSE response for `model` served after the calls `attempted`, and its chunks."""
+    assert scope.view is not None  # noqa: S101  # pinned by the handler
+    headers = served_headers(model, attempted, scope.request_id, scope.view)
+    return event_stream(headers), TextChunks(scope.request_id, model.id, created)
+
+
 def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
     """Tokens and cost counters for one served call."""
     metrics.tokens_of(model.provider, model.id, "input").inc(usage.input_tokens)
@@ -94,6 +103,12 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     check_max_tokens(chat, chain)
     if chat.stream:
         return await _stream(request, scope, chat, router, chain, deadline)
+    foreseen: list[dict[str, str]] = []
+    if chain:  # the first target's headers are built while it answers (the loop is idle)
+        first = chain[0]
+        asyncio.get_running_loop().call_soon(
+            lambda: foreseen.append(served_headers(first, [first.provider], scope.request_id, view))
+        )
     routed = await router.complete(chat, chain, deadline, gate=view.gate)
     _served(scope, routed.model, routed.attempts, routed.completion.usage)
     if services.runtime.capture_content:
@@ -102,7 +117,10 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     body = completion_body(
         scope.request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
     )
-    headers = served_headers(routed.model, routed.attempts.providers, scope.request_id, view)
+    if foreseen and routed.model is chain[0] and len(routed.attempts.records) == 1:
+        headers = foreseen[0]  # served at the first try, as foreseen
+    else:
+        headers = served_headers(routed.model, routed.attempts.providers, scope.request_id, view)
     return web.Response(body=json_bytes(body), content_type="application/json", headers=headers)
 
 
@@ -115,12 +133,21 @@ async def _stream(
     deadline: float,
 ) -> web.StreamResponse:
     assert scope.view is not None  # noqa: S101  # pinned by the handler
+    created = int(time.time())
+    foreseen: list[tuple[web.StreamResponse, TextChunks]] = []
+    if chain:  # what the first target will need is built while it answers (the loop is idle)
+        first = chain[0]
+        asyncio.get_running_loop().call_soon(
+            lambda: foreseen.append(_answer_stream(scope, first, [first.provider], created))
+        )
     opened = await router.open_stream(chat, chain, deadline, gate=scope.view.gate)
     model, attempts = opened.model, opened.attempts
-    response = event_stream(served_headers(model, attempts.providers, scope.request_id, scope.view))
+    if foreseen and model is chain[0] and len(attempts.records) == 1:
+        response, chunks = foreseen[0]  # served at the first try, as foreseen
+    else:
+        response, chunks = _answer_stream(scope, model, attempts.providers, created)
     try:
         await response.prepare(request)
-        chunks = TextChunks(scope.request_id, model.id, int(time.time()))
         end = await relay(response, opened.first, opened.events, chunks, deadline)
         if isinstance(end, RouterError):
             scope.completed.failed(end)

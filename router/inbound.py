@@ -131,7 +131,7 @@ def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
     try:
         value = decoder.decode(text)
         if b"\\u" in raw:  # only an escape can make a lone surrogate out of valid UTF-8
-            _walk(value, "", 0, surrogates=True)
+            _walk(value, surrogates=True)
         return value
     except _Duplicate as exc:
         raise DuplicateKey(f"duplicate key {exc.key!r} in the JSON body", param=exc.key) from None
@@ -141,33 +141,58 @@ def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
         raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:120]}") from None
 
 
-def _walk(value: Any, path: str, depth: int, *, surrogates: bool = False) -> None:
-    """Refuse forbidden fields at any depth and deep nesting (and lone surrogates), by path."""
-    if depth > MAX_DEPTH:
-        raise InvalidJson(
-            f"the JSON body is nested deeper than {MAX_DEPTH} levels",
+def _walk(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
+    """Refuse forbidden fields at any depth and deep nesting (and lone surrogates), naming the
+    path. One walk; the path is spelled out only for the value refused."""
+    found = _problem(value, depth, surrogates)
+    if found is None:
+        return
+    kind, parts = found
+    path = ""
+    for part in reversed(parts):
+        path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else part
+    if kind == "forbidden":
+        raise ForbiddenField(
+            f"field {path!r} is not accepted: upstream endpoints and credentials come only from the sidecar's config",
             param=path,
         )
+    if kind == "deep":
+        raise InvalidJson(f"the JSON body is nested deeper than {MAX_DEPTH} levels", param=path)
+    raise InvalidJson("a string holds an unpaired surrogate", param=path)
+
+
+def _problem(value: Any, depth: int, surrogates: bool) -> tuple[str, list[str | int]] | None:
+    """The first refused value: its kind (forbidden, deep, surrogate) and its path, innermost
+    part first; None when there is none."""
+    if depth > MAX_DEPTH:
+        return "deep", []
     if isinstance(value, str):
-        if not surrogates:
-            return
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidJson("a string holds an unpaired surrogate", param=path) from None
-    elif isinstance(value, dict):
+        return ("surrogate", []) if surrogates and not _encodes(value) else None
+    if isinstance(value, dict):
         for key, item in value.items():
-            child = f"{path}.{key}" if path else key
             if key.lower() in FORBIDDEN_FIELDS:
-                raise ForbiddenField(
-                    f"field {child!r} is not accepted: upstream endpoints and credentials come only from the sidecar's config",
-                    param=child,
-                )
-            _walk(key, child, depth + 1, surrogates=surrogates)
-            _walk(item, child, depth + 1, surrogates=surrogates)
+                return "forbidden", [key]
+            if surrogates and not _encodes(key):
+                return "surrogate", [key]
+            found = _problem(item, depth + 1, surrogates)
+            if found is not None:
+                found[1].append(key)
+                return found
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, f"{path}[{i}]", depth + 1, surrogates=surrogates)
+            found = _problem(item, depth + 1, surrogates)
+            if found is not None:
+                found[1].append(i)
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(value: Any) -> bool:
@@ -256,7 +281,7 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     """A `ChatRequest` (and the raw `fusion` options, if any) from decoded JSON."""
     if not isinstance(data, dict):
         raise InvalidJson("the request body must be a JSON object")
-    _walk(data, "", 0)  # forbidden fields at any depth, deep nesting: refused by path
+    _walk(data)  # forbidden fields at any depth, deep nesting: refused by path
     if not data.keys() <= _KNOWN:
         unknown = sorted(set(data) - _KNOWN)
         raise UnsupportedParameter(

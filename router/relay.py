@@ -36,12 +36,17 @@ async def relay(
     the end of the body are written instead. Returns how the stream ended.
     """
     role_owed = True  # the role rides in the first text's delta; a stream with no text owes it
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(deadline - time.monotonic()):
+        if time.monotonic() >= deadline:
+            raise TimeoutError  # it passed while the stream was being opened
+        async with asyncio.timeout(None) as clock:
             event = first
             while isinstance(event, TextDelta):
                 await response.write(chunks.event(event.text, role=role_owed))
-                role_owed = False
+                if role_owed:  # the first token is out: the clock is set now, off its path
+                    role_owed = False
+                    clock.reschedule(loop.time() + deadline - time.monotonic())
                 event = await anext(rest)
     except ProviderError as exc:
         error: RouterError = exc

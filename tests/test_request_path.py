@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from tests.fakes.script import Status
 from tests.fusion_setup import fusion_sidecar, role_of
@@ -17,9 +18,9 @@ QUESTION = [{"role": "user", "content": "Which year did the bridge open?"}]
 PROMPT = "CUSTOM SYNTHESIS PROMPT: $question / $answers / $findings"
 
 
-async def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+async def _post(url: str, body: dict[str, Any]) -> tuple[int, CIMultiDict[str], bytes]:
     async with aiohttp.ClientSession() as http, http.post(url, json=body) as response:
-        return response.status, dict(response.headers), await response.read()
+        return response.status, CIMultiDict(response.headers), await response.read()
 
 
 def _events(raw: bytes) -> list[dict[str, Any]]:
@@ -102,3 +103,29 @@ async def test_the_deadline_header_takes_ascii_digits_only(value: str) -> None:
         assert response.status == 400, body
         assert body["error"]["param"] == "X-Router-Deadline-Ms"
         assert s.wall.calls == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("first_fails", [False, True], ids=["first-try", "after-failover"])
+async def test_headers_built_ahead_equal_the_plain_ones(stream: bool, first_fails: bool) -> None:
+    """The first target's headers are built while it answers (a hot-path trick); whichever
+    target serves, they equal `served_headers` computed afterwards, the plain way."""
+    from router.handlers import served_headers
+    from router.policy_view import PolicyView
+    from router.state import SERVICES
+
+    async with sidecar() as s:
+        if first_fails:
+            s.wall.script("up-model-a", Status(503))
+        status, headers, raw = await _post(
+            f"{s.url}/v1/chat/completions",
+            {"model": "both", "messages": QUESTION, "stream": stream},
+        )
+        assert status == 200, raw
+        services = s.app[SERVICES]
+        view = PolicyView.for_request(services.policy, "us", None, services.catalog.models)
+        chain = view.allowed_chain("both", [services.catalog.models[m] for m in ("m-a", "m-b")])
+        served = chain[1] if first_fails else chain[0]
+        attempted = ["up-a", "up-b"] if first_fails else ["up-a"]
+        plain = served_headers(served, attempted, headers["X-Request-Id"], view)
+        assert {k: headers[k] for k in plain} == plain
