@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from router.errors import (
     DuplicateKey,
@@ -203,9 +203,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _content(value: Any, param: str) -> str:
-    if isinstance(value, str):
-        return value
+def _parts(value: Any, param: str) -> tuple[str, ...]:
+    """The text parts of a content list (each kept whole: their boundaries matter)."""
     if isinstance(value, list):
         parts = []
         for i, part in enumerate(value):
@@ -219,7 +218,7 @@ def _content(value: Any, param: str) -> str:
                     param=f"{param}[{i}]",
                 )
             parts.append(part["text"])
-        return "".join(parts)
+        return tuple(parts)
     raise InvalidRequest("content must be a string or a list of text parts", param=param)
 
 
@@ -250,15 +249,17 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
                 param=f"messages[{i}].role",
             )
         content = item.get("content")
+        parts: tuple[str, ...] = ()
         if isinstance(content, str):
             text = content
         elif "content" not in item:
             raise InvalidRequest("message has no content", param=f"messages[{i}].content")
         else:
-            text = _content(content, f"messages[{i}].content")
+            parts = _parts(content, f"messages[{i}].content")
+            text = "\n".join(parts)
         total += len(text)
         only_system = only_system and role == "system"
-        out.append(Message(role, text))
+        out.append(Message(role, text, parts))
     if total > MAX_CONTENT_CHARS:
         raise InvalidRequest(
             f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
@@ -311,9 +312,16 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
                 "'stream_options.include_usage' must be a boolean",
                 param="stream_options.include_usage",
             )
-    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    field: Literal["max_tokens", "max_completion_tokens"] = (
+        "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
+    )
+    if field == "max_completion_tokens" and data.get("max_tokens") is not None:
+        raise InvalidRequest(
+            "give 'max_completion_tokens' or 'max_tokens', not both", param="max_tokens"
+        )
+    max_tokens = data.get(field)
     if max_tokens is not None and (not _is_int(max_tokens) or max_tokens <= 0):
-        raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
+        raise InvalidRequest(f"'{field}' must be a positive integer", param=field)
     temperature = data.get("temperature")
     if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
         raise InvalidRequest("'temperature' must be a number from 0 to 2", param="temperature")
@@ -373,5 +381,6 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         user=user,
         include_usage=include_usage,
         json_output=json_output,
+        max_tokens_field=field,
     )
     return request, fusion

@@ -13,10 +13,18 @@ Role = Literal["system", "user", "assistant"]
 
 @value
 class Message:
-    """One chat message, text only."""
+    """One chat message, text only. `parts` keeps the boundaries of a message sent as a list
+    of text parts (adapters send them as separate parts); `content` is their text joined by
+    newlines, for what needs one string (fusion prompts, token estimates)."""
 
     role: Role
     content: str
+    parts: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The message's text parts (one, for a plain string)."""
+        return self.parts or (self.content,)
 
 
 @value
@@ -34,6 +42,7 @@ class ChatRequest:
     user: str | None = None
     include_usage: bool = False
     json_output: bool = False
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"  # as sent
 
     @property
     def system_text(self) -> str:

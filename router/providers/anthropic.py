@@ -90,13 +90,13 @@ def turns(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for message in messages:
-        if message.role == "system" or not message.content:
+        blocks = [{"type": "text", "text": t} for t in message.texts if t]
+        if message.role == "system" or not blocks:
             continue
-        block = {"type": "text", "text": message.content}
         if out and out[-1]["role"] == message.role:
-            out[-1]["content"].append(block)
+            out[-1]["content"].extend(blocks)
         else:
-            out.append({"role": message.role, "content": [block]})
+            out.append({"role": message.role, "content": blocks})
     if out and out[-1]["role"] == "assistant":
         # a trailing assistant turn is a prefill; Anthropic rejects trailing whitespace there
         last = out[-1]["content"][-1]

@@ -56,10 +56,11 @@ def to_wire(request: ChatRequest) -> dict[str, Any]:
     contents: list[dict[str, Any]] = []
     for message in request.dialogue:
         role = _ROLES[message.role]
+        parts = [{"text": text} for text in message.texts]
         if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": message.content})
+            contents[-1]["parts"].extend(parts)
         else:
-            contents.append({"role": role, "parts": [{"text": message.content}]})
+            contents.append({"role": role, "parts": parts})
     body: dict[str, Any] = {"contents": contents}
     if request.system_text:
         body["systemInstruction"] = {"parts": [{"text": request.system_text}]}

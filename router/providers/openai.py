@@ -22,6 +22,7 @@ from router.types import (
     ChatRequest,
     Completion,
     FinishReason,
+    Message,
     ProviderCall,
     StreamEnd,
     StreamEvent,
@@ -40,17 +41,25 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+def _message(message: Message) -> dict[str, Any]:
+    """One message; text parts stay parts (their boundaries are the caller's)."""
+    if message.parts:
+        parts = [{"type": "text", "text": text} for text in message.parts]
+        return {"role": message.role, "content": parts}
+    return {"role": message.role, "content": message.content}
+
+
 def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[str, Any]:
     """The JSON body of a chat-completions call."""
     body: dict[str, Any] = {
         "model": upstream_model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [_message(m) for m in request.messages],
         "stream": stream,
     }
     if stream:
         body["stream_options"] = {"include_usage": True}
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
+    if request.max_tokens is not None:  # under the caller's name: reasoning models take only
+        body[request.max_tokens_field] = request.max_tokens  # max_completion_tokens
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.top_p is not None:
