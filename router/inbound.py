@@ -23,6 +23,7 @@ from router.errors import (
     UnsupportedContent,
     UnsupportedParameter,
 )
+from router.protocol_support import PASSTHROUGH
 from router.types import ChatRequest, Message, Role
 
 MAX_DEPTH = 32
@@ -68,10 +69,13 @@ _KNOWN = frozenset(
         "response_format",
         "metadata",
         "store",
+        "frequency_penalty",
+        "presence_penalty",
         "fusion",
     }
 )
 _MESSAGE_FIELDS = frozenset({"role", "content", "name"})
+MAX_METADATA = 16  # OpenAI's own limit on `metadata` pairs
 _ROLES: Mapping[str, Role] = {
     "system": "system",
     "developer": "system",
@@ -257,9 +261,17 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         else:
             parts = _parts(content, f"messages[{i}].content")
             text = "\n".join(parts)
+        name = item.get("name")
+        if name is not None and not (
+            isinstance(name, str) and 0 < len(name) <= 64 and name.isprintable()
+        ):
+            raise InvalidRequest(
+                "a message's 'name' must be a printable string of 1 to 64 characters",
+                param=f"messages[{i}].name",
+            )
         total += len(text)
         only_system = only_system and role == "system"
-        out.append(Message(role, text, parts))
+        out.append(Message(role, text, parts, name))
     if total > MAX_CONTENT_CHARS:
         raise InvalidRequest(
             f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
@@ -366,6 +378,7 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
                 "'response_format.type' must be 'text' or 'json_object'",
                 param="response_format",
             )
+    passthrough = _passthrough(data)
     fusion = data.get("fusion")
     if fusion is not None and not isinstance(fusion, dict):
         raise InvalidRequest("'fusion' must be an object", param="fusion")
@@ -382,5 +395,31 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         include_usage=include_usage,
         json_output=json_output,
         max_tokens_field=field,
+        passthrough=passthrough,
     )
     return request, fusion
+
+
+def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The OpenAI parameters sent on as they came (`protocol_support.PASSTHROUGH`), checked."""
+    out: list[tuple[str, Any]] = []
+    for key in PASSTHROUGH:
+        value = data.get(key)
+        if value is None:
+            continue
+        if key == "store" and not isinstance(value, bool):
+            raise InvalidRequest("'store' must be a boolean", param=key)
+        if key == "metadata" and not (
+            isinstance(value, dict)
+            and len(value) <= MAX_METADATA
+            and all(isinstance(v, str) and len(v) <= 512 for v in value.values())
+            and all(len(k) <= 64 for k in value)
+        ):
+            raise InvalidRequest(
+                f"'metadata' must be an object of at most {MAX_METADATA} string values",
+                param=key,
+            )
+        if key.endswith("_penalty") and not (_is_number(value) and -2 <= value <= 2):
+            raise InvalidRequest(f"'{key}' must be a number from -2 to 2", param=key)
+        out.append((key, value))
+    return tuple(out)

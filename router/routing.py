@@ -56,8 +56,10 @@ from router.errors import (
     RouterError,
     StaleConnection,
     StreamTruncated,
+    UnsupportedParameter,
 )
 from router.logs import get_logger
+from router.protocol_support import missing_field
 from router.providers.base import Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.tracing import current_event
@@ -310,6 +312,7 @@ class _Job:
     budget: CallBudget | None
     gate: Gate | None
     attempts: AttemptLog
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (field, protocol) skipped
 
 
 Answer = Completion | tuple[StreamEvent, AsyncIterator[StreamEvent]]
@@ -423,9 +426,15 @@ class Router:
         ]
 
     def _skip_reason(self, model: CatalogModel, job: _Job, waits: list[float]) -> str | None:
-        """Why `model` is skipped without a call now (policy, cooldown, breaker, bulkhead)."""
+        """Why `model` is skipped without a call now (policy, a field its protocol cannot
+        carry, cooldown, breaker, bulkhead)."""
         if job.gate is not None and job.gate(model) is not None:
             return "policy_denied"
+        protocol = self._providers[model.provider].protocol
+        missing = missing_field(job.request, protocol)
+        if missing is not None:
+            job.missing.append((missing, protocol))
+            return UnsupportedParameter.code
         cooling = self.cooldowns.remaining(self._key(model)) if self.cooldowns.until else 0.0
         if cooling > 0:
             waits.append(cooling)
@@ -460,6 +469,13 @@ class Router:
         policy = self.policy
 
         def give_up() -> NoReturn:
+            if job.missing and all(r.code == UnsupportedParameter.code for r in attempts.records):
+                name, protocol = job.missing[0]
+                raise UnsupportedParameter(
+                    f"'{name}' cannot be sent to the {protocol} protocol, and no target of "
+                    "this request speaks another one that carries it",
+                    param=name,
+                )
             self._raise(attempts, waits, rate_limited, job.deadline, stopped_by_deadline)
 
         for position, model in enumerate(chain):

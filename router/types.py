@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import field
-from typing import Literal
+from typing import Any, Literal
 
 from router.values import value
 
@@ -20,6 +20,7 @@ class Message:
     role: Role
     content: str
     parts: tuple[str, ...] = ()
+    name: str | None = None  # the participant's name (OpenAI's `name`)
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -43,6 +44,9 @@ class ChatRequest:
     include_usage: bool = False
     json_output: bool = False
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"  # as sent
+    # OpenAI parameters sent as they came to OpenAI-protocol upstreams; elsewhere translated, a
+    # documented no-op, or refused (`router.protocol_support`)
+    passthrough: tuple[tuple[str, Any], ...] = ()
 
     @property
     def system_text(self) -> str:

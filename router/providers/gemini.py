@@ -84,6 +84,11 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         config["seed"] = request.seed
     if request.json_output:
         config["responseMimeType"] = "application/json"
+    for key, value in request.passthrough:  # (store, metadata: no-ops here)
+        if key == "frequency_penalty":
+            config["frequencyPenalty"] = value
+        elif key == "presence_penalty":
+            config["presencePenalty"] = value
     return config
 
 

@@ -43,10 +43,15 @@ _FINISH: dict[str, FinishReason] = {
 
 def _message(message: Message) -> dict[str, Any]:
     """One message; text parts stay parts (their boundaries are the caller's)."""
-    if message.parts:
-        parts = [{"type": "text", "text": text} for text in message.parts]
-        return {"role": message.role, "content": parts}
-    return {"role": message.role, "content": message.content}
+    out: dict[str, Any] = {
+        "role": message.role,
+        "content": [{"type": "text", "text": text} for text in message.parts]
+        if message.parts
+        else message.content,
+    }
+    if message.name is not None:
+        out["name"] = message.name
+    return out
 
 
 def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[str, Any]:
@@ -72,6 +77,7 @@ def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[
         body["user"] = request.user
     if request.json_output:
         body["response_format"] = {"type": "json_object"}
+    body.update(request.passthrough)  # as the caller sent them
     return body
 
 
