@@ -17,7 +17,13 @@ from aiohttp import web
 
 from router import semconv
 from router.catalog import FUSION_PREFIX
-from router.errors import PanelExhausted, PolicyDenied, RouterError, ShuttingDown
+from router.errors import (
+    PanelExhausted,
+    PolicyDenied,
+    RouterError,
+    ShuttingDown,
+    UnsupportedParameter,
+)
 from router.fusion.caller import RouterCaller
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
@@ -43,6 +49,12 @@ async def serve_fusion(
     """Answer `chat` with the panel it names: plan, run the stages, render."""
     services, view = scope.services, scope.view
     assert view is not None  # noqa: S101  # pinned by the handler
+    tools = [k for k, _ in chat.passthrough if k in ("tools", "tool_choice", "parallel_tool_calls")]
+    if tools or any(m.tool_calls or m.role == "tool" for m in chat.messages):
+        raise UnsupportedParameter(
+            "tools on a fusion panel are not supported yet: ask a model or a route",
+            param=tools[0] if tools else "messages",
+        )
     catalog = services.catalog
     panel = resolve_panel(chat.model, options, catalog)
     availability = availability_for(

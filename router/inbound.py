@@ -71,16 +71,21 @@ _KNOWN = frozenset(
         "store",
         "frequency_penalty",
         "presence_penalty",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
         "fusion",
     }
 )
-_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
+_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 MAX_METADATA = 16  # OpenAI's own limit on `metadata` pairs
+MAX_TOOLS = 128  # OpenAI's own limit on `tools`
 _ROLES: Mapping[str, Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 
@@ -226,6 +231,73 @@ def _parts(value: Any, param: str) -> tuple[str, ...]:
     raise InvalidRequest("content must be a string or a list of text parts", param=param)
 
 
+def _tool_calls(item: Mapping[str, Any], role: str, param: str) -> tuple[Any, ...]:
+    """An assistant message's `tool_calls`, checked for OpenAI's shape (kept as they came)."""
+    calls = item.get("tool_calls")
+    if calls is None:
+        return ()
+    if role != "assistant":
+        raise InvalidRequest(
+            "only an assistant message has 'tool_calls'", param=f"{param}.tool_calls"
+        )
+    if not isinstance(calls, list) or not calls or len(calls) > MAX_TOOLS:
+        raise InvalidRequest(
+            f"'tool_calls' must be a list of 1 to {MAX_TOOLS} calls", param=f"{param}.tool_calls"
+        )
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(call, dict)
+            and isinstance(call.get("id"), str)
+            and call.get("type", "function") == "function"
+            and isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise InvalidRequest(
+                "a tool call needs 'id', 'type': 'function' and 'function' with 'name' and "
+                "'arguments' (a JSON string)",
+                param=f"{param}.tool_calls[{j}]",
+            )
+    return tuple(calls)
+
+
+def _tools(value: Any) -> None:
+    """`tools`: function tools in OpenAI's shape."""
+    if not isinstance(value, list) or not value or len(value) > MAX_TOOLS:
+        raise InvalidRequest(f"'tools' must be a list of 1 to {MAX_TOOLS} tools", param="tools")
+    for i, tool in enumerate(value):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not (
+            isinstance(tool, dict)
+            and tool.get("type") == "function"
+            and isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("parameters", {}), dict)
+        ):
+            raise UnsupportedParameter(
+                "only function tools ({'type': 'function', 'function': {'name', "
+                "'parameters'...}}) are supported",
+                param=f"tools[{i}]",
+            )
+
+
+def _tool_choice(value: Any) -> None:
+    if value in ("auto", "none", "required"):
+        return
+    function = value.get("function") if isinstance(value, dict) else None
+    if not (
+        isinstance(value, dict)
+        and value.get("type") == "function"
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+    ):
+        raise InvalidRequest(
+            "'tool_choice' must be 'auto', 'none', 'required' or a named function",
+            param="tool_choice",
+        )
+
+
 def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
     if not isinstance(value, list):
         raise InvalidRequest("'messages' must be a list", param="messages")
@@ -249,13 +321,24 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise InvalidRequest(
-                "role must be one of system, developer, user, assistant",
+                "role must be one of system, developer, user, assistant, tool",
                 param=f"messages[{i}].role",
+            )
+        calls = _tool_calls(item, role, f"messages[{i}]")
+        call_id = item.get("tool_call_id")
+        if (role == "tool") != (call_id is not None) or not (
+            call_id is None or (isinstance(call_id, str) and 0 < len(call_id) <= 256)
+        ):
+            raise InvalidRequest(
+                "a 'tool' message needs its 'tool_call_id' (a string), and only it has one",
+                param=f"messages[{i}].tool_call_id",
             )
         content = item.get("content")
         parts: tuple[str, ...] = ()
         if isinstance(content, str):
             text = content
+        elif content is None and calls:  # an assistant turn that only calls tools
+            text = ""
         elif "content" not in item:
             raise InvalidRequest("message has no content", param=f"messages[{i}].content")
         else:
@@ -271,7 +354,7 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
             )
         total += len(text)
         only_system = only_system and role == "system"
-        out.append(Message(role, text, parts, name))
+        out.append(Message(role, text, parts, name, calls, call_id))
     if total > MAX_CONTENT_CHARS:
         raise InvalidRequest(
             f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
@@ -421,5 +504,11 @@ def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
             )
         if key.endswith("_penalty") and not (_is_number(value) and -2 <= value <= 2):
             raise InvalidRequest(f"'{key}' must be a number from -2 to 2", param=key)
+        if key == "tools":
+            _tools(value)
+        if key == "tool_choice":
+            _tool_choice(value)
+        if key == "parallel_tool_calls" and not isinstance(value, bool):
+            raise InvalidRequest("'parallel_tool_calls' must be a boolean", param=key)
         out.append((key, value))
     return tuple(out)

@@ -9,30 +9,44 @@ from collections.abc import Mapping
 from router.types import ChatRequest
 
 # OpenAI parameters passed through unchanged to OpenAI-protocol upstreams (and checked here)
-PASSTHROUGH = ("store", "metadata", "frequency_penalty", "presence_penalty")
+PASSTHROUGH = (
+    "store",
+    "metadata",
+    "frequency_penalty",
+    "presence_penalty",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+)
 
-# what each other protocol does with them: "translated" (an equivalent field) or "no-op" (it
-# has nothing to do there: OpenAI stores completions for its own evals, other vendors do not)
-CARRIED: Mapping[str, Mapping[str, str]] = {
-    "anthropic": {"store": "no-op", "metadata": "no-op"},
-    "gemini": {
-        "store": "no-op",
-        "metadata": "no-op",
-        "frequency_penalty": "translated",
-        "presence_penalty": "translated",
-    },
-}
 NAME_FIELD = "messages[].name"
+TOOL_CALLS_FIELD = "messages[].tool_calls"
+TOOL_ROLE_FIELD = "messages[].role: tool"
+
+# What each protocol other than OpenAI's carries; the rest it cannot (tools and tool turns: not
+# translated yet). A field listed here is translated into the protocol's own (penalties on
+# Gemini), or a documented no-op: OpenAI stores completions for its own evals, others do not;
+# the simulated provider ignores what it cannot simulate.
+CARRIED: Mapping[str, frozenset[str]] = {
+    "anthropic": frozenset({"store", "metadata"}),
+    "gemini": frozenset({"store", "metadata", "frequency_penalty", "presence_penalty"}),
+    "sim": frozenset({"store", "metadata", "frequency_penalty", "presence_penalty", NAME_FIELD}),
+}
 
 
 def missing_field(request: ChatRequest, protocol: str) -> str | None:
     """The first field of `request` that `protocol` cannot carry, or None."""
     carried = CARRIED.get(protocol)
-    if carried is None:  # openai (everything), sim (simulated: anything goes)
+    if carried is None:  # openai: everything
         return None
     for key, _ in request.passthrough:
         if key not in carried:
             return key
-    if any(m.name is not None for m in request.messages):
-        return NAME_FIELD
+    for message in request.messages:
+        if message.name is not None and NAME_FIELD not in carried:
+            return NAME_FIELD
+        if message.tool_calls and TOOL_CALLS_FIELD not in carried:
+            return TOOL_CALLS_FIELD
+        if message.role == "tool" and TOOL_ROLE_FIELD not in carried:
+            return TOOL_ROLE_FIELD
     return None

@@ -42,8 +42,12 @@ async def relay(
             raise TimeoutError  # it passed while the stream was being opened
         async with asyncio.timeout(None) as clock:
             event = first
-            while isinstance(event, TextDelta):
-                await response.write(chunks.event(event.text, role=role_owed))
+            while not isinstance(event, StreamEnd):
+                await response.write(
+                    chunks.event(event.text, role=role_owed)
+                    if isinstance(event, TextDelta)
+                    else chunks.tool_call(event, role=role_owed)
+                )
                 if role_owed:  # the first token is out: the clock is set now, off its path
                     role_owed = False
                     clock.reschedule(loop.time() + deadline - time.monotonic())

@@ -67,8 +67,8 @@ from router.types import (
     ChatRequest,
     Completion,
     ProviderCall,
+    StreamEnd,
     StreamEvent,
-    TextDelta,
     Timeouts,
 )
 
@@ -190,7 +190,7 @@ class HeldEvents:
         self._permit = permit
         self._provider = provider
         self._verdict: BaseException | None = (
-            StreamAbandoned() if isinstance(first, TextDelta) else None
+            None if isinstance(first, StreamEnd) else StreamAbandoned()
         )
 
     def __aiter__(self) -> HeldEvents:
@@ -210,7 +210,7 @@ class HeldEvents:
         except Exception as exc:  # noqa: BLE001  # an adapter met something it could not handle
             self._verdict = _unexpected(exc, self._provider)
             raise self._verdict from None
-        if not isinstance(event, TextDelta):
+        if isinstance(event, StreamEnd):
             self._verdict = None
         return event
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from router.values import value
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @value
@@ -21,6 +21,8 @@ class Message:
     content: str
     parts: tuple[str, ...] = ()
     name: str | None = None  # the participant's name (OpenAI's `name`)
+    tool_calls: tuple[Any, ...] = ()  # an assistant's calls, OpenAI's objects as they came
+    tool_call_id: str | None = None  # a `tool` message: the call it answers
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -80,6 +82,23 @@ FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @value
+class ToolCall:
+    """A function call the model asks the caller to make; `arguments` is the model's JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """OpenAI's shape."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@value
 class Completion:
     """A whole answer from one provider call."""
 
@@ -88,6 +107,7 @@ class Completion:
     usage: Usage
     response_model: str
     response_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @value
@@ -107,7 +127,18 @@ class StreamEnd:
     response_id: str | None = None
 
 
-StreamEvent = TextDelta | StreamEnd
+@value
+class ToolCallDelta:
+    """A piece of a streamed tool call, in OpenAI's shape: the call's `index`; `id` and `name`
+    on its first piece; then fragments of its `arguments` text."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+StreamEvent = TextDelta | ToolCallDelta | StreamEnd
 
 
 @value

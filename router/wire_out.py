@@ -9,7 +9,7 @@ import orjson
 
 from router.errors import RouterError
 from router.routing import AttemptLog
-from router.types import Completion, Usage
+from router.types import Completion, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -53,7 +53,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
+                "message": _message(completion),
                 "finish_reason": completion.finish_reason,
             }
         ],
@@ -61,6 +61,17 @@ def completion_body(
         "router": router_body(
             attempts.records[-1].provider if attempts.records else "", cost, attempts
         ),
+    }
+
+
+def _message(completion: Completion) -> dict[str, Any]:
+    """The answer's message: its text, and its tool calls (then no text is `null`)."""
+    if not completion.tool_calls:
+        return {"role": "assistant", "content": completion.text}
+    return {
+        "role": "assistant",
+        "content": completion.text or None,
+        "tool_calls": [call.as_dict() for call in completion.tool_calls],
     }
 
 
@@ -118,6 +129,29 @@ class TextChunks:
                 orjson.dumps(text),
                 b'},"finish_reason":null}]}\n\n',
             )
+        )
+
+    def tool_call(self, delta: ToolCallDelta, *, role: bool = False) -> bytes:
+        """One piece of a tool call, in OpenAI's delta shape."""
+        call: dict[str, Any] = {"index": delta.index}
+        if delta.id is not None:
+            call["id"] = delta.id
+            call["type"] = "function"
+        function: dict[str, str] = {}
+        if delta.name is not None:
+            function["name"] = delta.name
+        function["arguments"] = delta.arguments
+        call["function"] = function
+        choice_delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        choice_delta["tool_calls"] = [call]
+        return sse(
+            {
+                "id": f"chatcmpl-{self.request_id}",
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": choice_delta, "finish_reason": None}],
+            }
         )
 
     def role(self) -> bytes:

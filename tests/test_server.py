@@ -246,11 +246,17 @@ LONG = "x" * (1024 * 1024 + 10)
             400,
             "forbidden_field",
         ),
-        (
-            b'{"model": "m-a", "tools": [], "messages": [{"role": "user", "content": "x"}]}',
+        (  # function tools are carried; other kinds of tool are not
+            b'{"model": "m-a", "tools": [{"type": "code_interpreter"}], "messages": [{"role": "user", "content": "x"}]}',
             None,
             400,
             "unsupported_parameter",
+        ),
+        (  # an empty list is no list of tools (OpenAI refuses it too)
+            b'{"model": "m-a", "tools": [], "messages": [{"role": "user", "content": "x"}]}',
+            None,
+            400,
+            "invalid_request",
         ),
         (
             b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',

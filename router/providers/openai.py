@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from router.errors import ProviderMalformed, ProviderUnavailable, StreamTruncated
@@ -27,6 +27,8 @@ from router.types import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from router.upstream_http import UpstreamClient
@@ -51,6 +53,11 @@ def _message(message: Message) -> dict[str, Any]:
     }
     if message.name is not None:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = list(message.tool_calls)
+        out["content"] = message.content or None
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
     return out
 
 
@@ -103,6 +110,12 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         text = message.get("content") or ""
         if not isinstance(text, str):
             raise TypeError
+        calls = tuple(
+            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+            for c in message.get("tool_calls") or ()
+        )
+        if not all(isinstance(v, str) for c in calls for v in (c.id, c.name, c.arguments)):
+            raise TypeError
         finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
         model = data.get("model")
         response_id = data.get("id")
@@ -116,7 +129,34 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         usage=_usage(data.get("usage"), _prompt_estimate(request), estimate_tokens(text)),
         response_model=model if isinstance(model, str) else "",
         response_id=response_id if isinstance(response_id, str) else None,
+        tool_calls=calls,
     )
+
+
+def _tool_deltas(delta: Mapping[str, Any], provider: str) -> list[ToolCallDelta]:
+    """The tool-call pieces of a stream chunk's delta (OpenAI's shape, checked)."""
+    out = []
+    for piece in delta.get("tool_calls") or ():
+        function = piece.get("function") if isinstance(piece, dict) else None
+        if not isinstance(function, dict):
+            function = {} if isinstance(piece, dict) and "function" not in piece else None
+        if function is None:
+            raise ProviderMalformed(
+                f"{provider}: malformed tool call in a stream", provider=provider
+            )
+        index, call_id, name = piece.get("index"), piece.get("id"), function.get("name")
+        arguments = function.get("arguments") or ""
+        if not (
+            isinstance(index, int)
+            and (call_id is None or isinstance(call_id, str))
+            and (name is None or isinstance(name, str))
+            and isinstance(arguments, str)
+        ):
+            raise ProviderMalformed(
+                f"{provider}: malformed tool call in a stream", provider=provider
+            )
+        out.append(ToolCallDelta(index, call_id, name, arguments))
+    return out
 
 
 class OpenAIProvider:
@@ -187,6 +227,10 @@ class OpenAIProvider:
                     if isinstance(text, str) and text:
                         out_chars += len(text)
                         yield TextDelta(text)
+                    if "tool_calls" in delta:
+                        for piece in _tool_deltas(delta, self.name):
+                            out_chars += len(piece.arguments)
+                            yield piece
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], "stop")
             else:

@@ -26,6 +26,7 @@ from tests.fakes.script import (
     Reset,
     StallStream,
     Status,
+    ToolCalls,
     Wall,
 )
 
@@ -51,6 +52,60 @@ def completion_json(model: str, answer: Answer) -> str:
             },
         }
     ).model_dump_json(exclude_unset=True)
+
+
+def tool_calls_json(model: str, behaviour: ToolCalls) -> str:
+    """A whole answer calling tools, as the SDK's `ChatCompletion`."""
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": behaviour.text or None,
+                        "tool_calls": [
+                            {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                            for i, n, a in behaviour.calls
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
+        }
+    ).model_dump_json(exclude_unset=True)
+
+
+def tool_call_chunks(model: str, behaviour: ToolCalls) -> list[str]:
+    """A streamed answer calling tools, as the SDK's `ChatCompletionChunk`s: per call, a first
+    delta with its id and name, then its arguments in `pieces` fragments; then the finish."""
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> str:
+        return ChatCompletionChunk.model_validate(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        ).model_dump_json(exclude_unset=True)
+
+    out = [chunk({"role": "assistant", "content": behaviour.text})] if behaviour.text else []
+    for index, (call_id, name, arguments) in enumerate(behaviour.calls):
+        first = {"index": index, "id": call_id, "type": "function"}
+        out.append(chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": ""}}]}))
+        size = max(1, -(-len(arguments) // behaviour.pieces))
+        for start in range(0, len(arguments), size):
+            piece = arguments[start : start + size]
+            out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+    out.append(chunk({}, finish="tool_calls"))
+    return out
 
 
 def chunk_json(
@@ -181,6 +236,18 @@ def make_app(wall: Wall) -> web.Application:
                     sent += len(line)
             except ConnectionResetError:
                 pass  # the reader gave up, as it should
+            return response
+        if isinstance(behaviour, ToolCalls):
+            if not stream:
+                return web.Response(
+                    status=200,
+                    text=tool_calls_json(model, behaviour),
+                    content_type="application/json",
+                )
+            response = await _sse(request)
+            for data in tool_call_chunks(model, behaviour):
+                await _send(response, data)
+            await _send(response, "[DONE]")
             return response
         if isinstance(behaviour, OddShape):
             if not stream:

@@ -116,6 +116,16 @@ class MalformedEvent:
 
 
 @dataclass(frozen=True)
+class ToolCalls:
+    """Answer with tool calls: (id, name, arguments JSON) each; streamed, each call's
+    arguments go out in `pieces` fragments after a first delta with its id and name."""
+
+    calls: tuple[tuple[str, str, str], ...] = (("call_1", "get_weather", '{"city": "Oslo"}'),)
+    text: str = ""
+    pieces: int = 3
+
+
+@dataclass(frozen=True)
 class OddShape:
     """Answer 200 with valid JSON of the wrong shape: `body` whole, or, streamed, `events`
     after `text`'s first chunk (then the terminal marker)."""
@@ -153,7 +163,8 @@ class Flaky:
 
 
 Behaviour = (
-    OddShape
+    ToolCalls
+    | OddShape
     | Huge
     | Redirect
     | MalformedEvent

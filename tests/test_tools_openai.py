@@ -1,0 +1,194 @@
+"""Tool calling through OpenAI-compatible upstreams (issue 16, first part): `tools`,
+`tool_choice` and `parallel_tool_calls` go as sent, tool calls come back whole and streamed in
+OpenAI's shape, and the conversation with tool results goes on. Protocols that do not carry
+tools yet (Anthropic, Gemini, the simulator) are skipped without a call, or a 400 names them;
+a fusion panel refuses tools."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fakes.script import Answer, ToolCalls
+from tests.fusion_setup import fusion_sidecar
+from tests.helpers import sidecar
+from tests.test_passthrough import _post, _two_protocols
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+QUESTION: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_an_agent_loop_with_the_openai_sdk(stream: bool) -> None:
+    """Tool call, tool result, final answer: what the SDK parses, and what the upstream got."""
+    async with sidecar() as s:
+        client = s.openai()
+        s.wall.script("up-model-a", [ToolCalls(), Answer("It is 4 degrees in Oslo.")])
+        if stream:
+            async with client.chat.completions.stream(
+                model="m-a",
+                messages=QUESTION,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+                tool_choice="auto",
+                parallel_tool_calls=False,
+            ) as events:
+                async for _ in events:
+                    pass
+                completion = await events.get_final_completion()
+        else:
+            completion = await client.chat.completions.create(
+                model="m-a",
+                messages=QUESTION,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+                tool_choice="auto",
+                parallel_tool_calls=False,
+            )
+        choice = completion.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.tool_calls is not None
+        [call] = choice.message.tool_calls
+        assert (call.id, call.function.name) == ("call_1", "get_weather")
+        assert json.loads(call.function.arguments) == {"city": "Oslo"}
+        sent = s.wall.calls[0].body
+        assert sent["tools"] == TOOLS
+        assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("auto", False)
+        follow_up = [
+            *QUESTION,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": call.function.arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 4}'},
+        ]
+        final = await client.chat.completions.create(
+            model="m-a",
+            messages=follow_up,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        assert final.choices[0].message.content == "It is 4 degrees in Oslo."
+        second = s.wall.calls[1].body["messages"]
+        assert second[1]["tool_calls"][0]["id"] == call.id
+        assert second[1]["content"] is None
+        assert second[2] == {"role": "tool", "content": '{"celsius": 4}', "tool_call_id": call.id}
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pieces=st.integers(min_value=1, max_value=40),
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["get_weather", "lookup", "f"]),
+            st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=3),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+async def test_streamed_tool_call_deltas_assemble_to_the_whole_answers_calls(
+    pieces: int, calls: list[tuple[str, dict[str, str]]]
+) -> None:
+    """However the upstream cuts the arguments, the SDK assembles the same calls from the
+    stream as from the whole answer."""
+    behaviour = ToolCalls(
+        calls=tuple(
+            (f"call_{i}", name, json.dumps(args, ensure_ascii=False))
+            for i, (name, args) in enumerate(calls)
+        ),
+        pieces=pieces,
+    )
+    async with sidecar() as s:
+        s.wall.script("up-model-a", behaviour)
+        client = s.openai()
+        whole = await client.chat.completions.create(
+            model="m-a",
+            messages=QUESTION,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        async with client.chat.completions.stream(
+            model="m-a",
+            messages=QUESTION,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        ) as events:
+            streamed = await events.get_final_completion()
+
+    def shape(completion: Any) -> list[tuple[str, str, Any]]:
+        return [
+            (c.id, c.function.name, json.loads(c.function.arguments))
+            for c in completion.choices[0].message.tool_calls
+        ]
+
+    assert shape(streamed) == shape(whole) == [(i, n, json.loads(a)) for i, n, a in behaviour.calls]
+
+
+async def test_a_route_skips_targets_that_cannot_carry_tools_and_none_left_is_a_400() -> None:
+    async with _two_protocols() as (url, wall):
+        wall.script("up-gpt", ToolCalls())
+        status, body, _ = await _post(
+            url, {"model": "claude-first", "messages": QUESTION, "tools": TOOLS}
+        )
+        assert status == 200, body
+        assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+        assert [c.model for c in wall.calls] == ["up-gpt"]
+        status, body, _ = await _post(
+            url, {"model": "claude-only", "messages": QUESTION, "tools": TOOLS}
+        )
+        assert status == 400, body
+        assert (body["error"]["code"], body["error"]["param"]) == ("unsupported_parameter", "tools")
+        assert "anthropic" in body["error"]["message"]
+        assert [c.model for c in wall.calls] == ["up-gpt"]
+
+
+async def test_a_fusion_panel_refuses_tools_with_a_400() -> None:
+    async with fusion_sidecar() as s, aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{s.url}/v1/chat/completions",
+            json={"model": "fusion/trio", "messages": QUESTION, "tools": TOOLS},
+        ) as response:
+            body = await response.json()
+        assert response.status == 400
+        assert (body["error"]["code"], body["error"]["param"]) == ("unsupported_parameter", "tools")
+        assert s.wall.calls == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0]"),
+        ({"tools": "get_weather"}, "tools"),
+        ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+    ],
+)
+async def test_bad_tool_fields_are_a_400_naming_them(extra: dict[str, Any], param: str) -> None:
+    async with sidecar() as s:
+        status, body, _ = await _post(s.url, {"model": "m-a", "messages": QUESTION, **extra})
+        assert status == 400, body
+        assert body["error"]["param"] == param
+        assert s.wall.calls == []
