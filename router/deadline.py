@@ -25,7 +25,11 @@ def request_deadline(headers: Mapping[str, str], default_s: float) -> float:
     raw = headers.get(DEADLINE_HEADER)
     budget = default_s
     if raw is not None:
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DEADLINE_MS:
+        if (
+            not (raw.isascii() and raw.isdigit())
+            or len(raw) > len(str(MAX_DEADLINE_MS))
+            or not 1 <= int(raw) <= MAX_DEADLINE_MS
+        ):
             raise InvalidRequest(
                 f"{DEADLINE_HEADER} must be an integer from 1 to {MAX_DEADLINE_MS}",
                 param=DEADLINE_HEADER,

@@ -30,6 +30,7 @@ from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
 from router.fusion.plan import plan_panel
 from router.fusion.resolve import availability_for, resolve_panel
 from router.metrics import Metrics
+from router.protocol_support import missing_field
 from router.relay import finish, known_text, relay
 from router.request_scope import RequestScope
 from router.routing import Router
@@ -61,6 +62,14 @@ async def serve_fusion(
         catalog.models, view.gate, lambda m: router.unavailable(m) is not None
     )
     plan = plan_panel(panel, catalog.models, availability)
+    for model_id in plan.seated:  # a field a seated panelist's protocol cannot carry: say so
+        protocol = services.runtime.providers[catalog.models[model_id].provider].protocol
+        missing = missing_field(chat, protocol)
+        if missing is not None:
+            raise UnsupportedParameter(
+                f"'{missing}' cannot be sent to the {protocol} protocol of panelist {model_id!r}",
+                param=missing,
+            )
     if not plan.seated:
         # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
         decision = view.decision(catalog.models[panel.panelists[0]])
@@ -192,7 +201,7 @@ class _Answer:
         synthesis = self.outcome.synthesis
         assert synthesis is not None  # noqa: S101  # not exhausted
         opened = synthesis.stream
-        response = event_stream(self.headers())
+        response = self.scope.response = event_stream(self.headers())
         try:
             await response.prepare(request)
             chunks = TextChunks(self.scope.request_id, self.model_name, int(time.time()))

@@ -146,6 +146,7 @@ async def _stream(
         response, chunks = foreseen[0]  # served at the first try, as foreseen
     else:
         response, chunks = _answer_stream(scope, model, attempts.providers, created)
+    scope.response = response
     try:
         await response.prepare(request)
         end = await relay(response, opened.first, opened.events, chunks, deadline)

@@ -13,6 +13,7 @@ methods (with that path's guard), a 404 from a catch-all route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN
 
@@ -49,6 +51,7 @@ from router.routing import AttemptLog
 from router.state import Services, Settings
 from router.tracing import extract_context
 from router.types import Usage
+from router.wire_out import error_event, sse
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLIENT_CLOSED = 499  # the status nginx made usual for "the client closed the request"
@@ -133,6 +136,12 @@ class RequestScope:
     completed: Completed = field(default_factory=Completed)
     view: PolicyView | None = None
     body: bytes = b""  # the request body, for routes that read one (`RouteFlags.json_body`)
+    response: web.StreamResponse | None = None  # a stream's response, once the handler made it
+
+    def started(self) -> web.StreamResponse | None:
+        """The response whose head is on the wire already (a stream), if any."""
+        response = self.response
+        return response if response is not None and response.prepared else None
 
 
 ScopedHandler = Callable[[web.Request, RequestScope], Awaitable[web.StreamResponse]]
@@ -234,7 +243,7 @@ async def _handle(
                 task.uncancel()
             error = ShuttingDown("the sidecar is shutting down; retry elsewhere or shortly")
             completed.failed(error)
-            response = error_response(error, request_id)
+            response = await _answer(scope, error)
         except ConnectionError:  # the client hung up while a whole answer was being written
             status = CLIENT_CLOSED
             completed.cancelled()
@@ -243,7 +252,7 @@ async def _handle(
             services.logger.exception("request.unhandled_error", path=request.path)
             error = RouterError("internal error; see the sidecar's logs")
             completed.failed(error)
-            response = error_response(error, request_id)
+            response = await _answer(scope, error)
         status = CLIENT_CLOSED if completed.client_cancelled else response.status
         if not response.prepared and "X-Router-Jurisdiction" not in response.headers:
             # (a served answer carries them already: `handlers._served_headers`)
@@ -261,6 +270,18 @@ async def _handle(
         # Metrics and the log line wait for the loop's next turn: by then the response (whole,
         # or the end of a stream) is on the wire, so the caller does not wait for them.
         asyncio.get_running_loop().call_soon(_account, request, scope, flags, status, elapsed)
+
+
+async def _answer(scope: RequestScope, error: RouterError) -> web.StreamResponse:
+    """`error` as the answer: a JSON error, or, when a stream's head is out already, an in-band
+    error event ending it (a second HTTP response cannot follow the first)."""
+    started = scope.started()
+    if started is None:
+        return error_response(error, scope.request_id)
+    with contextlib.suppress(ConnectionError, RuntimeError):  # (gone, or ended already)
+        await started.write(sse(error_event(error)))
+        await started.write_eof()
+    return started
 
 
 def not_allowed(methods: Iterable[str]) -> ScopedHandler:
@@ -317,6 +338,11 @@ async def read_json_body(request: web.Request, settings: Settings) -> bytes:
         raise RequestTimeout(
             f"the request body did not arrive within {settings.body_timeout_s:g} s"
         ) from None
+    except (
+        web.RequestPayloadError,
+        HttpProcessingError,
+    ):  # e.g. a body that is not the gzip it says
+        raise InvalidRequest("the request body could not be read as sent") from None
 
 
 def _admit(services: Services) -> None:

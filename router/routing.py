@@ -114,6 +114,10 @@ class CallBudget:
         self.used += 1
         return True
 
+    def give_back(self) -> None:
+        """Return a reserved call that was not made (the breaker refused it at admission)."""
+        self.used -= 1
+
 
 @dataclass
 class AttemptLog:
@@ -508,6 +512,8 @@ class Router:
                     answer, permit = await self._attempt(job, model, remaining, calls)
                 except BreakerOpen as exc:
                     calls -= 1  # rejected without a call (the half-open probe was taken)
+                    if job.budget is not None:
+                        job.budget.give_back()
                     attempts.skip(model, exc.code)
                     self._breaker_rejected(model)
                     waits.append(exc.retry_after or 1.0)

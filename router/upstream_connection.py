@@ -32,6 +32,7 @@ __all__ = ["Response"]
 _PAUSE_ABOVE = 256 * 1024  # buffered body bytes above which the socket stops being read
 _KEEP_IDLE_S = 15.0  # an idle pooled connection older than this is closed, not reused
 _MAX_HEADER_BYTES = 64 * 1024
+_STALE_WITHIN_S = 1.0  # a dropped keep-alive connection fails at once; later, it is a fault
 _CLOCK_SLACK_S = 0.001  # uvloop's clock moves in whole milliseconds: due within one is due
 # After a stream's terminal event the rest of the body is framing (the chunked terminator,
 # usually a packet behind): released then, the connection reads that much for that long and
@@ -195,6 +196,7 @@ class _Connection(asyncio.Protocol):
         self.keep_for = _KEEP_IDLE_S  # lowered by the server's `Keep-Alive: timeout=N`
         self._began = False  # a byte of the current answer arrived (an interim one's do not count)
         self._heard = False  # any byte at all arrived since the current request was written
+        self._written_at = 0.0  # loop time the current request was written
         self._carried = False  # a request was written before the current one
         self._reused = False  # the current request went on a connection that had carried one
         self._until_close = False
@@ -243,7 +245,13 @@ class _Connection(asyncio.Protocol):
         if self._until_close and self._headers_done and exc is None and not closed_by_us:
             response._end()  # a body delimited by the server's orderly close is complete
             return
-        stale = self._reused and not self._heard  # silent on reuse: dropped while idle
+        # silent on reuse, at once: the server had dropped it while idle (later silence, such
+        # as a generation cut after a minute, is the provider's fault, and is not sent again)
+        stale = (
+            self._reused
+            and not self._heard
+            and self.loop.time() - self._written_at < _STALE_WITHIN_S
+        )
         self._failed(Disconnected("server disconnected", began=self._began, reused=stale))
 
     # -- httptools callbacks ----------------------------------------------------------
@@ -309,6 +317,7 @@ class _Connection(asyncio.Protocol):
         response = Response(self)
         self._response = response
         self._reused, self._carried = self._carried, True
+        self._written_at = self.loop.time()
         self._began = self._heard = False
         self._raw_headers = []
         self._header_bytes = 0  # the header allowance is per answer

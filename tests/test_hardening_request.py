@@ -169,3 +169,32 @@ async def test_the_openai_sdk_sees_an_odd_chunk_as_an_api_error() -> None:
             async for _chunk in stream:
                 pass
         await client.close()
+
+
+async def test_a_body_that_is_not_the_gzip_it_says_is_a_400() -> None:
+    import aiohttp
+
+    async with bed() as s, aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{s.url}/v1/chat/completions",
+            data=b"\x1f\x8bnot gzip at all" * 10,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        ) as response:
+            body = await response.json()
+        assert response.status == 400, body
+        assert body["error"]["code"] == "invalid_request"
+        assert s.wall.calls == []
+
+
+async def test_a_deadline_header_of_thousands_of_digits_is_a_400() -> None:
+    import aiohttp
+
+    async with bed() as s, aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{s.url}/v1/chat/completions",
+            json={"model": "a", "messages": Q},
+            headers={"X-Router-Deadline-Ms": "9" * 5000},
+        ) as response:
+            body = await response.json()
+        assert response.status == 400, body
+        assert body["error"]["param"] == "X-Router-Deadline-Ms"

@@ -177,3 +177,23 @@ async def test_bad_values_are_a_400_naming_them(extra: dict[str, Any], param: st
         assert status == 400
         assert body["error"]["param"] == param
         assert wall.calls == []
+
+
+async def test_a_fusion_panel_with_a_panelist_that_cannot_carry_a_field_is_a_400() -> None:
+    """Said before any call, naming the field and the panelist (not a 502 panel_exhausted)."""
+    async with _two_protocols() as (url, wall):
+        status, body, _ = await _post(
+            url,
+            {
+                "model": "fusion",
+                "fusion": {"panelists": ["claude", "gpt"], "synthesizers": ["gpt"], "quorum": 2},
+                "messages": [{"role": "user", "content": "hi", "name": "alice"}],
+            },
+        )
+        assert status == 400, body
+        assert (body["error"]["code"], body["error"]["param"]) == (
+            "unsupported_parameter",
+            "messages[].name",
+        )
+        assert "claude" in body["error"]["message"]
+        assert wall.calls == []

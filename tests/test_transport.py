@@ -846,3 +846,14 @@ async def test_a_dropped_keep_alive_connection_is_a_neutral_stale_connection() -
         assert (await provider.complete(chat_call())).text == "4"
     assert up.accepted == 2
     assert len(requests) == 3
+
+
+async def test_a_reused_connection_dropped_after_a_long_silence_is_no_stale_connection() -> None:
+    """Only a drop at once is the keep-alive race; a generation the server cuts after a while
+    on a reused connection is the provider's fault (and would be billed twice if re-sent)."""
+    async with counted(drops_reused(drop_after=1.3)) as up, UpstreamClient() as client:
+        assert await fetch(client, up.endpoint()) == b"ok"
+        with pytest.raises(Disconnected) as caught:
+            await fetch(client, up.endpoint())
+        assert (caught.value.began, caught.value.reused) == (False, False)
+        assert up.requests == 2

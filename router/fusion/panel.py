@@ -273,6 +273,7 @@ async def _hedged(
 ) -> tuple[Routed | None, RouterError | None, bool]:
     """Start a substitute if the seat is slower than its budget; the first answer wins."""
     primary = asyncio.ensure_future(_try(deps, request, model, deadline, seat.index))
+    backup: asyncio.Future[tuple[Routed | None, RouterError | None]] | None = None
     try:
         finished, _ = await asyncio.wait({primary}, timeout=hedge_after_s)
         if finished:
@@ -299,10 +300,11 @@ async def _hedged(
                     await asyncio.gather(*pending, return_exceptions=True)
                     return last[0], None, True
         return last[0], last[1], True
-    finally:
-        if not primary.done():
-            primary.cancel()
-            await asyncio.gather(primary, return_exceptions=True)
+    finally:  # a cancelled seat (client gone, shutdown) leaves no call of its own running
+        running = [t for t in (primary, backup) if t is not None and not t.done()]
+        for left in running:
+            left.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ def synthesis_request(
         top_p=request.top_p,
         stop=request.stop,
         json_output=request.json_output,
+        max_tokens_field=request.max_tokens_field,
     )
 
 
