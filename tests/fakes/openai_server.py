@@ -31,54 +31,41 @@ from tests.fakes.script import (
 )
 
 
-def completion_json(model: str, answer: Answer) -> str:
+def _completion(model: str, message: dict[str, object], finish: str, usage: tuple[int, int]) -> str:
+    """A whole answer, as the SDK's `ChatCompletion`."""
     return ChatCompletion.model_validate(
         {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
-                    "finish_reason": answer.finish_reason,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {
-                "prompt_tokens": answer.input_tokens,
-                "completion_tokens": answer.output_tokens,
-                "total_tokens": answer.input_tokens + answer.output_tokens,
+                "prompt_tokens": usage[0],
+                "completion_tokens": usage[1],
+                "total_tokens": sum(usage),
             },
         }
     ).model_dump_json(exclude_unset=True)
 
 
+def completion_json(model: str, answer: Answer) -> str:
+    return _completion(
+        model,
+        {"role": "assistant", "content": answer.text},
+        answer.finish_reason,
+        (answer.input_tokens, answer.output_tokens),
+    )
+
+
 def tool_calls_json(model: str, behaviour: ToolCalls) -> str:
-    """A whole answer calling tools, as the SDK's `ChatCompletion`."""
-    return ChatCompletion.model_validate(
-        {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": behaviour.text or None,
-                        "tool_calls": [
-                            {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-                            for i, n, a in behaviour.calls
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
-        }
-    ).model_dump_json(exclude_unset=True)
+    """A whole answer calling tools."""
+    calls = [
+        {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+        for i, n, a in behaviour.calls
+    ]
+    message = {"role": "assistant", "content": behaviour.text or None, "tool_calls": calls}
+    return _completion(model, message, "tool_calls", (20, 9))
 
 
 def tool_call_chunks(model: str, behaviour: ToolCalls) -> list[str]:
