@@ -312,11 +312,16 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         if not isinstance(item, dict):
             raise InvalidRequest("each message must be an object", param=f"messages[{i}]")
         if not item.keys() <= _MESSAGE_FIELDS:
-            unknown = sorted(set(item) - _MESSAGE_FIELDS)
-            raise UnsupportedParameter(
-                f"unsupported message field(s): {', '.join(unknown)}",
-                param=f"messages[{i}]",
+            # (a message the SDK parsed and the caller sends back carries `refusal`, `audio`,
+            # `annotations`... as null: nothing is dropped by ignoring those)
+            unknown = sorted(
+                k for k, v in item.items() if k not in _MESSAGE_FIELDS and v is not None
             )
+            if unknown:
+                raise UnsupportedParameter(
+                    f"unsupported message field(s): {', '.join(unknown)}",
+                    param=f"messages[{i}]",
+                )
         raw_role = item.get("role")
         role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
@@ -511,4 +516,8 @@ def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         if key == "parallel_tool_calls" and not isinstance(value, bool):
             raise InvalidRequest("'parallel_tool_calls' must be a boolean", param=key)
         out.append((key, value))
+    given = {key for key, _ in out}
+    for key in ("tool_choice", "parallel_tool_calls"):
+        if key in given and "tools" not in given:
+            raise InvalidRequest(f"'{key}' needs 'tools'", param=key)
     return tuple(out)

@@ -192,3 +192,76 @@ async def test_bad_tool_fields_are_a_400_naming_them(extra: dict[str, Any], para
         assert status == 400, body
         assert body["error"]["param"] == param
         assert s.wall.calls == []
+
+
+async def test_the_sdks_streamed_answer_goes_back_as_history() -> None:
+    """The SDK's parsed message (with `refusal`, `audio`, `annotations`... as null) is sent
+    back as the next turn's history; nulls are no fields to refuse."""
+    async with sidecar() as s:
+        client = s.openai()
+        s.wall.script("up-model-a", [ToolCalls(), Answer("It is 4 degrees in Oslo.")])
+        async with client.chat.completions.stream(
+            model="m-a",
+            messages=QUESTION,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        ) as events:
+            completion = await events.get_final_completion()
+        message = completion.choices[0].message
+        assert message.tool_calls
+        history = [
+            *QUESTION,
+            message.model_dump(),
+            {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "4"},
+        ]
+        final = await client.chat.completions.create(
+            model="m-a",
+            messages=history,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        assert final.choices[0].message.content == "It is 4 degrees in Oslo."
+        assert not {"refusal", "audio", "parsed"} & set(s.wall.calls[1].body["messages"][1])
+
+
+async def test_tool_calls_from_a_server_that_numbers_none() -> None:
+    """Deltas without `index` (some OpenAI-compatible servers): an `id` starts the next call."""
+    behaviour = ToolCalls(
+        calls=(("c1", "get_weather", '{"city": "Oslo"}'), ("c2", "lookup", '{"q": 1}')),
+        indexed=False,
+    )
+    async with sidecar() as s:
+        s.wall.script("up-model-a", behaviour)
+        async with s.openai().chat.completions.stream(
+            model="m-a",
+            messages=QUESTION,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        ) as events:
+            completion = await events.get_final_completion()
+        calls = completion.choices[0].message.tool_calls or []
+        assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+            ("c1", "get_weather", '{"city": "Oslo"}'),
+            ("c2", "lookup", '{"q": 1}'),
+        ]
+
+
+@pytest.mark.parametrize("key", ["tool_choice", "parallel_tool_calls"])
+async def test_tool_options_without_tools_are_a_400(key: str) -> None:
+    async with sidecar() as s:
+        value: Any = "auto" if key == "tool_choice" else True
+        status, body, _ = await _post(s.url, {"model": "m-a", "messages": QUESTION, key: value})
+        assert status == 400, body
+        assert body["error"]["param"] == key
+        assert s.wall.calls == []
+
+
+def test_an_assistant_turn_with_text_parts_and_tool_calls_keeps_its_parts() -> None:
+    from router.providers.openai import to_wire
+    from router.types import ChatRequest, Message
+
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turn = Message("assistant", "a\nb", ("a", "b"), tool_calls=(call,))
+    body = to_wire(ChatRequest(model="m", messages=(turn,)), "m", stream=False)
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "a"},
+        {"type": "text", "text": "b"},
+    ]
+    assert body["messages"][0]["tool_calls"] == [call]

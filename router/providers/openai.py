@@ -55,7 +55,8 @@ def _message(message: Message) -> dict[str, Any]:
         out["name"] = message.name
     if message.tool_calls:
         out["tool_calls"] = list(message.tool_calls)
-        out["content"] = message.content or None
+        if not message.parts:
+            out["content"] = message.content or None
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
     return out
@@ -133,9 +134,13 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
     )
 
 
-def _tool_deltas(delta: Mapping[str, Any], provider: str) -> list[ToolCallDelta]:
-    """The tool-call pieces of a stream chunk's delta (OpenAI's shape, checked)."""
-    out = []
+def _tool_deltas(
+    delta: Mapping[str, Any], provider: str, last: ToolCallDelta | None
+) -> list[ToolCallDelta]:
+    """The tool-call pieces of a stream chunk's delta (OpenAI's shape, checked). Some
+    OpenAI-compatible servers leave `index` out: a piece with an `id` then starts the next
+    call, one without continues the call before it (`last`)."""
+    out: list[ToolCallDelta] = []
     for piece in delta.get("tool_calls") or ():
         function = piece.get("function") if isinstance(piece, dict) else None
         if not isinstance(function, dict):
@@ -146,6 +151,12 @@ def _tool_deltas(delta: Mapping[str, Any], provider: str) -> list[ToolCallDelta]
             )
         index, call_id, name = piece.get("index"), piece.get("id"), function.get("name")
         arguments = function.get("arguments") or ""
+        if index is None:
+            previous = out[-1] if out else last
+            if previous is None:
+                index = 0
+            else:
+                index = previous.index + 1 if call_id is not None else previous.index
         if not (
             isinstance(index, int)
             and (call_id is None or isinstance(call_id, str))
@@ -199,6 +210,7 @@ class OpenAIProvider:
             usage_data: Any = None
             model, response_id = "", None
             out_chars = 0
+            last_call: ToolCallDelta | None = None  # (for servers that number no call)
             reader = EventReader(self.name, self._malformed)
             async for event in iter_sse(response, self.name, call):
                 if event.data.strip() == "[DONE]":
@@ -228,8 +240,9 @@ class OpenAIProvider:
                         out_chars += len(text)
                         yield TextDelta(text)
                     if "tool_calls" in delta:
-                        for piece in _tool_deltas(delta, self.name):
+                        for piece in _tool_deltas(delta, self.name, last_call):
                             out_chars += len(piece.arguments)
+                            last_call = piece
                             yield piece
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], "stop")

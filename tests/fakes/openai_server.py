@@ -73,15 +73,18 @@ def tool_call_chunks(model: str, behaviour: ToolCalls) -> list[str]:
     delta with its id and name, then its arguments in `pieces` fragments; then the finish."""
 
     def chunk(delta: dict[str, object], finish: str | None = None) -> str:
-        return ChatCompletionChunk.model_validate(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-        ).model_dump_json(exclude_unset=True)
+        data = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if not behaviour.indexed:  # (the SDK's types require `index`: sent raw)
+            for call in delta.get("tool_calls") or []:  # type: ignore[attr-defined]
+                call.pop("index")
+            return json.dumps(data)
+        return ChatCompletionChunk.model_validate(data).model_dump_json(exclude_unset=True)
 
     out = [chunk({"role": "assistant", "content": behaviour.text})] if behaviour.text else []
     for index, (call_id, name, arguments) in enumerate(behaviour.calls):

@@ -123,6 +123,7 @@ class ToolCalls:
     calls: tuple[tuple[str, str, str], ...] = (("call_1", "get_weather", '{"city": "Oslo"}'),)
     text: str = ""
     pieces: int = 3
+    indexed: bool = True  # False: deltas without `index`, as some compatible servers send
 
 
 @dataclass(frozen=True)
