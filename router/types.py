@@ -88,12 +88,14 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+    extra: tuple[tuple[str, Any], ...] = ()  # the call's other fields, kept for the next turn
 
     def as_dict(self) -> dict[str, Any]:
-        """OpenAI's shape."""
+        """OpenAI's shape (with the upstream's other fields, e.g. a thought signature)."""
         return {
             "id": self.id,
             "type": "function",
+            **dict(self.extra),
             "function": {"name": self.name, "arguments": self.arguments},
         }
 
@@ -136,6 +138,7 @@ class ToolCallDelta:
     id: str | None
     name: str | None
     arguments: str
+    extra: tuple[tuple[str, Any], ...] = ()  # the piece's other fields, passed on
 
 
 StreamEvent = TextDelta | ToolCallDelta | StreamEnd

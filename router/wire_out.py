@@ -137,6 +137,7 @@ class TextChunks:
         if delta.id is not None:
             call["id"] = delta.id
             call["type"] = "function"
+        call.update(delta.extra)
         function: dict[str, str] = {}
         if delta.name is not None:
             function["name"] = delta.name

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes.script import Answer, ToolCalls
+from tests.fakes.script import Answer, OddShape, ToolCalls
 from tests.fusion_setup import fusion_sidecar
 from tests.helpers import sidecar
 from tests.test_passthrough import _post, _two_protocols
@@ -265,3 +265,58 @@ def test_an_assistant_turn_with_text_parts_and_tool_calls_keeps_its_parts() -> N
         {"type": "text", "text": "b"},
     ]
     assert body["messages"][0]["tool_calls"] == [call]
+
+
+SIGNED = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_tool_calls_extra_fields_reach_the_client(stream: bool) -> None:
+    """Fields beyond OpenAI's own on a returned call (Gemini's OpenAI-compatible API puts a
+    thought signature in `extra_content`) come back, for the client to send on the next turn."""
+    call = {
+        "id": "c1",
+        "type": "function",
+        "extra_content": SIGNED,
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    whole = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "up-model-a",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    piece = {"index": 0, **call}
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "up-model-a",
+        "choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": "tool_calls"}],
+    }
+    async with sidecar() as s:
+        s.wall.script("up-model-a", OddShape(body=json.dumps(whole), events=(json.dumps(chunk),)))
+        client = s.openai()
+        if stream:
+            async with client.chat.completions.stream(
+                model="m-a",
+                messages=QUESTION,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            ) as events:
+                completion = await events.get_final_completion()
+        else:
+            completion = await client.chat.completions.create(
+                model="m-a",
+                messages=QUESTION,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            )
+        [returned] = completion.choices[0].message.tool_calls or []
+        assert returned.id == "c1"
+        assert (returned.model_extra or {}).get("extra_content") == SIGNED

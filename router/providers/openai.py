@@ -112,7 +112,7 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         if not isinstance(text, str):
             raise TypeError
         calls = tuple(
-            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"], _extra(c))
             for c in message.get("tool_calls") or ()
         )
         if not all(isinstance(v, str) for c in calls for v in (c.id, c.name, c.arguments)):
@@ -166,8 +166,17 @@ def _tool_deltas(
             raise ProviderMalformed(
                 f"{provider}: malformed tool call in a stream", provider=provider
             )
-        out.append(ToolCallDelta(index, call_id, name, arguments))
+        out.append(ToolCallDelta(index, call_id, name, arguments, _extra(piece)))
     return out
+
+
+_CALL_FIELDS = frozenset({"index", "id", "type", "function"})
+
+
+def _extra(call: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A tool call's fields beyond OpenAI's own (Gemini's `extra_content` carries a thought
+    signature the next turn must send back): passed on as they came."""
+    return tuple((k, v) for k, v in call.items() if k not in _CALL_FIELDS)
 
 
 class OpenAIProvider:
