@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,31 +37,36 @@ TOOLS: list[dict[str, Any]] = [
 QUESTION: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
 
 
+async def _ask(client: openai.AsyncOpenAI, *, stream: bool, **options: Any) -> Any:
+    """One answer to QUESTION with TOOLS through the SDK: `create`, or its stream helper's
+    final completion (the events read one by one, as an agent's UI would)."""
+    if not stream:
+        return await client.chat.completions.create(
+            model="m-a",
+            messages=QUESTION,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+            **options,
+        )
+    async with client.chat.completions.stream(
+        model="m-a",
+        messages=QUESTION,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        **options,
+    ) as events:
+        async for _ in events:
+            pass
+        return await events.get_final_completion()
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 async def test_an_agent_loop_with_the_openai_sdk(stream: bool) -> None:
     """Tool call, tool result, final answer: what the SDK parses, and what the upstream got."""
     async with sidecar() as s:
         client = s.openai()
         s.wall.script("up-model-a", [ToolCalls(), Answer("It is 4 degrees in Oslo.")])
-        if stream:
-            async with client.chat.completions.stream(
-                model="m-a",
-                messages=QUESTION,  # type: ignore[arg-type]
-                tools=TOOLS,  # type: ignore[arg-type]
-                tool_choice="auto",
-                parallel_tool_calls=False,
-            ) as events:
-                async for _ in events:
-                    pass
-                completion = await events.get_final_completion()
-        else:
-            completion = await client.chat.completions.create(
-                model="m-a",
-                messages=QUESTION,  # type: ignore[arg-type]
-                tools=TOOLS,  # type: ignore[arg-type]
-                tool_choice="auto",
-                parallel_tool_calls=False,
-            )
+        completion = await _ask(
+            client, stream=stream, tool_choice="auto", parallel_tool_calls=False
+        )
         choice = completion.choices[0]
         assert choice.finish_reason == "tool_calls"
         assert choice.message.tool_calls is not None
@@ -126,17 +132,8 @@ async def test_streamed_tool_call_deltas_assemble_to_the_whole_answers_calls(
     async with sidecar() as s:
         s.wall.script("up-model-a", behaviour)
         client = s.openai()
-        whole = await client.chat.completions.create(
-            model="m-a",
-            messages=QUESTION,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
-        )
-        async with client.chat.completions.stream(
-            model="m-a",
-            messages=QUESTION,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
-        ) as events:
-            streamed = await events.get_final_completion()
+        whole = await _ask(client, stream=False)
+        streamed = await _ask(client, stream=True)
 
     def shape(completion: Any) -> list[tuple[str, str, Any]]:
         return [
@@ -200,12 +197,7 @@ async def test_the_sdks_streamed_answer_goes_back_as_history() -> None:
     async with sidecar() as s:
         client = s.openai()
         s.wall.script("up-model-a", [ToolCalls(), Answer("It is 4 degrees in Oslo.")])
-        async with client.chat.completions.stream(
-            model="m-a",
-            messages=QUESTION,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
-        ) as events:
-            completion = await events.get_final_completion()
+        completion = await _ask(client, stream=True)
         message = completion.choices[0].message
         assert message.tool_calls
         history = [
@@ -230,12 +222,7 @@ async def test_tool_calls_from_a_server_that_numbers_none() -> None:
     )
     async with sidecar() as s:
         s.wall.script("up-model-a", behaviour)
-        async with s.openai().chat.completions.stream(
-            model="m-a",
-            messages=QUESTION,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
-        ) as events:
-            completion = await events.get_final_completion()
+        completion = await _ask(s.openai(), stream=True)
         calls = completion.choices[0].message.tool_calls or []
         assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
             ("c1", "get_weather", '{"city": "Oslo"}'),
@@ -303,20 +290,7 @@ async def test_a_tool_calls_extra_fields_reach_the_client(stream: bool) -> None:
     }
     async with sidecar() as s:
         s.wall.script("up-model-a", OddShape(body=json.dumps(whole), events=(json.dumps(chunk),)))
-        client = s.openai()
-        if stream:
-            async with client.chat.completions.stream(
-                model="m-a",
-                messages=QUESTION,  # type: ignore[arg-type]
-                tools=TOOLS,  # type: ignore[arg-type]
-            ) as events:
-                completion = await events.get_final_completion()
-        else:
-            completion = await client.chat.completions.create(
-                model="m-a",
-                messages=QUESTION,  # type: ignore[arg-type]
-                tools=TOOLS,  # type: ignore[arg-type]
-            )
+        completion = await _ask(s.openai(), stream=stream)
         [returned] = completion.choices[0].message.tool_calls or []
         assert returned.id == "c1"
         assert (returned.model_extra or {}).get("extra_content") == SIGNED
