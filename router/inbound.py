@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from router.errors import (
     DuplicateKey,
@@ -24,7 +24,7 @@ from router.errors import (
     UnsupportedParameter,
 )
 from router.protocol_support import PASSTHROUGH
-from router.types import ChatRequest, Message, Role
+from router.types import ChatRequest, ImagePart, Message, Part, ReasoningEffort, Role
 
 MAX_DEPTH = 32
 MAX_STOP = 4
@@ -74,10 +74,24 @@ _KNOWN = frozenset(
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "reasoning_effort",
         "fusion",
     }
 )
-_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+_MESSAGE_FIELDS = frozenset(
+    {
+        "role",
+        "content",
+        "name",
+        "tool_calls",
+        "tool_call_id",
+        "reasoning_content",
+        "thinking_blocks",
+    }
+)
+_EFFORTS: frozenset[str] = frozenset(get_args(ReasoningEffort))
+_IMAGE_DETAIL = frozenset({"auto", "low", "high"})
+MAX_SCHEMA_NAME = 64
 MAX_METADATA = 16  # OpenAI's own limit on `metadata` pairs
 MAX_TOOLS = 128  # OpenAI's own limit on `tools`
 _ROLES: Mapping[str, Role] = {
@@ -212,23 +226,71 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _parts(value: Any, param: str) -> tuple[str, ...]:
-    """The text parts of a content list (each kept whole: their boundaries matter)."""
-    if isinstance(value, list):
-        parts = []
-        for i, part in enumerate(value):
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise UnsupportedContent(
-                    "only text content parts are supported",
-                    param=f"{param}[{i}]",
-                )
+def _parts(value: Any, param: str, role: Role) -> tuple[Part, ...]:
+    """The parts of a content list, each kept whole (their boundaries matter): text, and
+    images in a user message."""
+    if not isinstance(value, list):
+        raise InvalidRequest("content must be a string or a list of content parts", param=param)
+    parts: list[Part] = []
+    for i, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
             parts.append(part["text"])
-        return tuple(parts)
-    raise InvalidRequest("content must be a string or a list of text parts", param=param)
+        elif kind == "image_url" and role == "user":
+            parts.append(_image(part.get("image_url"), f"{param}[{i}].image_url"))
+        else:
+            raise UnsupportedContent(
+                "content parts must be text (and, in a user message, image_url)",
+                param=f"{param}[{i}]",
+            )
+    return tuple(parts)
+
+
+def _image(value: Any, param: str) -> ImagePart:
+    """An `image_url` part: an http(s) URL or a base64 `data:image/...` URL, never fetched here."""
+    url = value.get("url") if isinstance(value, dict) else None
+    detail = value.get("detail") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or set(value) - {"url", "detail"} or not isinstance(url, str):
+        raise InvalidRequest("'image_url' must be an object with a 'url'", param=param)
+    if detail is not None and detail not in _IMAGE_DETAIL:
+        raise InvalidRequest("'detail' must be 'auto', 'low' or 'high'", param=f"{param}.detail")
+    image = ImagePart(url, detail)
+    inline = image.inline
+    if url.startswith("data:"):
+        if inline is None or not inline[0].startswith("image/") or not inline[1]:
+            raise InvalidRequest(
+                "a data URL must be 'data:image/<type>;base64,<data>'", param=f"{param}.url"
+            )
+    elif not url.startswith(("https://", "http://")) or len(url) > 8192:
+        raise UnsupportedContent(
+            "an image URL must be an http(s) URL or a base64 data URL", param=f"{param}.url"
+        )
+    return image
+
+
+def _thinking_blocks(item: Mapping[str, Any], role: Role, param: str) -> tuple[Any, ...]:
+    """An assistant's Anthropic thinking blocks, sent back with their signatures."""
+    blocks = item.get("thinking_blocks")
+    if blocks is None:
+        return ()
+    ok = role == "assistant" and isinstance(blocks, list)
+    for block in blocks if ok else ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        ok = ok and (
+            (
+                kind == "thinking"
+                and isinstance(block.get("thinking"), str)
+                and isinstance(block.get("signature"), str)
+            )
+            or (kind == "redacted_thinking" and isinstance(block.get("data"), str))
+        )
+    if not ok:
+        raise InvalidRequest(
+            "'thinking_blocks' (an assistant's) must be a list of {'type': 'thinking', "
+            "'thinking', 'signature'} or {'type': 'redacted_thinking', 'data'} objects",
+            param=f"{param}.thinking_blocks",
+        )
+    return tuple(blocks)
 
 
 def _tool_calls(item: Mapping[str, Any], role: str, param: str) -> tuple[Any, ...]:
@@ -338,8 +400,15 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
                 "a 'tool' message needs its 'tool_call_id' (a string), and only it has one",
                 param=f"messages[{i}].tool_call_id",
             )
+        reasoning = item.get("reasoning_content")
+        if reasoning is not None and not (role == "assistant" and isinstance(reasoning, str)):
+            raise InvalidRequest(
+                "'reasoning_content' is an assistant's, a string",
+                param=f"messages[{i}].reasoning_content",
+            )
+        thinking = _thinking_blocks(item, role, f"messages[{i}]")
         content = item.get("content")
-        parts: tuple[str, ...] = ()
+        parts: tuple[Part, ...] = ()
         if isinstance(content, str):
             text = content
         elif content is None and calls:  # an assistant turn that only calls tools
@@ -347,8 +416,8 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
         elif "content" not in item:
             raise InvalidRequest("message has no content", param=f"messages[{i}].content")
         else:
-            parts = _parts(content, f"messages[{i}].content")
-            text = "\n".join(parts)
+            parts = _parts(content, f"messages[{i}].content", role)
+            text = "\n".join(p for p in parts if isinstance(p, str))
         name = item.get("name")
         if name is not None and not (
             isinstance(name, str) and 0 < len(name) <= 64 and name.isprintable()
@@ -359,7 +428,7 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
             )
         total += len(text)
         only_system = only_system and role == "system"
-        out.append(Message(role, text, parts, name, calls, call_id))
+        out.append(Message(role, text, parts, name, calls, call_id, reasoning, thinking))
     if total > MAX_CONTENT_CHARS:
         raise InvalidRequest(
             f"messages hold more than {MAX_CONTENT_CHARS} characters", param="messages"
@@ -455,17 +524,13 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         raise InvalidRequest(
             "'user' must be a printable string of at most 256 characters", param="user"
         )
-    json_output = False
-    fmt = data.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind == "json_object":
-            json_output = True
-        elif kind != "text":
-            raise UnsupportedParameter(
-                "'response_format.type' must be 'text' or 'json_object'",
-                param="response_format",
-            )
+    json_output, json_schema = _response_format(data.get("response_format"))
+    effort = data.get("reasoning_effort")
+    if effort is not None and effort not in _EFFORTS:
+        raise InvalidRequest(
+            f"'reasoning_effort' must be one of {', '.join(sorted(_EFFORTS))}",
+            param="reasoning_effort",
+        )
     passthrough = _passthrough(data)
     fusion = data.get("fusion")
     if fusion is not None and not isinstance(fusion, dict):
@@ -484,8 +549,44 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         json_output=json_output,
         max_tokens_field=field,
         passthrough=passthrough,
+        json_schema=json_schema,
+        reasoning_effort=effort,
     )
     return request, fusion
+
+
+def _response_format(fmt: Any) -> tuple[bool, Any]:
+    """`response_format`: (JSON output wanted, the `json_schema` object as sent or None)."""
+    if fmt is None:
+        return False, None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return False, None
+    if kind == "json_object":
+        return True, None
+    if kind != "json_schema":
+        raise UnsupportedParameter(
+            "'response_format.type' must be 'text', 'json_object' or 'json_schema'",
+            param="response_format",
+        )
+    spec = fmt.get("json_schema")
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not (
+        isinstance(spec, dict)
+        and set(spec) <= {"name", "schema", "strict", "description"}
+        and isinstance(name, str)
+        and 0 < len(name) <= MAX_SCHEMA_NAME
+        and all(c.isalnum() or c in "_-" for c in name)
+        and isinstance(spec.get("schema", {}), dict)
+        and isinstance(spec.get("strict", False), bool | None)
+        and isinstance(spec.get("description", ""), str)
+    ):
+        raise InvalidRequest(
+            "'response_format.json_schema' needs a 'name' (letters, digits, _ and -, at most "
+            f"{MAX_SCHEMA_NAME}), and may have 'schema' (an object), 'strict' and 'description'",
+            param="response_format.json_schema",
+        )
+    return True, spec
 
 
 def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

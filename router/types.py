@@ -12,22 +12,55 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 
 @value
+class ImagePart:
+    """An image in a message, as OpenAI's `image_url` part: an `https:` URL or a `data:` URL
+    (base64). The sidecar never fetches a URL: a protocol that needs the bytes gets data URLs."""
+
+    url: str
+    detail: str | None = None  # OpenAI's `auto`, `low` or `high`
+
+    @property
+    def inline(self) -> tuple[str, str] | None:
+        """`(media_type, base64 data)` of a data URL; None for a URL to fetch."""
+        if not self.url.startswith("data:"):
+            return None
+        head, _, data = self.url[5:].partition(",")
+        media_type, _, encoding = head.partition(";")
+        return (media_type, data) if encoding == "base64" else None
+
+
+Part = str | ImagePart  # a text part, or an image
+
+
+@value
 class Message:
-    """One chat message, text only. `parts` keeps the boundaries of a message sent as a list
-    of text parts (adapters send them as separate parts); `content` is their text joined by
+    """One chat message. `parts` keeps the boundaries of a message sent as a list of parts
+    (text and images; adapters send them as separate parts); `content` is their text joined by
     newlines, for what needs one string (fusion prompts, token estimates)."""
 
     role: Role
     content: str
-    parts: tuple[str, ...] = ()
+    parts: tuple[Part, ...] = ()
     name: str | None = None  # the participant's name (OpenAI's `name`)
     tool_calls: tuple[Any, ...] = ()  # an assistant's calls, OpenAI's objects as they came
     tool_call_id: str | None = None  # a `tool` message: the call it answers
+    reasoning: str | None = None  # an assistant's `reasoning_content`, sent back
+    thinking_blocks: tuple[Any, ...] = ()  # an assistant's Anthropic thinking blocks, sent back
 
     @property
     def texts(self) -> tuple[str, ...]:
-        """The message's text parts (one, for a plain string)."""
-        return self.parts or (self.content,)
+        """The message's text parts (one, for a plain string); images left out."""
+        if not self.parts:
+            return (self.content,)
+        return tuple(p for p in self.parts if isinstance(p, str))
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The message's images, in order."""
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
 
 @value
@@ -49,6 +82,21 @@ class ChatRequest:
     # OpenAI parameters sent as they came to OpenAI-protocol upstreams; elsewhere translated, a
     # documented no-op, or refused (`router.protocol_support`)
     passthrough: tuple[tuple[str, Any], ...] = ()
+    # `response_format: json_schema`: its `json_schema` object as sent (name, schema, strict...)
+    json_schema: Any = None
+    reasoning_effort: ReasoningEffort | None = None
+
+    def option(self, key: str) -> Any:
+        """A passthrough parameter's value (`tools`, `tool_choice`...), or None."""
+        for name, given in self.passthrough:
+            if name == key:
+                return given
+        return None
+
+    @property
+    def tools(self) -> tuple[Any, ...]:
+        """The request's function tools, OpenAI's objects as they came."""
+        return tuple(self.option("tools") or ())
 
     @property
     def system_text(self) -> str:
@@ -110,6 +158,8 @@ class Completion:
     response_model: str
     response_id: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""  # the model's reasoning text, where the upstream shows it
+    thinking_blocks: tuple[Any, ...] = ()  # Anthropic's thinking blocks, signatures included
 
 
 @value
@@ -141,7 +191,16 @@ class ToolCallDelta:
     extra: tuple[tuple[str, Any], ...] = ()  # the piece's other fields, passed on
 
 
-StreamEvent = TextDelta | ToolCallDelta | StreamEnd
+@value
+class ReasoningDelta:
+    """A piece of streamed reasoning text (`reasoning_content`), or a whole thinking `block`
+    with its signature once the upstream has closed it (Anthropic's, to be sent back)."""
+
+    text: str
+    block: Any = None
+
+
+StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | StreamEnd
 
 
 @value

@@ -9,7 +9,7 @@ import orjson
 
 from router.errors import RouterError
 from router.routing import AttemptLog
-from router.types import Completion, ToolCallDelta, Usage
+from router.types import Completion, ReasoningDelta, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -65,14 +65,17 @@ def completion_body(
 
 
 def _message(completion: Completion) -> dict[str, Any]:
-    """The answer's message: its text, and its tool calls (then no text is `null`)."""
-    if not completion.tool_calls:
-        return {"role": "assistant", "content": completion.text}
-    return {
-        "role": "assistant",
-        "content": completion.text or None,
-        "tool_calls": [call.as_dict() for call in completion.tool_calls],
-    }
+    """The answer's message: its text, and its tool calls (then no text is `null`); its
+    reasoning as `reasoning_content`, and Anthropic's thinking blocks as `thinking_blocks`."""
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    if completion.tool_calls:
+        message["content"] = completion.text or None
+        message["tool_calls"] = [call.as_dict() for call in completion.tool_calls]
+    if completion.reasoning:
+        message["reasoning_content"] = completion.reasoning
+    if completion.thinking_blocks:
+        message["thinking_blocks"] = list(completion.thinking_blocks)
+    return message
 
 
 def stream_chunk(
@@ -145,6 +148,18 @@ class TextChunks:
         call["function"] = function
         choice_delta: dict[str, Any] = {"role": "assistant"} if role else {}
         choice_delta["tool_calls"] = [call]
+        return self._delta(choice_delta)
+
+    def reasoning(self, delta: ReasoningDelta, *, role: bool = False) -> bytes:
+        """A piece of reasoning (`reasoning_content`), or a closed thinking block."""
+        choice_delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        if delta.text:
+            choice_delta["reasoning_content"] = delta.text
+        if delta.block is not None:
+            choice_delta["thinking_blocks"] = [delta.block]
+        return self._delta(choice_delta)
+
+    def _delta(self, choice_delta: dict[str, Any]) -> bytes:
         return sse(
             {
                 "id": f"chatcmpl-{self.request_id}",

@@ -23,7 +23,9 @@ from router.types import (
     Completion,
     FinishReason,
     Message,
+    Part,
     ProviderCall,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -43,13 +45,21 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    image: dict[str, Any] = {"url": part.url}
+    if part.detail is not None:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
 def _message(message: Message) -> dict[str, Any]:
-    """One message; text parts stay parts (their boundaries are the caller's)."""
+    """One message; parts stay parts (their boundaries are the caller's). Anthropic's thinking
+    blocks are left out: their signatures mean nothing to another vendor."""
     out: dict[str, Any] = {
         "role": message.role,
-        "content": [{"type": "text", "text": text} for text in message.parts]
-        if message.parts
-        else message.content,
+        "content": [_part(part) for part in message.parts] if message.parts else message.content,
     }
     if message.name is not None:
         out["name"] = message.name
@@ -59,6 +69,8 @@ def _message(message: Message) -> dict[str, Any]:
             out["content"] = message.content or None
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
+    if message.reasoning is not None:  # (DeepSeek wants it back within a tool-calling turn)
+        out["reasoning_content"] = message.reasoning
     return out
 
 
@@ -83,8 +95,12 @@ def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[
         body["seed"] = request.seed
     if request.user is not None:
         body["user"] = request.user
-    if request.json_output:
+    if request.json_schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
+    elif request.json_output:
         body["response_format"] = {"type": "json_object"}
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
     body.update(request.passthrough)  # as the caller sent them
     return body
 
@@ -117,6 +133,7 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         )
         if not all(isinstance(v, str) for c in calls for v in (c.id, c.name, c.arguments)):
             raise TypeError
+        reasoning = _reasoning(message)
         finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
         model = data.get("model")
         response_id = data.get("id")
@@ -131,7 +148,19 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         response_model=model if isinstance(model, str) else "",
         response_id=response_id if isinstance(response_id, str) else None,
         tool_calls=calls,
+        reasoning=reasoning,
     )
+
+
+def _reasoning(message: Mapping[str, Any]) -> str:
+    """The reasoning text of a message or delta: `reasoning_content` (DeepSeek, vLLM) or
+    `reasoning` (OpenRouter, Ollama)."""
+    text = message.get("reasoning_content")
+    if text is None:
+        text = message.get("reasoning")
+    if text is not None and not isinstance(text, str):
+        raise TypeError("reasoning is not a string")
+    return text or ""
 
 
 def _tool_deltas(
@@ -244,6 +273,17 @@ class OpenAIProvider:
                     )
                 for choice in choices[:1]:
                     delta = choice.get("delta") or {}
+                    if "reasoning_content" in delta or "reasoning" in delta:
+                        try:
+                            thought = _reasoning(delta)
+                        except TypeError:
+                            raise ProviderMalformed(
+                                f"{self.name}: malformed reasoning in a stream",
+                                provider=self.name,
+                            ) from None
+                        if thought:
+                            out_chars += len(thought)
+                            yield ReasoningDelta(thought)
                     text = delta.get("content")
                     if isinstance(text, str) and text:
                         out_chars += len(text)
