@@ -235,3 +235,6 @@ class ProviderCall:
     timeouts: Timeouts = field(default_factory=Timeouts)
     extra_headers: tuple[tuple[str, str], ...] = ()
     deadline: float = math.inf  # time.monotonic() at which the attempt's total clock runs out
+    # how a json_schema answer is asked of an Anthropic model: its native structured output,
+    # or a forced tool whose input is the answer (the catalog model's `structured_output`)
+    structured_output: Literal["native", "tool"] = "tool"

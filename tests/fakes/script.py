@@ -127,6 +127,18 @@ class ToolCalls:
 
 
 @dataclass(frozen=True)
+class Reasoned:
+    """Reason first, then act out `then` (an answer or tool calls). Each protocol shows the
+    reasoning its own way: `reasoning_content` (OpenAI-compatible), a thinking block with its
+    `signature` (Anthropic), thought parts (Gemini, with `signature` as the thought signature)."""
+
+    thinking: str = "The user wants the weather. I should call the tool."
+    signature: str = "sig-fake-1"
+    then: Answer | ToolCalls = field(default_factory=Answer)
+    pieces: int = 3  # streamed: the thinking text in this many fragments
+
+
+@dataclass(frozen=True)
 class OddShape:
     """Answer 200 with valid JSON of the wrong shape: `body` whole, or, streamed, `events`
     after `text`'s first chunk (then the terminal marker)."""
@@ -165,6 +177,7 @@ class Flaky:
 
 Behaviour = (
     ToolCalls
+    | Reasoned
     | OddShape
     | Huge
     | Redirect
