@@ -75,6 +75,11 @@ _KNOWN = frozenset(
         "tool_choice",
         "parallel_tool_calls",
         "reasoning_effort",
+        "logprobs",
+        "top_logprobs",
+        "service_tier",
+        "prediction",
+        "modalities",
         "fusion",
     }
 )
@@ -92,6 +97,9 @@ _MESSAGE_FIELDS = frozenset(
 _EFFORTS: frozenset[str] = frozenset(get_args(ReasoningEffort))
 _IMAGE_DETAIL = frozenset({"auto", "low", "high"})
 MAX_SCHEMA_NAME = 64
+MAX_CHOICES = 128  # OpenAI's own limit on `n`
+MAX_TOP_LOGPROBS = 20
+_SERVICE_TIERS = frozenset({"auto", "default", "flex", "scale", "priority"})
 MAX_METADATA = 16  # OpenAI's own limit on `metadata` pairs
 MAX_TOOLS = 128  # OpenAI's own limit on `tools`
 _ROLES: Mapping[str, Role] = {
@@ -512,8 +520,10 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
             f"'stop' must be a string or a list of up to {MAX_STOP} strings", param="stop"
         )
     n = data.get("n")
-    if n is not None and n != 1:
-        raise UnsupportedParameter("only n=1 is supported", param="n")
+    if n is not None and (not _is_int(n) or not 1 <= n <= MAX_CHOICES):
+        raise InvalidRequest(f"'n' must be an integer from 1 to {MAX_CHOICES}", param="n")
+    if stream and n is not None and n > 1:
+        raise UnsupportedParameter("'n' > 1 is answered whole only, not streamed", param="n")
     seed = data.get("seed")
     if seed is not None and not _is_int(seed):
         raise InvalidRequest("'seed' must be an integer", param="seed")
@@ -616,9 +626,57 @@ def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
             _tool_choice(value)
         if key == "parallel_tool_calls" and not isinstance(value, bool):
             raise InvalidRequest("'parallel_tool_calls' must be a boolean", param=key)
+        if key == "n" and value == 1:
+            continue  # one choice is what every protocol answers
+        _check_answer_option(key, value)
         out.append((key, value))
     given = {key for key, _ in out}
     for key in ("tool_choice", "parallel_tool_calls"):
         if key in given and "tools" not in given:
             raise InvalidRequest(f"'{key}' needs 'tools'", param=key)
+    if "top_logprobs" in given and data.get("logprobs") is not True:
+        raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     return tuple(out)
+
+
+def _check_answer_option(key: str, value: Any) -> None:
+    """`logprobs`, `top_logprobs`, `service_tier`, `prediction`, `modalities`: checked."""
+    if key == "logprobs" and not isinstance(value, bool):
+        raise InvalidRequest("'logprobs' must be a boolean", param=key)
+    if key == "top_logprobs" and not (_is_int(value) and 0 <= value <= MAX_TOP_LOGPROBS):
+        raise InvalidRequest(
+            f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param=key
+        )
+    if key == "service_tier" and value not in _SERVICE_TIERS:
+        raise InvalidRequest(
+            f"'service_tier' must be one of {', '.join(sorted(_SERVICE_TIERS))}", param=key
+        )
+    if key == "prediction":
+        content = value.get("content") if isinstance(value, dict) else None
+        if not (
+            isinstance(value, dict)
+            and value.get("type") == "content"
+            and (
+                isinstance(content, str)
+                or (
+                    isinstance(content, list)
+                    and all(
+                        isinstance(p, dict)
+                        and p.get("type") == "text"
+                        and isinstance(p.get("text"), str)
+                        for p in content
+                    )
+                )
+            )
+        ):
+            raise InvalidRequest(
+                "'prediction' must be {'type': 'content', 'content': a string or text parts}",
+                param=key,
+            )
+    if key == "modalities":
+        if not (isinstance(value, list) and value and all(isinstance(m, str) for m in value)):
+            raise InvalidRequest("'modalities' must be a list of strings", param=key)
+        if set(value) != {"text"}:
+            raise UnsupportedParameter(
+                "only text output is supported ('modalities': ['text'])", param=key
+            )

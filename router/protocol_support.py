@@ -19,7 +19,15 @@ PASSTHROUGH = (
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "service_tier",
+    "prediction",
+    "modalities",
 )
+# values of passthrough parameters that ask nothing of an upstream: carried anywhere as no-ops
+_NO_OP: Mapping[str, Any] = {"logprobs": False, "modalities": ["text"], "parallel_tool_calls": True}
 
 NAME_FIELD = "messages[].name"
 TOOL_CALLS_FIELD = "messages[].tool_calls"
@@ -93,8 +101,8 @@ def missing_field(request: ChatRequest, protocol: str) -> str | None:
     carried = CARRIED.get(protocol)
     if carried is None:  # openai: everything
         return None
-    for key, _ in request.passthrough:
-        if key not in carried:
+    for key, given in request.passthrough:
+        if key not in carried and _NO_OP.get(key, ...) != given:
             return key
     if request.json_schema is not None and JSON_SCHEMA_FIELD not in carried:
         return JSON_SCHEMA_FIELD

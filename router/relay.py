@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from router.errors import DeadlineExceeded, ProviderError, RouterError, ShuttingDown
-from router.types import StreamEnd, StreamEvent, TextDelta, ToolCallDelta, Usage
+from router.types import StreamEnd, StreamEvent, TextDelta, Usage
 from router.wire_out import DONE, TextChunks, error_event, sse
 
 
@@ -46,9 +46,7 @@ async def relay(
                 await response.write(
                     chunks.event(event.text, role=role_owed)
                     if isinstance(event, TextDelta)
-                    else chunks.tool_call(event, role=role_owed)
-                    if isinstance(event, ToolCallDelta)
-                    else chunks.reasoning(event, role=role_owed)
+                    else chunks.piece(event, role=role_owed)
                 )
                 if role_owed:  # the first token is out: the clock is set now, off its path
                     role_owed = False

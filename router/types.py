@@ -160,6 +160,11 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""  # the model's reasoning text, where the upstream shows it
     thinking_blocks: tuple[Any, ...] = ()  # Anthropic's thinking blocks, signatures included
+    logprobs: Any = None  # the choice's `logprobs` object, as the upstream sent it
+    more_choices: tuple[Any, ...] = ()  # with `n` > 1: the other choices, in OpenAI's shape
+    # top-level fields the upstream answered with and the client asked about (`service_tier`,
+    # `system_fingerprint`), passed on
+    echo: tuple[tuple[str, Any], ...] = ()
 
 
 @value
@@ -200,7 +205,14 @@ class ReasoningDelta:
     block: Any = None
 
 
-StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | StreamEnd
+@value
+class LogprobsDelta:
+    """The log probabilities of streamed tokens: a chunk's `logprobs` object, as sent."""
+
+    logprobs: Any
+
+
+StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | LogprobsDelta | StreamEnd
 
 
 @value

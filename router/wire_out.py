@@ -9,7 +9,14 @@ import orjson
 
 from router.errors import RouterError
 from router.routing import AttemptLog
-from router.types import Completion, ReasoningDelta, ToolCallDelta, Usage
+from router.types import (
+    Completion,
+    LogprobsDelta,
+    ReasoningDelta,
+    StreamEvent,
+    ToolCallDelta,
+    Usage,
+)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -55,8 +62,11 @@ def completion_body(
                 "index": 0,
                 "message": _message(completion),
                 "finish_reason": completion.finish_reason,
-            }
+                **({"logprobs": completion.logprobs} if completion.logprobs is not None else {}),
+            },
+            *completion.more_choices,
         ],
+        **dict(completion.echo),
         "usage": usage_body(completion.usage),
         "router": router_body(
             attempts.records[-1].provider if attempts.records else "", cost, attempts
@@ -134,6 +144,16 @@ class TextChunks:
             )
         )
 
+    def piece(self, event: StreamEvent, *, role: bool = False) -> bytes:
+        """A stream event other than text: a tool call's piece, reasoning, log probabilities."""
+        if isinstance(event, ToolCallDelta):
+            return self.tool_call(event, role=role)
+        if isinstance(event, ReasoningDelta):
+            return self.reasoning(event, role=role)
+        if isinstance(event, LogprobsDelta):
+            return self._delta({"role": "assistant"} if role else {}, event.logprobs)
+        raise TypeError(f"not a piece of a stream: {event!r}")
+
     def tool_call(self, delta: ToolCallDelta, *, role: bool = False) -> bytes:
         """One piece of a tool call, in OpenAI's delta shape."""
         call: dict[str, Any] = {"index": delta.index}
@@ -159,14 +179,17 @@ class TextChunks:
             choice_delta["thinking_blocks"] = [delta.block]
         return self._delta(choice_delta)
 
-    def _delta(self, choice_delta: dict[str, Any]) -> bytes:
+    def _delta(self, choice_delta: dict[str, Any], logprobs: Any = None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "delta": choice_delta, "finish_reason": None}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
         return sse(
             {
                 "id": f"chatcmpl-{self.request_id}",
                 "object": "chat.completion.chunk",
                 "created": self.created,
                 "model": self.model,
-                "choices": [{"index": 0, "delta": choice_delta, "finish_reason": None}],
+                "choices": [choice],
             }
         )
 

@@ -144,20 +144,38 @@ async def test_streamed_tool_call_deltas_assemble_to_the_whole_answers_calls(
     assert shape(streamed) == shape(whole) == [(i, n, json.loads(a)) for i, n, a in behaviour.calls]
 
 
-async def test_a_route_skips_targets_that_cannot_carry_tools_and_none_left_is_a_400() -> None:
+async def test_arguments_that_are_no_json_object_go_only_where_text_is_taken() -> None:
+    """A model's malformed arguments, sent back as history, stay text to OpenAI; Anthropic
+    takes arguments as an object, so its targets are skipped (none left: a 400 naming it)."""
+    history = [
+        *QUESTION,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees"},
+    ]
     async with _two_protocols() as (url, wall):
-        wall.script("up-gpt", ToolCalls())
         status, body, _ = await _post(
-            url, {"model": "claude-first", "messages": QUESTION, "tools": TOOLS}
+            url, {"model": "claude-first", "messages": history, "tools": TOOLS}
         )
         assert status == 200, body
-        assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
         assert [c.model for c in wall.calls] == ["up-gpt"]
+        sent = wall.calls[0].body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        assert sent == '{"city": "Oslo"'
         status, body, _ = await _post(
-            url, {"model": "claude-only", "messages": QUESTION, "tools": TOOLS}
+            url, {"model": "claude-only", "messages": history, "tools": TOOLS}
         )
         assert status == 400, body
-        assert (body["error"]["code"], body["error"]["param"]) == ("unsupported_parameter", "tools")
+        assert body["error"]["code"] == "unsupported_parameter"
+        assert body["error"]["param"].startswith("messages[].tool_calls[].function.arguments")
         assert "anthropic" in body["error"]["message"]
         assert [c.model for c in wall.calls] == ["up-gpt"]
 

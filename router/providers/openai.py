@@ -22,6 +22,7 @@ from router.types import (
     ChatRequest,
     Completion,
     FinishReason,
+    LogprobsDelta,
     Message,
     Part,
     ProviderCall,
@@ -134,6 +135,9 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         if not all(isinstance(v, str) for c in calls for v in (c.id, c.name, c.arguments)):
             raise TypeError
         reasoning = _reasoning(message)
+        more = data["choices"][1:]
+        if not all(isinstance(c, dict) for c in more):
+            raise TypeError
         finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
         model = data.get("model")
         response_id = data.get("id")
@@ -149,7 +153,18 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         response_id=response_id if isinstance(response_id, str) else None,
         tool_calls=calls,
         reasoning=reasoning,
+        logprobs=choice.get("logprobs"),
+        more_choices=tuple(more),
+        echo=_echo(data),
     )
+
+
+_ECHOED = ("service_tier", "system_fingerprint")
+
+
+def _echo(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The response's `service_tier` and `system_fingerprint`, passed on to the client."""
+    return tuple((k, data[k]) for k in _ECHOED if isinstance(data.get(k), str))
 
 
 def _reasoning(message: Mapping[str, Any]) -> str:
@@ -293,6 +308,8 @@ class OpenAIProvider:
                             out_chars += len(piece.arguments)
                             last_call = piece
                             yield piece
+                    if choice.get("logprobs"):
+                        yield LogprobsDelta(choice["logprobs"])
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], "stop")
             else:

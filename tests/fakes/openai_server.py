@@ -14,6 +14,7 @@ from tests.fakes.script import (
     Call,
     CutStream,
     Delay,
+    Detailed,
     Endless,
     Flaky,
     Hang,
@@ -22,6 +23,7 @@ from tests.fakes.script import (
     Malformed,
     MalformedEvent,
     OddShape,
+    Reasoned,
     Redirect,
     Reset,
     StallStream,
@@ -58,14 +60,113 @@ def completion_json(model: str, answer: Answer) -> str:
     )
 
 
-def tool_calls_json(model: str, behaviour: ToolCalls) -> str:
+def tool_calls_json(model: str, behaviour: ToolCalls, reasoning: str | None = None) -> str:
     """A whole answer calling tools."""
     calls = [
         {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
         for i, n, a in behaviour.calls
     ]
     message = {"role": "assistant", "content": behaviour.text or None, "tool_calls": calls}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
     return _completion(model, message, "tool_calls", (20, 9))
+
+
+def reasoned_json(model: str, behaviour: Reasoned) -> str:
+    """A whole answer with the model's reasoning in `reasoning_content` (DeepSeek's field)."""
+    then = behaviour.then
+    if isinstance(then, ToolCalls):
+        return tool_calls_json(model, then, behaviour.thinking)
+    message = {"role": "assistant", "content": then.text, "reasoning_content": behaviour.thinking}
+    return _completion(model, message, then.finish_reason, (then.input_tokens, then.output_tokens))
+
+
+def reasoning_chunks(model: str, behaviour: Reasoned) -> list[str]:
+    """The reasoning of a streamed answer: `reasoning_content` deltas in `pieces` fragments."""
+    text = behaviour.thinking
+    size = max(1, -(-len(text) // behaviour.pieces))
+    return [
+        ChatCompletionChunk.model_validate(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"reasoning_content": text[start : start + size]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ).model_dump_json(exclude_unset=True)
+        for start in range(0, len(text), size)
+    ]
+
+
+def token_logprobs(text: str) -> dict[str, object]:
+    """A choice's `logprobs` for `text`, one entry per word (a fixed, made-up probability)."""
+    words = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
+    return {
+        "content": [
+            {"token": w, "logprob": -0.5, "bytes": list(w.encode()), "top_logprobs": []}
+            for w in words
+        ],
+        "refusal": None,
+    }
+
+
+def detailed_json(model: str, behaviour: Detailed) -> str:
+    """A whole answer with `n` choices, their log probabilities and a service tier."""
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            **({"logprobs": token_logprobs(text)} if behaviour.logprobs else {}),
+        }
+        for i, text in enumerate(behaviour.texts)
+    ]
+    data: dict[str, object] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "system_fingerprint": "fp_fake",
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+    }
+    if behaviour.service_tier is not None:
+        data["service_tier"] = behaviour.service_tier
+    return ChatCompletion.model_validate(data).model_dump_json(exclude_unset=True)
+
+
+def detailed_chunks(model: str, behaviour: Detailed) -> list[str]:
+    """The first text streamed word by word, each chunk with its token's log probability."""
+    out = []
+    for entry in token_logprobs(behaviour.texts[0])["content"]:  # type: ignore[union-attr]
+        choice: dict[str, object] = {
+            "index": 0,
+            "delta": {"content": entry["token"]},  # type: ignore[index]
+            "finish_reason": None,
+        }
+        if behaviour.logprobs:
+            choice["logprobs"] = {"content": [entry], "refusal": None}
+        out.append(
+            ChatCompletionChunk.model_validate(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                }
+            ).model_dump_json(exclude_unset=True)
+        )
+    out.append(chunk_json(model, text="", finish="stop"))
+    out.append(chunk_json(model, usage=(5, 4)))
+    return out
 
 
 def tool_call_chunks(model: str, behaviour: ToolCalls) -> list[str]:
@@ -186,6 +287,7 @@ def make_app(wall: Wall) -> web.Application:
             )
         )
         behaviour = wall.next_for(model)
+        response = web.StreamResponse()  # (prepared by a stream that goes on in another shape)
         if isinstance(behaviour, Flaky):
             behaviour = behaviour.pick()
         if isinstance(behaviour, Delay):
@@ -227,6 +329,29 @@ def make_app(wall: Wall) -> web.Application:
             except ConnectionResetError:
                 pass  # the reader gave up, as it should
             return response
+        if isinstance(behaviour, Detailed):
+            if not stream:
+                return web.Response(
+                    status=200,
+                    text=detailed_json(model, behaviour),
+                    content_type="application/json",
+                )
+            response = await _sse(request)
+            for data in detailed_chunks(model, behaviour):
+                await _send(response, data)
+            await _send(response, "[DONE]")
+            return response
+        if isinstance(behaviour, Reasoned):
+            if not stream:
+                return web.Response(
+                    status=200,
+                    text=reasoned_json(model, behaviour),
+                    content_type="application/json",
+                )
+            response = await _sse(request)
+            for data in reasoning_chunks(model, behaviour):
+                await _send(response, data)
+            behaviour = behaviour.then  # then the answer, streamed as below
         if isinstance(behaviour, ToolCalls):
             if not stream:
                 return web.Response(
@@ -234,7 +359,8 @@ def make_app(wall: Wall) -> web.Application:
                     text=tool_calls_json(model, behaviour),
                     content_type="application/json",
                 )
-            response = await _sse(request)
+            if not response.prepared:
+                response = await _sse(request)
             for data in tool_call_chunks(model, behaviour):
                 await _send(response, data)
             await _send(response, "[DONE]")
@@ -289,7 +415,8 @@ def make_app(wall: Wall) -> web.Application:
                     text=completion_json(model, behaviour),
                     content_type="application/json",
                 )
-            response = await _sse(request)
+            if not response.prepared:
+                response = await _sse(request)
             words = behaviour.text.split(" ")
             for i, word in enumerate(words):
                 if i and behaviour.chunk_delay:

@@ -139,6 +139,16 @@ class Reasoned:
 
 
 @dataclass(frozen=True)
+class Detailed:
+    """Answer `texts` as that many choices (OpenAI's `n`), with per-token log probabilities
+    (whole, and per chunk when streamed: the first text only) and a `service_tier`."""
+
+    texts: tuple[str, ...] = ("Hello there.",)
+    logprobs: bool = True
+    service_tier: str | None = "default"
+
+
+@dataclass(frozen=True)
 class OddShape:
     """Answer 200 with valid JSON of the wrong shape: `body` whole, or, streamed, `events`
     after `text`'s first chunk (then the terminal marker)."""
@@ -178,6 +188,7 @@ class Flaky:
 Behaviour = (
     ToolCalls
     | Reasoned
+    | Detailed
     | OddShape
     | Huge
     | Redirect
