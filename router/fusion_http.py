@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from router import semconv
-from router.catalog import FUSION_PREFIX
+from router.catalog import FUSION_PREFIX, CatalogModel
 from router.errors import (
     PanelExhausted,
     PolicyDenied,
@@ -27,16 +27,19 @@ from router.errors import (
 from router.fusion.caller import RouterCaller
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
-from router.fusion.plan import plan_panel
+from router.fusion.plan import FusionPlan, plan_panel
 from router.fusion.resolve import availability_for, resolve_panel
+from router.fusion.synthesize import synthesis_request
+from router.fusion.views import deliberation_view, fusion_refusal
 from router.metrics import Metrics
 from router.protocol_support import missing_field
+from router.providers.base import Provider
 from router.relay import finish, known_text, relay
 from router.request_scope import RequestScope
-from router.routing import Router
+from router.routing import AttemptLog, Router
 from router.sse_response import event_stream
-from router.types import ChatRequest, Usage
-from router.wire_out import TextChunks, json_bytes, usage_body
+from router.types import ChatRequest, Completion, Usage
+from router.wire_out import TextChunks, completion_body, json_bytes, usage_body
 
 
 async def serve_fusion(
@@ -50,26 +53,16 @@ async def serve_fusion(
     """Answer `chat` with the panel it names: plan, run the stages, render."""
     services, view = scope.services, scope.view
     assert view is not None  # noqa: S101  # pinned by the handler
-    tools = [k for k, _ in chat.passthrough if k in ("tools", "tool_choice", "parallel_tool_calls")]
-    if tools or any(m.tool_calls or m.role == "tool" for m in chat.messages):
-        raise UnsupportedParameter(
-            "tools on a fusion panel are not supported yet: ask a model or a route",
-            param=tools[0] if tools else "messages",
-        )
+    refused = fusion_refusal(chat)
+    if refused is not None:
+        raise UnsupportedParameter(refused[1], param=refused[0])
     catalog = services.catalog
     panel = resolve_panel(chat.model, options, catalog)
     availability = availability_for(
         catalog.models, view.gate, lambda m: router.unavailable(m) is not None
     )
     plan = plan_panel(panel, catalog.models, availability)
-    for model_id in plan.seated:  # a field a seated panelist's protocol cannot carry: say so
-        protocol = services.runtime.providers[catalog.models[model_id].provider].protocol
-        missing = missing_field(chat, protocol)
-        if missing is not None:
-            raise UnsupportedParameter(
-                f"'{missing}' cannot be sent to the {protocol} protocol of panelist {model_id!r}",
-                param=missing,
-            )
+    _check_carried(plan, chat, catalog.models, services.runtime.providers)
     if not plan.seated:
         # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
         decision = view.decision(catalog.models[panel.panelists[0]])
@@ -172,22 +165,17 @@ class _Answer:
         completed.cost_usd = round(outcome.cost, 8)
 
     def whole(self) -> web.Response:
-        """The `chat.completion` with its `fusion` object."""
+        """The `chat.completion` with its `fusion` object: the synthesizer's message as a
+        routed answer's (text, tool calls, reasoning), or the text standing in for it."""
         synthesis = self.outcome.synthesis
         assert synthesis is not None  # noqa: S101  # not exhausted
         self.account()
+        answer = synthesis.completion or Completion(synthesis.text or "", "stop", Usage(), "")
+        rendered = completion_body(
+            self.scope.request_id, self.model_name, answer, 0.0, AttemptLog()
+        )  # (its `router` object is a routed answer's: fusion has its own)
         body = {
-            "id": f"chatcmpl-{self.scope.request_id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": synthesis.text or ""},
-                    "finish_reason": "stop",
-                }
-            ],
+            **{k: rendered[k] for k in ("id", "object", "created", "model", "choices")},
             "usage": usage_body(self.outcome.usage),
             "fusion": self.fusion_object(),
         }
@@ -233,6 +221,41 @@ class _Answer:
         finally:
             if opened is not None:
                 await opened.aclose()
+
+
+def _check_carried(
+    plan: FusionPlan,
+    chat: ChatRequest,
+    models: Mapping[str, CatalogModel],
+    providers: Mapping[str, Provider],
+) -> None:
+    """A 400 before any call for a field a seated panelist's protocol cannot carry (in the
+    deliberation view: tools are not theirs to carry), or that no synthesizer candidate's
+    protocol can carry (in the synthesizer's request: tools, schema, the conversation)."""
+    view = deliberation_view(chat)
+    for model_id in plan.seated:
+        protocol = providers[models[model_id].provider].protocol
+        missing = missing_field(view, protocol)
+        if missing is not None:
+            raise UnsupportedParameter(
+                f"'{missing}' cannot be sent to the {protocol} protocol of panelist {model_id!r}",
+                param=missing,
+            )
+    synthesis = synthesis_request(chat, (), None)
+    refusals = []
+    for model_id in plan.synthesizers.candidates:
+        protocol = providers[models[model_id].provider].protocol
+        missing = missing_field(synthesis, protocol)
+        if missing is None:
+            return
+        refusals.append((missing, protocol, model_id))
+    if refusals:  # (no candidate available at all: the synthesis stage falls back, flagged)
+        missing, protocol, model_id = refusals[0]
+        raise UnsupportedParameter(
+            f"'{missing}' cannot be sent to the {protocol} protocol of synthesizer "
+            f"{model_id!r}, and no other synthesizer candidate carries it",
+            param=missing,
+        )
 
 
 def _count(metrics: Metrics, outcome: FusionOutcome, models: Mapping[str, Any]) -> None:

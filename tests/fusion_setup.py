@@ -80,6 +80,8 @@ JUDGE_REPLY = json.dumps(
 def role_of(call: Call) -> str:
     """Which fusion role a recorded upstream call played."""
     system = call.body["messages"][0]["content"]
+    if not isinstance(system, str):  # a list of parts: a user's, so a panelist's
+        return "panelist"
     if system == JUDGE_SYSTEM:
         return "judge"
     if system.startswith(SYNTHESIZER_SYSTEM):

@@ -1,22 +1,19 @@
 """Tool calling through OpenAI-compatible upstreams (issue 16, first part): `tools`,
 `tool_choice` and `parallel_tool_calls` go as sent, tool calls come back whole and streamed in
-OpenAI's shape, and the conversation with tool results goes on. Protocols that do not carry
-tools yet (Anthropic, Gemini, the simulator) are skipped without a call, or a 400 names them;
-a fusion panel refuses tools."""
+OpenAI's shape, and the conversation with tool results goes on. (Anthropic, Gemini, the
+simulator and fusion have files of their own.)"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import aiohttp
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.script import Answer, OddShape, ToolCalls
-from tests.fusion_setup import fusion_sidecar
 from tests.helpers import sidecar
 from tests.test_passthrough import _post, _two_protocols
 
@@ -178,18 +175,6 @@ async def test_arguments_that_are_no_json_object_go_only_where_text_is_taken() -
         assert body["error"]["param"].startswith("messages[].tool_calls[].function.arguments")
         assert "anthropic" in body["error"]["message"]
         assert [c.model for c in wall.calls] == ["up-gpt"]
-
-
-async def test_a_fusion_panel_refuses_tools_with_a_400() -> None:
-    async with fusion_sidecar() as s, aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{s.url}/v1/chat/completions",
-            json={"model": "fusion/trio", "messages": QUESTION, "tools": TOOLS},
-        ) as response:
-            body = await response.json()
-        assert response.status == 400
-        assert (body["error"]["code"], body["error"]["param"]) == ("unsupported_parameter", "tools")
-        assert s.wall.calls == []
 
 
 @pytest.mark.parametrize(

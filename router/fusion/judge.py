@@ -75,8 +75,16 @@ def question_text(request: ChatRequest) -> str:
     """The user's question as the judge and synthesizer see it: the dialogue, system prompt aside."""
     turns = request.dialogue
     if len(turns) == 1:
-        return turns[0].content
-    return "\n".join(f"{m.role}: {m.content}" for m in turns)
+        return _text(turns[0])
+    return "\n".join(f"{m.role}: {_text(m)}" for m in turns)
+
+
+def _text(message: Message) -> str:
+    """A message's text, with a mark for each image (the judge compares texts)."""
+    images = len(message.images)
+    if not images:
+        return message.content
+    return f"{message.content} [{images} image{'s' if images > 1 else ''} attached, not shown]"
 
 
 def label_answers(

@@ -16,6 +16,7 @@ from router.fusion.judge import JudgeResult, run_judge
 from router.fusion.panel import FusionDeps, PanelResult, gather_panel
 from router.fusion.plan import FusionPlan
 from router.fusion.synthesize import Synthesis, synthesize
+from router.fusion.views import deliberation_view, synthesizer_only
 from router.types import ChatRequest, Usage
 
 PANEL_SHARE = 0.6  # of the fusion deadline, for the seats
@@ -113,32 +114,47 @@ class FusionOutcome:
 
 
 async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
-    """Panel → judge → synthesizer, degrading explicitly instead of failing where answers exist."""
+    """Panel → judge → synthesizer, degrading explicitly instead of failing where answers exist.
+
+    Panelists and the judge see the deliberation view (no tools, tool turns as text); the
+    synthesizer sees the client's request. A single answer (one seat, or a degraded quorum)
+    stands as the answer unless the request asks for what only the synthesizer can give.
+    """
     plan, chat = request.plan, request.chat
+    view = deliberation_view(chat)
     panel = await gather_panel(
-        plan, chat, deps, request.by_share(PANEL_SHARE), request.hedge_after_s
+        plan, view, deps, request.by_share(PANEL_SHARE), request.hedge_after_s
     )
     answers = panel.answers
-    if len(answers) < plan.quorum:
-        if request.degrade == "best_single" and answers:
-            return FusionOutcome(plan, panel, None, Synthesis.single(answers[0]), ("quorum",))
+    if len(answers) < plan.quorum and not (request.degrade == "best_single" and answers):
         return FusionOutcome(plan, panel, None, None)
-    if len(answers) == 1:
-        skipped = JudgeResult("skipped", None, None, error="one answer")
-        return FusionOutcome(plan, panel, skipped, Synthesis.single(answers[0]))
-    judge = await run_judge(
-        chat,
-        answers,
-        plan.judges.candidates,
-        deps,
-        request.by_share(JUDGE_SHARE),
-        request.rng or random.Random(),
-        request.judge_prompt,
-    )
+    degraded: tuple[str, ...] = ("quorum",) if len(answers) < plan.quorum else ()
+    judge: JudgeResult | None = None
+    if degraded or len(answers) == 1:
+        if not degraded:
+            judge = JudgeResult("skipped", None, None, error="one answer")
+        if not synthesizer_only(chat):
+            return FusionOutcome(plan, panel, judge, Synthesis.single(answers[0]), degraded)
+    else:
+        judge = await run_judge(
+            view,
+            answers,
+            plan.judges.candidates,
+            deps,
+            request.by_share(JUDGE_SHARE),
+            request.rng or random.Random(),
+            request.judge_prompt,
+        )
+        degraded += ("judge",) if judge.status != "ok" else ()
     synthesis = await synthesize(
-        chat, plan, answers, judge.findings, deps, request.deadline, request.synthesizer_prompt
+        chat,
+        plan,
+        answers,
+        judge.findings if judge is not None else None,
+        deps,
+        request.deadline,
+        request.synthesizer_prompt,
     )
-    degraded = (("judge",) if judge.status != "ok" else ()) + (
-        ("synthesizer",) if synthesis.fallback else ()
+    return FusionOutcome(
+        plan, panel, judge, synthesis, degraded + (("synthesizer",) if synthesis.fallback else ())
     )
-    return FusionOutcome(plan, panel, judge, synthesis, degraded)

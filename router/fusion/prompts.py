@@ -46,6 +46,31 @@ Write the single best answer to the question."""
 )
 
 
+SYNTHESIZER_CONVERSATION = (
+    "The user's conversation follows as their application sent it: reply to its last turn as "
+    "the assistant, drawing on the expert answers and findings below."
+)
+
+SYNTHESIZER_TOOLS = (
+    "The application offers the tools it sent. Where the expert answers show a tool call is "
+    "needed, make the call yourself instead of describing it."
+)
+
+DELIBERATION_TOOLS = Template(
+    """The application you answer for offers these tools. You cannot call them here: another \
+model writes the final reply from your answer and makes the calls. Where a tool would help, say \
+which call you would make, with which arguments and why, and answer what you can without it.
+$tools
+$choice"""
+)
+
+DELIBERATION_SCHEMA = Template(
+    """The application wants the final reply as JSON matching the schema "$name" below. Another \
+model writes that JSON from your answer: give it the content it needs, in any form.
+$schema"""
+)
+
+
 def answers_block(labelled: list[tuple[str, str]]) -> str:
     """`[A1]: text` blocks separated by blank lines."""
     return "\n\n".join(f"{label}: {text}" for label, text in labelled)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any
 
@@ -18,9 +18,16 @@ from router.errors import AttemptRecord, NoEligibleModel, RouterError
 from router.fusion.judge import Findings, question_text
 from router.fusion.panel import FusionDeps, SeatResult
 from router.fusion.plan import FusionPlan
-from router.fusion.prompts import SYNTHESIZER_SYSTEM, SYNTHESIZER_TEMPLATE, answers_block
+from router.fusion.prompts import (
+    SYNTHESIZER_CONVERSATION,
+    SYNTHESIZER_SYSTEM,
+    SYNTHESIZER_TEMPLATE,
+    SYNTHESIZER_TOOLS,
+    answers_block,
+)
+from router.fusion.views import deliberation_view, in_conversation
 from router.routing import OpenedStream
-from router.types import ChatRequest, Message, StreamEnd, Usage
+from router.types import ChatRequest, Completion, Message, StreamEnd, Usage
 
 
 def synthesis_request(
@@ -29,29 +36,31 @@ def synthesis_request(
     findings: Findings | None,
     template: str | None = None,
 ) -> ChatRequest:
-    """The synthesizer's chat request; the caller's own system prompt and limits are kept."""
+    """The synthesizer's chat request: the client's, every parameter kept (tools, schema,
+    reasoning effort...), with the panel's answers and the judge's findings in its prompt.
+
+    A text conversation is asked as one question (the client's system prompt kept). One with
+    tools, tool turns or images goes as it came, after a system message with the panel's
+    material, so the synthesizer can answer its last turn with tool calls and see its images.
+    """
     findings_text = (
         json.dumps(findings.as_dict(), ensure_ascii=False)
         if findings
         else "(no findings: the judge was unavailable)"
     )
-    prompt = (Template(template) if template else SYNTHESIZER_TEMPLATE).safe_substitute(
-        question=question_text(request),
+    briefing = (Template(template) if template else SYNTHESIZER_TEMPLATE).safe_substitute(
+        question=question_text(deliberation_view(request)),
         answers=answers_block([(f"[{a.served}]", a.text or "") for a in answers]),
         findings=findings_text,
     )
-    system = SYNTHESIZER_SYSTEM + ("\n\n" + request.system_text if request.system_text else "")
-    return ChatRequest(
-        model="synthesizer",
-        messages=(Message("system", system), Message("user", prompt)),
-        stream=request.stream,
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        stop=request.stop,
-        json_output=request.json_output,
-        max_tokens_field=request.max_tokens_field,
-    )
+    if not in_conversation(request):
+        system = SYNTHESIZER_SYSTEM + ("\n\n" + request.system_text if request.system_text else "")
+        messages: tuple[Message, ...] = (Message("system", system), Message("user", briefing))
+    else:
+        tools = ("\n\n" + SYNTHESIZER_TOOLS) if request.tools else ""
+        system = f"{SYNTHESIZER_SYSTEM}\n\n{SYNTHESIZER_CONVERSATION}{tools}\n\n{briefing}"
+        messages = (Message("system", system), *request.messages)
+    return replace(request, model="synthesizer", messages=messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +74,13 @@ class SynthesisResult:
     latency_ms: float = 0.0
     attempts: tuple[AttemptRecord, ...] = field(default_factory=tuple)
     error: str | None = None
+    fallback_from: str | None = None  # failed: the panelist whose answer (text) stands in
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "model": self.model,
+            "fallback_from": self.fallback_from,
             "latency_ms": round(self.latency_ms, 1),
             "usage": {
                 "input_tokens": self.usage.input_tokens,
@@ -92,12 +103,14 @@ def best_answer(answers: Sequence[SeatResult], findings: Findings | None) -> Sea
 
 @dataclass(frozen=True, slots=True)
 class Synthesis:
-    """The synthesis stage's value: the final text (whole answers and fallbacks), or the
-    synthesizer's stream once open (its result is settled when the stream ends)."""
+    """The synthesis stage's value: the synthesizer's whole answer (text, tool calls,
+    reasoning), a text that stands in for it (a single or fallback answer), or its stream once
+    open (its result is settled when the stream ends)."""
 
     result: SynthesisResult
     text: str | None = None
     stream: OpenedStream | None = None
+    completion: Completion | None = None
 
     @classmethod
     def single(cls, answer: SeatResult) -> Synthesis:
@@ -167,10 +180,15 @@ async def synthesize(
                 return Synthesis(result, stream=opened)
             routed = await deps.caller.complete(prompt, candidates, deadline, role="synthesizer")
         except RouterError as exc:
+            best = best_answer(answers, findings)
             failed = SynthesisResult(
-                "failed", None, latency_ms=(deps.clock() - started) * 1000, error=exc.code
+                "failed",
+                None,
+                latency_ms=(deps.clock() - started) * 1000,
+                error=exc.code,
+                fallback_from=best.served,
             )
-            return Synthesis(failed, best_answer(answers, findings).text or "")
+            return Synthesis(failed, best.text or "")
     result = SynthesisResult(
         "ok",
         routed.model.id,
@@ -179,4 +197,4 @@ async def synthesize(
         latency_ms=(deps.clock() - started) * 1000,
         attempts=tuple(routed.attempts.records),
     )
-    return Synthesis(result, routed.completion.text)
+    return Synthesis(result, routed.completion.text, completion=routed.completion)

@@ -1,10 +1,27 @@
 """The built-in simulated provider: deterministic answers and a scriptable fault profile.
 
 It stands in for real providers in the embedded default and the demo. Answers
-depend only on (model, prompt, seed), so runs repeat. The fault profile covers
-latency, an error rate, down, hang, 429 with Retry-After, a malformed body and
-a cut stream; each fault surfaces as the same `ProviderError` a real adapter
-would raise.
+depend only on (model, conversation, seed), so runs repeat. The fault profile
+covers latency, an error rate, down, hang, 429 with Retry-After, a malformed
+body and a cut stream; each fault surfaces as the same `ProviderError` a real
+adapter would raise.
+
+What it answers (`answer`), first rule that applies; the generators and their
+rules are in `router.providers.sim_content`:
+
+- `tools`, `tool_choice` not "none", the last message not a tool result: a
+  call (or two) with arguments built from the tool's JSON schema, ids
+  `call_` + a hash of the conversation, finish reason `tool_calls`;
+- `response_format: json_schema`: a JSON object valid against the schema;
+- the conversation ends in tool results: "Based on <tool>: <result>. ...";
+- `json_object`: a judge's findings object (what fusion's judge asks for);
+- else prose, opened by a note on the last user message's images, if any.
+
+With `reasoning_effort` (not "none") the answer carries reasoning text (more
+steps for more effort), streamed as reasoning deltas before the answer. A
+stream sends text word by word and a tool call as OpenAI does: its id and name
+first, then its arguments in pieces. `max_tokens` cuts prose only: arguments
+and JSON answers always parse.
 """
 
 from __future__ import annotations
@@ -24,15 +41,29 @@ from router.errors import (
     StreamTruncated,
 )
 from router.providers.base import clock, estimate_tokens
+from router.providers.sim_content import (
+    Words,
+    chosen_tools,
+    images_note,
+    reasoning_text,
+    tool_results_text,
+    value_for,
+)
 from router.types import (
     ChatRequest,
     Completion,
+    FinishReason,
+    Message,
     ProviderCall,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
+from router.values import value
 
 _OPENERS = (
     "In short:",
@@ -89,18 +120,124 @@ def _judge_json(request: ChatRequest, seed: int) -> str:
 
 
 def answer_text(request: ChatRequest, model: str, seed: int) -> str:
-    """The deterministic answer a simulated `model` gives to `request`."""
+    """The deterministic prose (or judge's findings) a simulated `model` gives to `request`."""
     question = request.messages[-1].content if request.messages else ""
     n = _digest(model, question, str(seed))
     if question.startswith("Question:\n"):  # a judge or synthesizer prompt: answer its question
         question = question.split("\n", 2)[1]
-    if request.json_output:
+    if request.json_output and request.json_schema is None:
         return _judge_json(request, n)
     topic = " ".join(question.split()[:12])
     return (
         f"{_OPENERS[n % len(_OPENERS)]} on \u201c{topic}\u201d, "
         f"{_BODIES[(n >> 8) % len(_BODIES)]}. {_CLOSERS[(n >> 16) % len(_CLOSERS)]}"
     )
+
+
+@value
+class SimAnswer:
+    """What the simulator answers to one request: text or tool calls, and reasoning."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """`tool_calls` for an answer that calls tools, else `stop`."""
+        return "tool_calls" if self.tool_calls else "stop"
+
+
+def answer(request: ChatRequest, model: str, seed: int) -> SimAnswer:
+    """The deterministic answer a simulated `model` gives to `request` (the module's rules)."""
+    last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
+    words = Words(last_user.content if last_user else "", "")
+    ends_in_results = bool(request.messages) and request.messages[-1].role == "tool"
+    functions = (
+        ()
+        if ends_in_results
+        else chosen_tools(
+            request.tools,
+            request.option("tool_choice"),
+            request.option("parallel_tool_calls") is not False,
+            words,
+        )
+    )
+    if functions:
+        key = _conversation_key(request, model, seed)
+        calls = tuple(
+            ToolCall(
+                id=f"call_{_digest(key, str(i)) >> 16:012x}",
+                name=str(f.get("name", "")),
+                arguments=json.dumps(value_for(f.get("parameters") or {}, words, names_from=i)),
+            )
+            for i, f in enumerate(functions)
+        )
+        plan = "It needs " + " and ".join(f"{c.name}({c.arguments})" for c in calls) + "."
+        return SimAnswer("", calls, _reasoning(request, model, seed, words, plan))
+    if isinstance(request.json_schema, dict):
+        prose = answer_text(request, model, seed)
+        schema = request.json_schema.get("schema") or {"type": "object"}
+        text = json.dumps(value_for(schema, Words(words.text, prose)))
+        plan = f"The answer is a {request.json_schema.get('name', 'JSON')} object."
+    elif ends_in_results:
+        text = _cut(request, tool_results_text(request.messages, words))
+        plan = "The tool results answer it."
+    else:
+        note = images_note(last_user.images) if last_user else ""
+        text = _cut(request, " ".join(filter(None, (note, answer_text(request, model, seed)))))
+        plan = "The answer follows."
+    return SimAnswer(text, (), _reasoning(request, model, seed, words, plan))
+
+
+def _reasoning(request: ChatRequest, model: str, seed: int, words: Words, plan: str) -> str:
+    """The reasoning shown for the request's `reasoning_effort` (none without one)."""
+    if request.reasoning_effort in (None, "none"):
+        return ""
+    n = _digest(model, words.text, str(seed))
+    return reasoning_text(request.reasoning_effort, words.topic, plan, n)
+
+
+def _cut(request: ChatRequest, text: str) -> str:
+    """Prose cut to about `max_tokens` (four characters a token)."""
+    return text if request.max_tokens is None else text[: request.max_tokens * 4]
+
+
+def _conversation_key(request: ChatRequest, model: str, seed: int) -> str:
+    """What a call id hashes: the model, the seed and every message, so a new turn gets new
+    ids and the same request the same."""
+    turns = (_message_key(m) for m in request.messages)
+    return "\x1e".join((model, str(seed), *turns))
+
+
+def _message_key(message: Message) -> str:
+    """One message as a call id hashes it: role, text, tool calls and images."""
+    calls = json.dumps(list(message.tool_calls), sort_keys=True, default=str)
+    images = "\x1d".join(i.url for i in message.images)
+    return "\x1d".join((message.role, message.content, calls, images))
+
+
+def stream_events(answer: SimAnswer, piece: int = 12) -> list[StreamEvent]:
+    """`answer` as stream events: reasoning then text word by word, a tool call's id and name
+    then its arguments in pieces of `piece` characters. No `StreamEnd`."""
+    events: list[StreamEvent] = [ReasoningDelta(w) for w in _words(answer.reasoning)]
+    events += [TextDelta(w) for w in _words(answer.text)]
+    for index, call in enumerate(answer.tool_calls):
+        events.append(ToolCallDelta(index, call.id, call.name, ""))
+        events += [
+            ToolCallDelta(index, None, None, call.arguments[i : i + piece])
+            for i in range(0, len(call.arguments), piece)
+        ]
+    return events
+
+
+def _words(text: str) -> list[str]:
+    """`text` in pieces that join back to it: each word, the ones after the first with the
+    space before it."""
+    if not text:
+        return []
+    words = text.split(" ")
+    return [words[0], *(" " + w for w in words[1:])]
 
 
 class SimProvider:
@@ -151,16 +288,21 @@ class SimProvider:
                 upstream_status=503,
             )
 
-    def _usage(self, request: ChatRequest, text: str) -> Usage:
+    def _usage(self, request: ChatRequest, reply: SimAnswer) -> Usage:
+        """Estimated tokens: the messages in; text, reasoning and arguments out."""
+        out = reply.text + reply.reasoning + "".join(c.arguments for c in reply.tool_calls)
         return Usage(
-            sum(estimate_tokens(m.content) for m in request.messages), estimate_tokens(text)
+            sum(estimate_tokens(m.content) for m in request.messages), estimate_tokens(out)
         )
 
-    def _text(self, call: ProviderCall) -> str:
-        text = answer_text(call.request, call.upstream_model, self.profile.seed)
-        if call.request.max_tokens is not None:
-            text = text[: call.request.max_tokens * 4]
-        return text
+    def _answer(self, call: ProviderCall) -> SimAnswer:
+        """This provider's answer to `call` (its profile's seed)."""
+        return answer(call.request, call.upstream_model, self.profile.seed)
+
+    def _response_id(self, reply: SimAnswer) -> str:
+        """A stable response id from the answer's text and call ids."""
+        ids = "".join(c.id for c in reply.tool_calls)
+        return f"sim-{_digest(self.name, reply.text, ids):016x}"
 
     async def complete(self, call: ProviderCall, /) -> Completion:
         await self._before_first_byte(call)
@@ -168,32 +310,33 @@ class SimProvider:
             raise ProviderMalformed(
                 f"{self.name}: response body is not valid JSON (simulated)", provider=self.name
             )
-        text = self._text(call)
+        reply = self._answer(call)
         return Completion(
-            text=text,
-            finish_reason="stop",
-            usage=self._usage(call.request, text),
+            text=reply.text,
+            finish_reason=reply.finish_reason,
+            usage=self._usage(call.request, reply),
             response_model=call.upstream_model,
-            response_id=f"sim-{_digest(self.name, text):016x}",
+            response_id=self._response_id(reply),
+            tool_calls=reply.tool_calls,
+            reasoning=reply.reasoning,
         )
 
     async def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:
         await self._before_first_byte(call)
-        text = self._text(call)
-        words = text.split(" ")
-        for i, word in enumerate(words):
+        reply = self._answer(call)
+        for i, event in enumerate(stream_events(reply)):
             if self.profile.cut_stream_after is not None and i >= self.profile.cut_stream_after:
                 raise StreamTruncated(f"{self.name}: stream cut (simulated)", provider=self.name)
             if i and self.profile.chunk_ms:
                 await self._wait(call, self.profile.chunk_ms / 1000, "idle")
-            yield TextDelta(word if i == 0 else " " + word)
+            yield event
         if self.profile.malformed:
             raise ProviderMalformed(
                 f"{self.name}: malformed stream event (simulated)", provider=self.name
             )
         yield StreamEnd(
-            finish_reason="stop",
-            usage=self._usage(call.request, text),
+            finish_reason=reply.finish_reason,
+            usage=self._usage(call.request, reply),
             response_model=call.upstream_model,
-            response_id=f"sim-{_digest(self.name, text):016x}",
+            response_id=self._response_id(reply),
         )
