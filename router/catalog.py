@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.config import TIER_RANK, PanelConfig, RouterConfig
+from router.config import TIER_RANK, ModelConfig, PanelConfig, RouterConfig, StructuredOutput
+from router.protocol_support import CAPABILITIES
 from router.types import Price, Timeouts, Usage
+
+ALL_CAPABILITIES = frozenset(CAPABILITIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +29,25 @@ class CatalogModel:
     max_output_tokens: int
     price: Price
     timeouts: Timeouts
+    # what it can do (a model whose config lists none can do everything), and whether listed
+    capabilities: frozenset[str] = ALL_CAPABILITIES
+    capabilities_declared: bool = False
+    structured_output: StructuredOutput = "tool"
 
     @property
     def tier_rank(self) -> int:
         return TIER_RANK[self.tier]
+
+    def lacking(self, needed: frozenset[str]) -> tuple[str, ...]:
+        """The capabilities of `needed` this model does not have, in vocabulary order."""
+        if not needed or needed <= self.capabilities:
+            return ()
+        return tuple(c for c in CAPABILITIES if c in needed and c not in self.capabilities)
+
+    @property
+    def capability_list(self) -> list[str]:
+        """Its capabilities in vocabulary order, as `/v1/models` and `explain` show them."""
+        return [c for c in CAPABILITIES if c in self.capabilities]
 
     def cost(self, usage: Usage) -> float:
         """USD for this usage at the catalog's price."""
@@ -75,6 +93,11 @@ class Panel:
         )
 
 
+def capabilities_of(model: ModelConfig) -> frozenset[str]:
+    """What a configured model can do: what it lists, or everything when it lists nothing."""
+    return ALL_CAPABILITIES if model.capabilities is None else frozenset(model.capabilities)
+
+
 FUSION_PREFIX = "fusion/"
 
 
@@ -106,6 +129,9 @@ class Catalog:
                 max_output_tokens=m.max_output_tokens,
                 price=Price(m.price.input_per_mtok, m.price.output_per_mtok),
                 timeouts=Timeouts(t.connect_s, t.first_byte_s, t.idle_s, t.total_s),
+                capabilities=capabilities_of(m),
+                capabilities_declared=m.capabilities is not None,
+                structured_output=m.structured_output,
             )
         return cls(
             models=models,

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,12 +30,14 @@ from pydantic import (
 
 from router import yaml12
 from router.errors import ConfigError, Problem
+from router.protocol_support import CAPABILITIES
 from router.upstream_dial import tls_context
 from router.upstream_http import MAX_CONNECTIONS_PER_ORIGIN
 from router.upstream_proxy import Proxy
 
 Protocol = Literal["openai", "anthropic", "gemini", "sim"]
 Tier = Literal["frontier", "strong", "standard", "budget"]
+StructuredOutput = Literal["native", "tool"]
 TIER_RANK: Mapping[str, int] = {"frontier": 3, "strong": 2, "standard": 1, "budget": 0}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -174,6 +177,16 @@ class ProviderConfig(_Strict):
         return value
 
 
+def _known_capability(name: str) -> str:
+    """`name`, if it is in the capability vocabulary (`protocol_support.CAPABILITIES`)."""
+    if name not in CAPABILITIES:
+        raise ValueError(f"unknown capability {name!r} (known: {', '.join(CAPABILITIES)})")
+    return name
+
+
+Capability = Annotated[str, AfterValidator(_known_capability)]
+
+
 class PriceConfig(_Strict):
     """USD per million tokens (the default catalog's prices are examples: edit them)."""
 
@@ -193,6 +206,20 @@ class ModelConfig(_Strict):
     context_window: Annotated[int, Field(ge=1, le=100_000_000)]
     max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
     price: PriceConfig
+    # What the model can do beyond text; unset: everything (routing skips only a declared lack)
+    capabilities: list[Capability] | None = None
+    # How an Anthropic model is asked for a json_schema answer: its native structured output,
+    # or a forced tool whose input is the answer
+    structured_output: StructuredOutput = "tool"
+
+    @field_validator("capabilities")
+    @classmethod
+    def _check_capabilities(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            twice = sorted({c for c in value if value.count(c) > 1})
+            if twice:
+                raise ValueError(f"lists {', '.join(map(repr, twice))} twice")
+        return value
 
 
 class PanelConfig(_Strict):

@@ -12,6 +12,7 @@
     │   │   ├── ForbiddenField     400   forbidden_field (egress fields: base_url, api_key, ...)
     │   │   ├── UnsupportedContent 400   unsupported_content
     │   │   ├── UnsupportedParameter 400 unsupported_parameter
+    │   │   ├── MissingCapability  400   model_lacks_capability (no target has what it needs)
     │   │   └── InvalidJurisdiction 400  invalid_jurisdiction
     │   ├── Unauthorized           401   unauthorized
     │   ├── PolicyDenied           403   policy_denied (names the rule)
@@ -189,6 +190,26 @@ class UnsupportedParameter(InvalidRequest):
     """A parameter this sidecar (or the protocol it would go to) cannot honour."""
 
     code = "unsupported_parameter"
+
+
+class MissingCapability(InvalidRequest):
+    """No target of the request has a capability it needs (`tools`, `vision`, `json_schema`,
+    `reasoning`), as the catalog declares; names the capability and the models that lack it."""
+
+    code = "model_lacks_capability"
+
+    def __init__(
+        self, message: str, *, capability: str, models: Sequence[str], param: str | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.capability = capability
+        self.models = tuple(models)
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["capability"] = self.capability
+        body["error"]["models"] = list(self.models)
+        return body
 
 
 class InvalidJurisdiction(InvalidRequest):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -17,11 +18,12 @@ from router.errors import (
     UnknownModel,
     attempted_headers,
 )
-from router.explain import explain
+from router.explain import explain, needs_of
 from router.fusion_http import serve_fusion
 from router.inbound import read_chat
 from router.metrics import BREAKER_STATE_VALUE, CONTENT_TYPE_LATEST, Metrics
 from router.policy_view import PolicyView
+from router.protocol_support import CAPABILITIES
 from router.relay import finish, relay
 from router.request_scope import (
     RequestScope,
@@ -195,7 +197,13 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
             "object": "model",
             "created": 0,
             "owned_by": m.vendor,
-            "router": {"kind": "model", "provider": m.provider, "tier": m.tier, "region": m.region},
+            "router": {
+                "kind": "model",
+                "provider": m.provider,
+                "tier": m.tier,
+                "region": m.region,
+                "capabilities": m.capability_list,
+            },
         }
         for m in catalog.models.values()
         if m.id in allowed
@@ -209,7 +217,11 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
                     "object": "model",
                     "created": 0,
                     "owned_by": "fusion-router",
-                    "router": {"kind": "route", "targets": targets},
+                    "router": {
+                        "kind": "route",
+                        "targets": targets,
+                        "capabilities": route_capabilities(catalog.models, targets),
+                    },
                 }
             )
     for name, panel in catalog.panels.items():
@@ -231,6 +243,12 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
         "X-Router-Policy-Version": view.pinned.version,
     }
     return web.json_response({"object": "list", "data": data}, headers=headers)
+
+
+def route_capabilities(models: Mapping[str, CatalogModel], targets: Sequence[str]) -> list[str]:
+    """What a route can serve: every capability at least one of its `targets` has."""
+    union = frozenset().union(*(models[t].capabilities for t in targets))
+    return [c for c in CAPABILITIES if c in union]
 
 
 async def metrics_view(_request: web.Request, scope: RequestScope) -> web.Response:
@@ -258,14 +276,17 @@ def _view(services: Services, jurisdiction: str | None) -> PolicyView:
 
 
 async def admin_explain(request: web.Request, scope: RequestScope) -> web.Response:
-    """`GET /admin/explain?model=…&jurisdiction=…`: the plan and every decision, no outbound call."""
+    """`GET /admin/explain?model=…&jurisdiction=…&needs=…`: the plan and every decision, no
+    outbound call; `needs` (e.g. `tools,vision`) explains a request that needs those
+    capabilities."""
     model = request.query.get("model", "").strip()
     if not model:
         raise InvalidRequest("query parameter 'model' is required", param="model")
+    needs = needs_of(request.query.get("needs", ""))
     view = _view(scope.services, request.query.get("jurisdiction"))
     router = scope.services.runtime.router
     unavailable = router.unavailable if router is not None else (lambda _m: None)
-    return web.json_response(explain(model, scope.services.catalog, view, unavailable))
+    return web.json_response(explain(model, scope.services.catalog, view, unavailable, needs))
 
 
 async def admin_reload(_request: web.Request, scope: RequestScope) -> web.Response:

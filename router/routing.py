@@ -14,10 +14,13 @@ failover or the breaker act on it:
   fails over now, or waits when it is the last target and the wait fits the
   deadline; an exhausted quota cools it for 5 minutes.
 
-Open breakers, cooling targets, full bulkheads and targets policy no longer
-allows are skipped without a call. At most `max_attempts` upstream calls per
-request, failover included; every attempt after the first spends the
-process-wide retry budget. For streams, failover ends when the first event
+Open breakers, cooling targets, full bulkheads, targets policy no longer
+allows, targets that lack a capability the request needs (as the catalog
+declares it) and targets whose protocol cannot carry one of its fields are
+skipped without a call; when only the last two kinds were left, the request
+gets a 400 that names what was missing. At most `max_attempts` upstream
+calls per request, failover included; every attempt after the first spends
+the process-wide retry budget. For streams, failover ends when the first event
 arrives: the caller owns the rest.
 """
 
@@ -30,12 +33,12 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from opentelemetry import trace
 
 from router import semconv
-from router.catalog import CatalogModel
+from router.catalog import ALL_CAPABILITIES, CatalogModel
 from router.errors import (
     AllProvidersFailed,
     AllUpstreamsUnavailable,
@@ -43,6 +46,7 @@ from router.errors import (
     BreakerOpen,
     DeadlineExceeded,
     InvalidRequest,
+    MissingCapability,
     NoEligibleModel,
     Outcome,
     ProviderAuthFailed,
@@ -59,7 +63,12 @@ from router.errors import (
     UnsupportedParameter,
 )
 from router.logs import get_logger
-from router.protocol_support import missing_field
+from router.protocol_support import (
+    EFFORT_FIELD,
+    IMAGE_FIELD,
+    missing_field,
+    required_capabilities,
+)
 from router.providers.base import Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.tracing import current_event
@@ -71,11 +80,14 @@ from router.types import (
     StreamEvent,
     Timeouts,
 )
+from router.values import value
 
 MIN_ATTEMPT_S = 0.1
 Gate = Callable[[CatalogModel], str | None]  # why the target may not be called now, or None
 _SUCCESS = Outcome.SUCCESS.value  # (an enum's .value is a Python-level property)
 _THROTTLED = frozenset({ProviderRateLimited.code, ProviderQuotaExhausted.code, "cooling_down"})
+# skips for what the request itself asks: with only these left, the request gets a 400
+_REQUEST_SHAPED = frozenset({MissingCapability.code, UnsupportedParameter.code})
 
 
 class Permit(Protocol):
@@ -119,6 +131,16 @@ class CallBudget:
         self.used -= 1
 
 
+@value
+class CapabilitySkip(AttemptRecord):
+    """A target skipped without a call because it lacks a capability the request needs."""
+
+    capability: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**AttemptRecord.as_dict(self), "capability": self.capability}
+
+
 @dataclass
 class AttemptLog:
     """The attempts (and skipped targets) of one request, in order."""
@@ -144,6 +166,20 @@ class AttemptLog:
 
     def skip(self, model: CatalogModel, code: str) -> None:
         self.records.append(AttemptRecord(model.provider, model.id, "skipped", code, None, 0.0))
+
+    def skip_lacking(self, model: CatalogModel, capability: str) -> None:
+        """`model` skipped because it lacks `capability`, which the request needs."""
+        self.records.append(
+            CapabilitySkip(
+                model.provider,
+                model.id,
+                "skipped",
+                MissingCapability.code,
+                None,
+                0.0,
+                capability,
+            )
+        )
 
     @property
     def calls(self) -> list[AttemptRecord]:
@@ -280,7 +316,14 @@ def _call_for(
     if request.max_tokens is not None and request.max_tokens > model.max_output_tokens:
         request = dataclasses.replace(request, max_tokens=model.max_output_tokens)
     deadline = time.monotonic() + timeouts.total
-    return ProviderCall(request, model.upstream_id, timeouts, extra_headers, deadline)
+    return ProviderCall(
+        request,
+        model.upstream_id,
+        timeouts,
+        extra_headers,
+        deadline,
+        structured_output=model.structured_output,
+    )
 
 
 async def _open(
@@ -317,6 +360,17 @@ class _Job:
     gate: Gate | None
     attempts: AttemptLog
     missing: list[tuple[str, str]] = field(default_factory=list)  # (field, protocol) skipped
+    needed: frozenset[str] | None = None  # the capabilities it needs, once a target may lack one
+    lacking: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (model, lacks)
+
+    def lacks(self, model: CatalogModel) -> tuple[str, ...]:
+        """The capabilities the request needs that `model` lacks (none, for a model that can
+        do everything: the request is then not even looked at)."""
+        if model.capabilities >= ALL_CAPABILITIES:
+            return ()
+        if self.needed is None:
+            self.needed = required_capabilities(self.request)
+        return model.lacking(self.needed)
 
 
 Answer = Completion | tuple[StreamEvent, AsyncIterator[StreamEvent]]
@@ -430,10 +484,14 @@ class Router:
         ]
 
     def _skip_reason(self, model: CatalogModel, job: _Job, waits: list[float]) -> str | None:
-        """Why `model` is skipped without a call now (policy, a field its protocol cannot
-        carry, cooldown, breaker, bulkhead)."""
+        """Why `model` is skipped without a call now (policy, a capability it lacks, a field
+        its protocol cannot carry, cooldown, breaker, bulkhead)."""
         if job.gate is not None and job.gate(model) is not None:
             return "policy_denied"
+        lacks = job.lacks(model)
+        if lacks:
+            job.lacking.append((model.id, lacks))
+            return MissingCapability.code
         protocol = self._providers[model.provider].protocol
         missing = missing_field(job.request, protocol)
         if missing is not None:
@@ -473,7 +531,10 @@ class Router:
         policy = self.policy
 
         def give_up() -> NoReturn:
-            if job.missing and all(r.code == UnsupportedParameter.code for r in attempts.records):
+            records = attempts.records
+            if records and all(r.code in _REQUEST_SHAPED for r in records):
+                if records[0].code == MissingCapability.code:  # the first target's reason
+                    raise lacking_capability(job.request, job.lacking)
                 name, protocol = job.missing[0]
                 raise UnsupportedParameter(
                     f"'{name}' cannot be sent to the {protocol} protocol, and no target of "
@@ -493,6 +554,9 @@ class Router:
                     stopped_by_deadline = True
                     break
                 skipped = self._skip_reason(model, job, waits)
+                if skipped == MissingCapability.code:
+                    attempts.skip_lacking(model, job.lacking[-1][1][0])
+                    break
                 if skipped is not None:
                     attempts.skip(model, skipped)
                     break
@@ -718,6 +782,32 @@ class Router:
             raise DeadlineExceeded("the request deadline passed before any provider answered")
         summary = ", ".join(f"{r.model}@{r.provider}: {r.code}" for r in attempts.records)
         raise AllProvidersFailed(f"every attempt failed ({summary})", attempts=attempts.records)
+
+
+def capability_param(capability: str, request: ChatRequest) -> str:
+    """The request field that asks for `capability` (the `param` of its 400)."""
+    if capability == "tools":
+        return "tools" if request.tools else "messages"
+    return {
+        "vision": IMAGE_FIELD,
+        "json_schema": "response_format",
+        "reasoning": EFFORT_FIELD,
+    }.get(capability, capability)
+
+
+def lacking_capability(
+    request: ChatRequest, lacking: Sequence[tuple[str, tuple[str, ...]]]
+) -> MissingCapability:
+    """The 400 for a request whose targets were skipped for capabilities they lack: the first
+    target's first missing capability, and every model skipped for one."""
+    capability = lacking[0][1][0]
+    each = "; ".join(f"{model} lacks {', '.join(map(repr, caps))}" for model, caps in lacking)
+    return MissingCapability(
+        f"no target of {request.model!r} has what this request needs ({each})",
+        capability=capability,
+        models=[model for model, _ in lacking],
+        param=capability_param(capability, request),
+    )
 
 
 def _unexpected(exc: Exception, provider: str) -> ProviderError:
