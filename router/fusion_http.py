@@ -32,11 +32,11 @@ from router.fusion.resolve import availability_for, resolve_panel
 from router.fusion.synthesize import synthesis_request
 from router.fusion.views import deliberation_view, fusion_refusal
 from router.metrics import Metrics
-from router.protocol_support import missing_field
+from router.protocol_support import missing_field, required_capabilities
 from router.providers.base import Provider
 from router.relay import finish, known_text, relay
 from router.request_scope import RequestScope
-from router.routing import AttemptLog, Router
+from router.routing import AttemptLog, Router, lacking_capability
 from router.sse_response import event_stream
 from router.types import ChatRequest, Completion, Usage
 from router.wire_out import TextChunks, completion_body, json_bytes, usage_body
@@ -58,11 +58,16 @@ async def serve_fusion(
         raise UnsupportedParameter(refused[1], param=refused[0])
     catalog = services.catalog
     panel = resolve_panel(chat.model, options, catalog)
-    availability = availability_for(
-        catalog.models, view.gate, lambda m: router.unavailable(m) is not None
-    )
-    plan = plan_panel(panel, catalog.models, availability)
+
+    def unavailable(model: CatalogModel) -> bool:
+        return router.unavailable(model) is not None
+
+    availability = availability_for(catalog.models, view.gate, unavailable)
+    seat_needs = required_capabilities(deliberation_view(chat))
+    seat_availability = availability_for(catalog.models, view.gate, unavailable, seat_needs)
+    plan = plan_panel(panel, catalog.models, availability, seat_availability)
     _check_carried(plan, chat, catalog.models, services.runtime.providers)
+    _check_capable(plan, chat, catalog.models)
     if not plan.seated:
         # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
         decision = view.decision(catalog.models[panel.panelists[0]])
@@ -256,6 +261,25 @@ def _check_carried(
             f"{model_id!r}, and no other synthesizer candidate carries it",
             param=missing,
         )
+
+
+def _check_capable(plan: FusionPlan, chat: ChatRequest, models: Mapping[str, CatalogModel]) -> None:
+    """A 400 before any call when the catalog says no synthesizer candidate has what the
+    synthesizer's request needs (tools, a JSON schema...), or no panelist what theirs needs."""
+    needs = required_capabilities(synthesis_request(chat, (), None))
+    candidates = plan.synthesizers.candidates
+    lacking = [(m, models[m].lacking(needs)) for m in candidates]
+    if candidates and all(caps for _, caps in lacking):
+        raise lacking_capability(chat, lacking)
+    if not plan.seated:
+        seat_needs = required_capabilities(deliberation_view(chat))
+        lacking = [
+            (s.wanted, models[s.wanted].lacking(seat_needs))
+            for s in plan.seats
+            if s.wanted in models
+        ]
+        if lacking and all(caps for _, caps in lacking):
+            raise lacking_capability(chat, lacking)
 
 
 def _count(metrics: Metrics, outcome: FusionOutcome, models: Mapping[str, Any]) -> None:

@@ -259,8 +259,9 @@ async def test_a_model_that_declares_no_capabilities_is_never_skipped_for_one(
         assert [c.model for c in wall.calls] == ["up-undeclared"]
 
 
-async def test_a_fusion_panelist_that_lacks_the_capability_is_never_called() -> None:
-    """Routing's skip holds for every fusion call: the panelist's seat fails without a call."""
+async def test_a_fusion_panelist_that_lacks_the_capability_is_planned_out() -> None:
+    """The plan leaves out a panelist the catalog says cannot see the images, before any
+    call, and says why; it is never called."""
     async with _sidecar() as (url, wall):
         status, body, _ = await _post(
             url,
@@ -273,6 +274,29 @@ async def test_a_fusion_panelist_that_lacks_the_capability_is_never_called() -> 
         assert status == 200, body
         assert wall.calls_to("up-plain") == []
         assert wall.calls_to("up-full")
+        seats = {s["wanted"]: s for s in body["fusion"]["plan"]["seats"]}
+        assert "lacks 'vision'" in seats["plain"]["reason"], seats
+
+
+async def test_a_fusion_whose_synthesizers_lack_tools_is_a_400_before_any_call() -> None:
+    """Panelists deliberate without tools (any may sit); the synthesizer answers with them."""
+    async with _sidecar() as (url, wall):
+        status, body, _ = await _post(
+            url,
+            {
+                "model": "fusion",
+                "fusion": {"panelists": ["plain", "full"], "synthesizers": ["plain"], "quorum": 1},
+                "messages": HI,
+                "tools": TOOLS,
+            },
+        )
+        assert status == 400, body
+        assert (body["error"]["code"], body["error"]["capability"]) == (
+            "model_lacks_capability",
+            "tools",
+        )
+        assert body["error"]["models"] == ["plain"]
+        assert wall.calls == []
 
 
 async def test_explain_shows_the_skip_for_a_request_that_needs_a_capability() -> None:

@@ -160,9 +160,16 @@ def _role(candidates: Sequence[str], availability: Availability) -> RolePlan:
 
 
 def plan_panel(
-    panel: Panel, models: Mapping[str, CatalogModel], availability: Availability
+    panel: Panel,
+    models: Mapping[str, CatalogModel],
+    availability: Availability,
+    seat_availability: Availability | None = None,
 ) -> FusionPlan:
-    """Seat every panelist, substituting the unavailable ones before anything is called."""
+    """Seat every panelist, substituting the unavailable ones before anything is called.
+    `seat_availability` judges panelists and their substitutes (what they are asked needs
+    capabilities the judge's and synthesizer's requests may not); `availability` by default."""
+    judge_and_synthesis = availability
+    availability = seat_availability or availability
     seats: list[SeatPlan] = []
     taken = set(panel.panelists)  # configured panelists are never substitutes for each other
     vendors = {models[p].vendor for p in panel.panelists if p in models and availability(p) is None}
@@ -184,8 +191,8 @@ def plan_panel(
     return FusionPlan(
         panel=panel.name,
         seats=tuple(seats),
-        judges=_role(panel.judges, availability),
-        synthesizers=_role(panel.synthesizers, availability),
+        judges=_role(panel.judges, judge_and_synthesis),
+        synthesizers=_role(panel.synthesizers, judge_and_synthesis),
         quorum=min(panel.quorum, len(seats)),
         pool=panel.substitutes,
     )

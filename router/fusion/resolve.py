@@ -66,9 +66,13 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
 
 
 def availability_for(
-    models: Mapping[str, CatalogModel], gate: Gate, unavailable: Callable[[CatalogModel], bool]
+    models: Mapping[str, CatalogModel],
+    gate: Gate,
+    unavailable: Callable[[CatalogModel], bool],
+    needs: frozenset[str] = frozenset(),
 ) -> Availability:
-    """Why a model cannot take a fusion role now (policy, breaker, unknown), or None."""
+    """Why a model cannot take a fusion role now (policy, breaker, unknown, a capability of
+    `needs` the catalog says it lacks), or None."""
 
     def availability(model_id: str) -> str | None:
         model = models.get(model_id)
@@ -77,6 +81,9 @@ def availability_for(
         why = gate(model)
         if why is not None:
             return why
+        lacking = model.lacking(needs)
+        if lacking:
+            return f"lacks {', '.join(repr(c) for c in lacking)}"
         if unavailable(model):
             return "breaker open"
         return None
