@@ -378,6 +378,7 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
     out = []
     total = 0
     only_system = True
+    called: set[str] = set()  # the ids of the assistant tool calls so far
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise InvalidRequest("each message must be an object", param=f"messages[{i}]")
@@ -400,12 +401,18 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
                 param=f"messages[{i}].role",
             )
         calls = _tool_calls(item, role, f"messages[{i}]")
+        called.update(call["id"] for call in calls)
         call_id = item.get("tool_call_id")
         if (role == "tool") != (call_id is not None) or not (
             call_id is None or (isinstance(call_id, str) and 0 < len(call_id) <= 256)
         ):
             raise InvalidRequest(
                 "a 'tool' message needs its 'tool_call_id' (a string), and only it has one",
+                param=f"messages[{i}].tool_call_id",
+            )
+        if call_id is not None and call_id not in called:
+            raise InvalidRequest(
+                f"tool result {call_id!r} answers no earlier assistant tool call",
                 param=f"messages[{i}].tool_call_id",
             )
         reasoning = item.get("reasoning_content")

@@ -116,7 +116,7 @@ def missing_field(request: ChatRequest, protocol: str) -> str | None:
         if (
             message.tool_calls
             and RAW_ARGUMENTS_FIELD not in carried
-            and not all(arguments_object(call) for call in message.tool_calls)
+            and not all(arguments_object(call) is not None for call in message.tool_calls)
         ):
             return RAW_ARGUMENTS_FIELD
         if message.role == "tool" and TOOL_ROLE_FIELD not in carried:

@@ -2,15 +2,28 @@
 
 Serves `POST /v1beta/models/{model}:generateContent` and
 `:streamGenerateContent` (SSE with CRLF framing, as the real API sends), and
-acts out the scripted behaviours of `tests.fakes.script`.
+acts out the scripted behaviours of `tests.fakes.script`. A request body goes through the
+`google-genai` types too (unknown fields, bad base64, roles, function responses that do not
+answer the calls before them): what the real API refuses, the fake refuses with a 400.
+
+How Gemini shows the scripted answers: `ToolCalls` are `functionCall` parts (with the
+script's id as the call's `id`, none for an empty id, as Gemini 2.5 sends none), each whole
+in one chunk; streamed, the answer's parts (the text word by word, then the calls) go out in
+`pieces` chunks. `Reasoned` is thought parts (`thought: true`; streamed, the thinking in
+`pieces` chunks) before its `then`, its `signature` as the `thoughtSignature` of the first
+function call (or of the last part, for an answer without calls), and the thinking's word
+count as `thoughtsTokenCount`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
+import pydantic
 from aiohttp import web
 from google.genai import types
 
@@ -22,11 +35,15 @@ from tests.fakes.script import (
     Hang,
     InBandError,
     Malformed,
+    Reasoned,
     Reset,
     StallStream,
     Status,
+    ToolCalls,
     Wall,
 )
+
+T = TypeVar("T")
 
 _FINISH = {
     "stop": types.FinishReason.STOP,
@@ -49,18 +66,24 @@ _STATUS_NAMES = {
 }
 
 
+RESPONSE_ID = "fake-response-id"
+
+
 def response_dict(
     model: str,
     *,
     text: str | None = None,
     finish: str | None = None,
     usage: tuple[int, int | None] | None = None,
+    parts: list[types.Part] | None = None,
+    thoughts: int | None = None,
 ) -> dict[str, Any]:
-    """One `GenerateContentResponse` (a whole answer or a stream chunk) as wire JSON."""
+    """One `GenerateContentResponse` (a whole answer or a stream chunk) as wire JSON: `text`,
+    or any `parts`; `thoughts` is the usage's `thoughtsTokenCount`."""
+    if parts is None and text is not None:
+        parts = [types.Part(text=text)]
     candidate = types.Candidate(
-        content=types.Content(role="model", parts=[types.Part(text=text)])
-        if text is not None
-        else None,
+        content=types.Content(role="model", parts=parts) if parts else None,
         finish_reason=_FINISH.get(finish, types.FinishReason.STOP) if finish is not None else None,
         index=0,
     )
@@ -69,15 +92,124 @@ def response_dict(
         usage_metadata = types.GenerateContentResponseUsageMetadata(
             prompt_token_count=usage[0],
             candidates_token_count=usage[1],
-            total_token_count=usage[0] + (usage[1] or 0),
+            thoughts_token_count=thoughts,
+            total_token_count=usage[0] + (usage[1] or 0) + (thoughts or 0),
         )
     response = types.GenerateContentResponse(
         candidates=[candidate],
         usage_metadata=usage_metadata,
         model_version=model,
-        response_id="fake-response-id",
+        response_id=RESPONSE_ID,
     )
     return response.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _words(text: str) -> list[str]:
+    """A text in stream pieces: word by word, each but the first with its space."""
+    return [word if i == 0 else " " + word for i, word in enumerate(text.split(" "))]
+
+
+def _cut(items: Sequence[T], pieces: int) -> list[Sequence[T]]:
+    """`items` (a text, a list of parts) in at most `pieces` non-empty runs of about equal
+    length, in order."""
+    n = max(1, min(pieces, len(items)))
+    bounds = [len(items) * i // n for i in range(n + 1)]
+    return [items[a:b] for a, b in itertools.pairwise(bounds) if b > a] or [items]
+
+
+def call_part(call_id: str, name: str, arguments: str) -> types.Part:
+    """A `functionCall` part; an empty `call_id` is a call without an id (as 2.5 sends), empty
+    `arguments` a call without `args` (a function without parameters)."""
+    args = json.loads(arguments) if arguments else None
+    return types.Part(function_call=types.FunctionCall(id=call_id or None, name=name, args=args))
+
+
+def answer_chunks(
+    behaviour: Answer | ToolCalls, *, stream: bool, signature: str | None = None
+) -> list[list[types.Part]]:
+    """An answer's parts in chunks (one chunk when whole); `signature` (a thought signature)
+    on its first function call, or on its last part if it has none."""
+    text = behaviour.text
+    texts = (_words(text) if stream else [text]) if text or isinstance(behaviour, Answer) else []
+    parts = [types.Part(text=t) for t in texts]
+    if isinstance(behaviour, ToolCalls):
+        parts += [call_part(*call) for call in behaviour.calls]
+    if signature is not None:
+        signed = next((i for i, p in enumerate(parts) if p.function_call), len(parts) - 1)
+        parts[signed] = parts[signed].model_copy(update={"thought_signature": signature.encode()})
+    if not stream:
+        return [parts]
+    if isinstance(behaviour, Answer):
+        return [[part] for part in parts]
+    return [list(run) for run in _cut(parts, behaviour.pieces)]
+
+
+def reasoned_chunks(behaviour: Reasoned, *, stream: bool) -> list[list[types.Part]]:
+    """Thought parts, then the answer's parts, signed (see `answer_chunks`)."""
+    thinking = _cut(behaviour.thinking, behaviour.pieces) if stream else [behaviour.thinking]
+    thoughts = [[types.Part(text=str(t), thought=True)] for t in thinking]
+    return thoughts + answer_chunks(behaviour.then, stream=stream, signature=behaviour.signature)
+
+
+def _checked(kind: type[pydantic.BaseModel], value: Any) -> Any:
+    """`value` read as `kind` from its JSON, as the API reads it (base64 bytes included)."""
+    return kind.model_validate_json(json.dumps(value))
+
+
+_REQUEST_FIELDS = {
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "generationConfig",
+    "safetySettings",
+    "cachedContent",
+}
+
+
+def request_problem(body: Any) -> str | None:
+    """What the real API would refuse in this `generateContent` body, if anything."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received."
+    unknown = sorted(set(body) - _REQUEST_FIELDS)
+    if unknown:
+        return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
+    try:
+        contents = [_checked(types.Content, c) for c in body.get("contents") or []]
+        if "systemInstruction" in body:
+            _checked(types.Content, body["systemInstruction"])
+        for tool in body.get("tools") or []:
+            _checked(types.Tool, tool)
+        if "toolConfig" in body:
+            _checked(types.ToolConfig, body["toolConfig"])
+        config = _checked(types.GenerationConfig, body.get("generationConfig") or {})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        return f"Invalid JSON payload received. {where}: {first['msg']}"
+    if not contents:
+        return "* GenerateContentRequest.contents: contents is not specified"
+    if any(c.role not in ("user", "model") for c in contents):
+        return "Please use a valid role: user, model."
+    for i, content in enumerate(contents):
+        answers = [p.function_response for p in content.parts or () if p.function_response]
+        if answers and not all(r.name and r.response is not None for r in answers):
+            return "* GenerateContentRequest.contents: function_response needs name and response"
+        before = contents[i - 1] if i else None
+        asked = [p for p in (before.parts or ()) if p.function_call] if before else []
+        if (answers or asked) and len(asked) != len(answers):
+            return (
+                "Please ensure that the number of function response parts is equal to the "
+                "number of function call parts of the function call turn."
+            )
+    if config.response_json_schema is not None and config.response_mime_type != (
+        "application/json"
+    ):
+        return "responseJsonSchema needs responseMimeType application/json"
+    thinking = config.thinking_config
+    if thinking and thinking.thinking_budget is not None and thinking.thinking_level:
+        return "thinking_budget and thinking_level are not supported together."
+    return None
 
 
 def error_dict(
@@ -149,6 +281,9 @@ def make_app(wall: Wall) -> web.Application:
                 request.query_string,
             )
         )
+        problem = request_problem(body)
+        if problem:
+            return _json_response(400, error_dict(400, problem))
         behaviour = wall.next_for(model)
         if isinstance(behaviour, Delay):
             await asyncio.sleep(behaviour.seconds)
@@ -193,6 +328,35 @@ def make_app(wall: Wall) -> web.Application:
                         text=word if i == 0 else " " + word,
                         finish=behaviour.finish_reason if last else None,
                         usage=usage if last else (behaviour.input_tokens, None),
+                    ),
+                )
+            return response
+        if isinstance(behaviour, ToolCalls | Reasoned):
+            if isinstance(behaviour, Reasoned):
+                chunks = reasoned_chunks(behaviour, stream=stream)
+                thoughts = len(behaviour.thinking.split())
+                then = behaviour.then
+            else:
+                chunks, thoughts, then = answer_chunks(behaviour, stream=stream), None, behaviour
+            usage = (then.input_tokens, then.output_tokens) if isinstance(then, Answer) else (11, 7)
+            finish = then.finish_reason if isinstance(then, Answer) else "stop"
+            if not stream:
+                parts = [part for chunk in chunks for part in chunk]
+                data = response_dict(
+                    model, parts=parts, finish=finish, usage=usage, thoughts=thoughts
+                )
+                return _json_response(200, data)
+            response = await _sse(request)
+            for i, parts in enumerate(chunks):
+                last = i == len(chunks) - 1
+                await _send(
+                    response,
+                    response_dict(
+                        model,
+                        parts=parts,
+                        finish=finish if last else None,
+                        usage=usage if last else (usage[0], None),
+                        thoughts=thoughts if last else None,
                     ),
                 )
             return response
