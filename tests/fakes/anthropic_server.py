@@ -1,10 +1,15 @@
-"""A fake Anthropic Messages API server; bodies and events are built from `anthropic` types."""
+"""A fake Anthropic Messages API server; bodies and events are built from `anthropic` types.
+
+It refuses what the real API refuses in the features the router translates (tool use and
+results, images, thinking, structured output), so a test passing here sent a valid request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +32,11 @@ from tests.fakes.script import (
     Hang,
     InBandError,
     Malformed,
+    Reasoned,
     Reset,
     StallStream,
     Status,
+    ToolCalls,
     Wall,
 )
 
@@ -84,17 +91,57 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def message_json(model: str, answer: Answer) -> str:
+def tool_use(call: tuple[str, str, str]) -> dict[str, Any]:
+    """A script's call (id, name, arguments JSON) as a `tool_use` block."""
+    call_id, name, arguments = call
+    return {
+        "type": "tool_use",
+        "id": call_id,
+        "name": name,
+        "input": json.loads(arguments) if arguments.strip() else {},
+    }
+
+
+Acted = Answer | ToolCalls | Reasoned  # what the fake answers with content
+
+
+def content(behaviour: Acted) -> list[dict[str, Any]]:
+    """The content blocks of a whole answer."""
+    if isinstance(behaviour, Reasoned):
+        thinking = {
+            "type": "thinking",
+            "thinking": behaviour.thinking,
+            "signature": behaviour.signature,
+        }
+        return [thinking, *content(behaviour.then)]
+    if isinstance(behaviour, ToolCalls):
+        text = [{"type": "text", "text": behaviour.text}] if behaviour.text else []
+        return text + [tool_use(call) for call in behaviour.calls]
+    return [{"type": "text", "text": behaviour.text}]
+
+
+def outcome(behaviour: Acted) -> tuple[str, int, int]:
+    """(stop reason, input tokens, output tokens) of an answer."""
+    if isinstance(behaviour, Reasoned):
+        return outcome(behaviour.then)
+    if isinstance(behaviour, ToolCalls):
+        return "tool_use", 20, 9
+    stop = STOP_REASONS.get(behaviour.finish_reason, behaviour.finish_reason)
+    return stop, behaviour.input_tokens, behaviour.output_tokens
+
+
+def message_json(model: str, behaviour: Acted) -> str:
+    stop_reason, input_tokens, output_tokens = outcome(behaviour)
     return Message.model_validate(
         {
             "id": MESSAGE_ID,
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": answer.text}],
-            "stop_reason": STOP_REASONS.get(answer.finish_reason, answer.finish_reason),
+            "content": content(behaviour),
+            "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": usage(answer.input_tokens, answer.output_tokens),
+            "usage": usage(input_tokens, output_tokens),
         }
     ).model_dump_json(exclude_unset=True)
 
@@ -117,22 +164,78 @@ def message_start(model: str, input_tokens: int) -> str:
     ).model_dump_json(exclude_unset=True)
 
 
-def block_start() -> str:
+def block_start(index: int = 0, block: dict[str, Any] | None = None) -> str:
     return RawContentBlockStartEvent.model_validate(
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        {
+            "type": "content_block_start",
+            "index": index,
+            "content_block": block or {"type": "text", "text": ""},
+        }
     ).model_dump_json(exclude_unset=True)
 
 
-def text_delta(text: str) -> str:
+def block_delta(index: int, delta: dict[str, Any]) -> str:
+    """A `content_block_delta`: text, `input_json_delta`, thinking or signature."""
     return RawContentBlockDeltaEvent.model_validate(
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+        {"type": "content_block_delta", "index": index, "delta": delta}
     ).model_dump_json(exclude_unset=True)
 
 
-def block_stop() -> str:
+def text_delta(text: str, index: int = 0) -> str:
+    return block_delta(index, {"type": "text_delta", "text": text})
+
+
+def block_stop(index: int = 0) -> str:
     return RawContentBlockStopEvent.model_validate(
-        {"type": "content_block_stop", "index": 0}
+        {"type": "content_block_stop", "index": index}
     ).model_dump_json(exclude_unset=True)
+
+
+def cut(text: str, pieces: int) -> list[str]:
+    """`text` in `pieces` fragments of about equal size (none for an empty text)."""
+    size = max(1, -(-len(text) // max(1, pieces)))
+    return [text[start : start + size] for start in range(0, len(text), size)]
+
+
+def block_events(behaviour: Acted, first: int = 0) -> list[tuple[str, str]]:
+    """The content block events of a streamed answer, its blocks numbered from `first`:
+    thinking in fragments then its signature; text word by word; each tool call's start
+    (id, name, an empty input), an empty `input_json_delta` as the API sends first, then its
+    arguments in fragments."""
+    out: list[tuple[str, str]] = []
+    if isinstance(behaviour, Reasoned):
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        out.append(("content_block_start", block_start(first, start)))
+        for piece in cut(behaviour.thinking, behaviour.pieces):
+            out.append(
+                (
+                    "content_block_delta",
+                    block_delta(first, {"type": "thinking_delta", "thinking": piece}),
+                )
+            )
+        signature = {"type": "signature_delta", "signature": behaviour.signature}
+        out.append(("content_block_delta", block_delta(first, signature)))
+        out.append(("content_block_stop", block_stop(first)))
+        return out + block_events(behaviour.then, first + 1)
+    texts = [behaviour.text] if behaviour.text else []
+    if isinstance(behaviour, Answer):
+        words = behaviour.text.split(" ")
+        texts = [words[0], *(" " + w for w in words[1:])]
+    if texts:
+        out.append(("content_block_start", block_start(first)))
+        out.extend(("content_block_delta", text_delta(t, first)) for t in texts)
+        out.append(("content_block_stop", block_stop(first)))
+        first += 1
+    for index, (call_id, name, arguments) in enumerate(
+        behaviour.calls if isinstance(behaviour, ToolCalls) else (), first
+    ):
+        start = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        out.append(("content_block_start", block_start(index, start)))
+        for piece in ["", *cut(arguments, behaviour.pieces)]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            out.append(("content_block_delta", block_delta(index, delta)))
+        out.append(("content_block_stop", block_stop(index)))
+    return out
 
 
 def message_delta(stop_reason: str, output_tokens: int) -> str:
@@ -167,6 +270,147 @@ def request_problem(headers: Any, body: Any) -> str | None:
         return "messages: roles must be 'user' or 'assistant'"
     if any(a == b for a, b in itertools.pairwise(roles)):
         return "messages: roles must alternate between 'user' and 'assistant'"
+    return (
+        tools_problem(body)
+        or thinking_problem(body)
+        or format_problem(body)
+        or content_problem(messages, thinking=isinstance(body.get("thinking"), dict))
+    )
+
+
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def tools_problem(body: dict[str, Any]) -> str | None:
+    """`tools` and `tool_choice` as the API checks them."""
+    tools = body.get("tools")
+    names = []
+    for i, tool in enumerate(tools or []):
+        schema = tool.get("input_schema") if isinstance(tool, dict) else None
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{i}.input_schema: must be a JSON schema of type object"
+        if not TOOL_NAME.fullmatch(str(tool.get("name"))):
+            return f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
+        names.append(tool["name"])
+    if len(set(names)) != len(names):
+        return "tools: Tool names must be unique."
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if not tools:
+        return "tool_choice: may only be specified while providing tools"
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in ("auto", "any", "tool", "none"):
+        return "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"
+    if kind == "tool" and choice.get("name") not in names:
+        return "tool_choice.name: no tool of that name"
+    if kind == "none" and "disable_parallel_tool_use" in choice:
+        return "tool_choice.disable_parallel_tool_use: Extra inputs are not permitted"
+    return None
+
+
+def thinking_problem(body: dict[str, Any]) -> str | None:
+    """Extended thinking's constraints: its budget, sampling, and no forced tool use."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return None
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return "thinking: type must be 'enabled' with budget_tokens"
+    if not isinstance(budget, int) or budget < 1024:
+        return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+    if budget >= body["max_tokens"]:
+        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    if body.get("temperature", 1) != 1 or "top_k" in body:
+        return "`temperature` may only be set to 1 when thinking is enabled"
+    if not 0.95 <= body.get("top_p", 1) <= 1:
+        return "`top_p` must be between 0.95 and 1 when thinking is enabled"
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    return None
+
+
+def format_problem(body: dict[str, Any]) -> str | None:
+    """Native structured output: `output_config.format`."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or set(fmt) != {"type", "schema"}:
+        return "output_config.format: needs exactly 'type' and 'schema'"
+    if fmt["type"] != "json_schema" or not isinstance(fmt["schema"], dict):
+        return "output_config.format: type must be 'json_schema' with a schema object"
+    return None
+
+
+def block_problem(role: str, block: Any) -> str | None:
+    """One content block of a message."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    allowed = {
+        "user": ("text", "image", "tool_result"),
+        "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+    }[role]
+    if kind not in allowed:
+        return f"content: a {role} message cannot have a block of type {kind}"
+    if kind == "text" and not (isinstance(block.get("text"), str) and block["text"]):
+        return "text content blocks must be non-empty"
+    if kind == "image":
+        source = block.get("source") or {}
+        if not (
+            (source.get("type") == "url" and isinstance(source.get("url"), str))
+            or (
+                source.get("type") == "base64"
+                and source.get("media_type") in MEDIA_TYPES
+                and isinstance(source.get("data"), str)
+            )
+        ):
+            return "image.source: a url, or base64 data of a jpeg, png, gif or webp image"
+    if kind == "tool_use" and not isinstance(block.get("input"), dict):
+        return "tool_use.input: Input should be a valid dictionary"
+    if kind == "thinking" and not isinstance(block.get("signature"), str):
+        return "thinking.signature: Field required"
+    return None
+
+
+def content_problem(messages: list[Any], *, thinking: bool) -> str | None:
+    """Content blocks; each `tool_use` answered by a `tool_result` first in the next turn,
+    and (with thinking on) the assistant turn being continued opening with its thinking."""
+    for i, message in enumerate(messages):
+        blocks = message.get("content")
+        if isinstance(blocks, str):
+            continue
+        if not isinstance(blocks, list) or not blocks:
+            return f"messages.{i}.content: a non-empty string or list of blocks"
+        for block in blocks:
+            problem = block_problem(message["role"], block)
+            if problem:
+                return f"messages.{i}.{problem}"
+        kinds = [b["type"] for b in blocks]
+        if message["role"] == "assistant":
+            thought = [k in ("thinking", "redacted_thinking") for k in kinds]
+            if thought != sorted(thought, reverse=True):
+                return f"messages.{i}: thinking blocks must come first in an assistant turn"
+            continue
+        results = [b["tool_use_id"] for b in blocks if b["type"] == "tool_result"]
+        if kinds[: len(results)] != ["tool_result"] * len(results):
+            return f"messages.{i}: tool_result blocks must come first in the user turn"
+        previous = messages[i - 1]["content"] if i else []
+        uses = [b["id"] for b in previous if isinstance(b, dict) and b["type"] == "tool_use"]
+        if sorted(results) != sorted(uses):
+            return (
+                f"messages.{i}: each tool_use in the previous turn needs its tool_result "
+                "here, and each tool_result a tool_use there"
+            )
+    last = messages[-2] if len(messages) > 1 else None
+    if thinking and last is not None and isinstance(last["content"], list):
+        kinds = [b["type"] for b in last["content"]]
+        if "tool_use" in kinds and kinds[0] not in ("thinking", "redacted_thinking"):
+            return (
+                f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+                "`redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a "
+                "final `assistant` message must start with a thinking block."
+            )
     return None
 
 
@@ -244,6 +488,19 @@ def make_app(wall: Wall) -> web.Application:
                 await _send(response, "message_start", "{not json")
                 return response
             return web.Response(status=200, text="{not json", content_type="application/json")
+        if isinstance(behaviour, ToolCalls | Reasoned):
+            if not stream:
+                return web.Response(
+                    status=200, text=message_json(model, behaviour), content_type="application/json"
+                )
+            response = await _sse(request)
+            stop_reason, input_tokens, output_tokens = outcome(behaviour)
+            await _send(response, "message_start", message_start(model, input_tokens))
+            for event, data in block_events(behaviour):
+                await _send(response, event, data)
+            await _send(response, "message_delta", message_delta(stop_reason, output_tokens))
+            await _send(response, "message_stop", message_stop())
+            return response
         if isinstance(behaviour, Answer):
             if not stream:
                 return web.Response(
