@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.config import TIER_RANK, ModelConfig, PanelConfig, RouterConfig, StructuredOutput
+from router.config import (
+    TIER_RANK,
+    ModelConfig,
+    PanelConfig,
+    RouterConfig,
+    StructuredOutput,
+    Thinking,
+)
 from router.protocol_support import CAPABILITIES
 from router.types import Price, Timeouts, Usage
 
@@ -33,6 +40,7 @@ class CatalogModel:
     capabilities: frozenset[str] = ALL_CAPABILITIES
     capabilities_declared: bool = False
     structured_output: StructuredOutput = "tool"
+    thinking: Thinking = "budget"
 
     @property
     def tier_rank(self) -> int:
@@ -132,6 +140,7 @@ class Catalog:
                 capabilities=capabilities_of(m),
                 capabilities_declared=m.capabilities is not None,
                 structured_output=m.structured_output,
+                thinking=m.thinking,
             )
         return cls(
             models=models,

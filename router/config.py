@@ -38,6 +38,7 @@ from router.upstream_proxy import Proxy
 Protocol = Literal["openai", "anthropic", "gemini", "sim"]
 Tier = Literal["frontier", "strong", "standard", "budget"]
 StructuredOutput = Literal["native", "tool"]
+Thinking = Literal["budget", "adaptive"]
 TIER_RANK: Mapping[str, int] = {"frontier": 3, "strong": 2, "standard": 1, "budget": 0}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -211,6 +212,9 @@ class ModelConfig(_Strict):
     # How an Anthropic model is asked for a json_schema answer: its native structured output,
     # or a forced tool whose input is the answer
     structured_output: StructuredOutput = "tool"
+    # How an Anthropic model is asked to reason: a thinking token budget, or adaptive thinking
+    # with an effort level (Claude Opus 4.7 and later take only the latter)
+    thinking: Thinking = "budget"
 
     @field_validator("capabilities")
     @classmethod

@@ -323,6 +323,7 @@ def _call_for(
         extra_headers,
         deadline,
         structured_output=model.structured_output,
+        thinking=model.thinking,
     )
 
 

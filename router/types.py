@@ -250,3 +250,6 @@ class ProviderCall:
     # how a json_schema answer is asked of an Anthropic model: its native structured output,
     # or a forced tool whose input is the answer (the catalog model's `structured_output`)
     structured_output: Literal["native", "tool"] = "tool"
+    # how an Anthropic model is asked to reason: `thinking.budget_tokens`, or adaptive thinking
+    # with `output_config.effort` (the catalog model's `thinking`)
+    thinking: Literal["budget", "adaptive"] = "budget"

@@ -117,10 +117,11 @@ class TextChunks:
     """One stream's chunks as SSE events. Text chunks are byte for byte
     `sse(stream_chunk(..., text=...))`, with everything but the text rendered once per stream."""
 
-    __slots__ = ("_head", "created", "model", "request_id")
+    __slots__ = ("_blocks", "_head", "created", "model", "request_id")
 
     def __init__(self, request_id: str, model: str, created: int) -> None:
         self.request_id, self.model, self.created = request_id, model, created
+        self._blocks = 0  # thinking blocks sent so far (each delta entry has its `index`)
         self._head = b"".join(
             (
                 b'data: {"id":',
@@ -175,8 +176,9 @@ class TextChunks:
         choice_delta: dict[str, Any] = {"role": "assistant"} if role else {}
         if delta.text:
             choice_delta["reasoning_content"] = delta.text
-        if delta.block is not None:
-            choice_delta["thinking_blocks"] = [delta.block]
+        if delta.block is not None:  # (the SDK's stream helper merges list entries by index)
+            choice_delta["thinking_blocks"] = [{"index": self._blocks, **delta.block}]
+            self._blocks += 1
         return self._delta(choice_delta)
 
     def _delta(self, choice_delta: dict[str, Any], logprobs: Any = None) -> bytes:
