@@ -384,9 +384,12 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
             raise InvalidRequest("each message must be an object", param=f"messages[{i}]")
         if not item.keys() <= _MESSAGE_FIELDS:
             # (a message the SDK parsed and the caller sends back carries `refusal`, `audio`,
-            # `annotations`... as null: nothing is dropped by ignoring those)
+            # `annotations`... as null, and `parsed`, its content's JSON read into an object,
+            # after `parse()`: nothing is dropped by ignoring those)
             unknown = sorted(
-                k for k, v in item.items() if k not in _MESSAGE_FIELDS and v is not None
+                k
+                for k, v in item.items()
+                if k not in _MESSAGE_FIELDS and v is not None and k != "parsed"
             )
             if unknown:
                 raise UnsupportedParameter(

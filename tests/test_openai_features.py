@@ -313,3 +313,25 @@ async def test_options_that_ask_nothing_are_no_ops_elsewhere(extra: dict[str, An
         assert status == 200, body
         assert [c.model for c in wall.calls] == ["up-claude"]
         assert not set(extra) & set(wall.calls[0].body)
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # (the SDK's own)
+async def test_a_parsed_answer_goes_back_as_history() -> None:
+    """`parse()`'s message carries `parsed` (its content read into an object): sent back as
+    the next turn's history, it is taken (the content holds the same JSON)."""
+    async with sidecar() as s:
+        client = s.openai()
+        s.wall.script("up-model-a", [Answer('{"city": "Oslo", "degrees": 4}'), Answer("Cold.")])
+        first = await client.chat.completions.parse(
+            model="m-a",
+            messages=HI,  # type: ignore[arg-type]
+            response_format=Weather,
+        )
+        message = first.choices[0].message
+        assert message.parsed == Weather(city="Oslo", degrees=4)
+        history = [*HI, message, {"role": "user", "content": "Is that cold?"}]
+        final = await client.chat.completions.create(model="m-a", messages=history)  # type: ignore[arg-type]
+        assert final.choices[0].message.content == "Cold."
+        sent = s.wall.calls[1].body["messages"][1]
+        assert sent["content"] == '{"city": "Oslo", "degrees": 4}'
+        assert "parsed" not in sent
