@@ -17,6 +17,7 @@ from aiohttp import web
 
 from router import semconv
 from router.catalog import FUSION_PREFIX, CatalogModel
+from router.dialect import Dialect
 from router.errors import (
     PanelExhausted,
     PolicyDenied,
@@ -36,10 +37,10 @@ from router.protocol_support import missing_field, required_capabilities
 from router.providers.base import Provider
 from router.relay import finish, known_text, relay
 from router.request_scope import RequestScope
-from router.routing import AttemptLog, Router, lacking_capability
+from router.routing import Router, lacking_capability
 from router.sse_response import event_stream
 from router.types import ChatRequest, Completion, Usage
-from router.wire_out import TextChunks, completion_body, json_bytes, usage_body
+from router.wire_out import json_bytes
 
 
 async def serve_fusion(
@@ -49,8 +50,9 @@ async def serve_fusion(
     options: Mapping[str, Any] | None,
     router: Router,
     deadline: float,
+    dialect: Dialect,
 ) -> web.StreamResponse:
-    """Answer `chat` with the panel it names: plan, run the stages, render."""
+    """Answer `chat` with the panel it names: plan, run the stages, render in `dialect`."""
     services, view = scope.services, scope.view
     assert view is not None  # noqa: S101  # pinned by the handler
     refused = fusion_refusal(chat)
@@ -99,7 +101,7 @@ async def serve_fusion(
     }
     with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
         outcome = await run_fusion(fusion, deps)
-        answer = _Answer(scope, outcome, caller, f"{FUSION_PREFIX}{panel.name}", started)
+        answer = _Answer(scope, outcome, caller, f"{FUSION_PREFIX}{panel.name}", started, dialect)
         if outcome.exhausted:
             services.metrics.quorum_failures.labels(panel.name).inc()
             answer.account()
@@ -123,9 +125,10 @@ class _Answer:
         caller: RouterCaller,
         model_name: str,
         started: float,
+        dialect: Dialect,
     ) -> None:
         self.scope, self.outcome, self.caller = scope, outcome, caller
-        self.model_name, self.started = model_name, started
+        self.model_name, self.started, self.dialect = model_name, started, dialect
 
     def fusion_object(self) -> dict[str, Any]:
         view = self.scope.view
@@ -176,14 +179,13 @@ class _Answer:
         assert synthesis is not None  # noqa: S101  # not exhausted
         self.account()
         answer = synthesis.completion or Completion(synthesis.text or "", "stop", Usage(), "")
-        rendered = completion_body(
-            self.scope.request_id, self.model_name, answer, 0.0, AttemptLog()
-        )  # (its `router` object is a routed answer's: fusion has its own)
-        body = {
-            **{k: rendered[k] for k in ("id", "object", "created", "model", "choices")},
-            "usage": usage_body(self.outcome.usage),
-            "fusion": self.fusion_object(),
-        }
+        body = self.dialect.whole(
+            self.scope.request_id,
+            self.model_name,
+            answer,
+            self.outcome.usage,
+            {"fusion": self.fusion_object()},
+        )
         return web.Response(
             body=json_bytes(body), content_type="application/json", headers=self.headers()
         )
@@ -197,7 +199,7 @@ class _Answer:
         response = self.scope.response = event_stream(self.headers())
         try:
             await response.prepare(request)
-            chunks = TextChunks(self.scope.request_id, self.model_name, int(time.time()))
+            chunks = self.dialect.writer(self.scope.request_id, self.model_name, int(time.time()))
             first, rest = (
                 (opened.first, opened.events) if opened else known_text(synthesis.text or "")
             )
@@ -211,9 +213,7 @@ class _Answer:
                 self.scope.completed.failed(end)
                 self.scope.completed.stream_truncated = True
                 return response
-            last = chunks.last(
-                {"usage": usage_body(self.outcome.usage), "fusion": self.fusion_object()}
-            )
+            last = chunks.done(self.outcome.usage, {"fusion": self.fusion_object()})
             await finish(response, last)
             return response
         except ConnectionError:  # the client hung up mid-stream: nothing more to say to it

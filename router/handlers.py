@@ -11,6 +11,7 @@ from aiohttp import web
 
 from router.catalog import FUSION_PREFIX, CatalogModel
 from router.deadline import request_deadline
+from router.dialect import Dialect, StreamWriter
 from router.errors import (
     InvalidRequest,
     RouterError,
@@ -37,7 +38,7 @@ from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
 from router.state import Services
 from router.types import ChatRequest, Usage
-from router.wire_out import TextChunks, completion_body, json_bytes, router_body, usage_body
+from router.wire_out import OPENAI_CHAT, json_bytes, router_body
 
 
 def served_headers(
@@ -54,12 +55,12 @@ def served_headers(
 
 
 def _answer_stream(
-    scope: RequestScope, model: CatalogModel, attempted: list[str], created: int
-) -> tuple[web.StreamResponse, TextChunks]:
-    """The SSE response for `model` served after the calls `attempted`, and its chunks."""
+    scope: RequestScope, dialect: Dialect, model: CatalogModel, attempted: list[str], created: int
+) -> tuple[web.StreamResponse, StreamWriter]:
+    """The SSE response for `model` served after the calls `attempted`, and its writer."""
     assert scope.view is not None  # noqa: S101  # pinned by the handler
     headers = served_headers(model, attempted, scope.request_id, scope.view)
-    return event_stream(headers), TextChunks(scope.request_id, model.id, created)
+    return event_stream(headers), dialect.writer(scope.request_id, model.id, created)
 
 
 def record_usage(metrics: Metrics, model: CatalogModel, usage: Usage) -> None:
@@ -80,9 +81,21 @@ def _served(
 async def chat_completions(request: web.Request, scope: RequestScope) -> web.StreamResponse:
     """`POST /v1/chat/completions`: a catalog model, a route alias or a fusion panel, whole or
     streamed."""
+    chat, fusion_options = read_chat(scope.body, scope.services.settings.limits)
+    return await serve_chat(request, scope, chat, fusion_options, OPENAI_CHAT)
+
+
+async def serve_chat(
+    request: web.Request,
+    scope: RequestScope,
+    chat: ChatRequest,
+    fusion_options: Mapping[str, Any] | None,
+    dialect: Dialect,
+) -> web.StreamResponse:
+    """Serve `chat` (parsed from any inbound API) through the one core: policy, the route's
+    chain or a fusion panel, whole or streamed; rendered in the inbound API's `dialect`."""
     services = scope.services
     catalog = services.catalog
-    chat, fusion_options = read_chat(scope.body, services.settings.limits)
     completed = scope.completed
     completed.requested_model, completed.stream = chat.model, chat.stream
     deadline = request_deadline(request.headers, services.settings.default_deadline_s)
@@ -93,7 +106,7 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     if chat.model == "fusion" or chat.model.startswith(FUSION_PREFIX):
         completed.kind = "fusion"
         completed.target = chat.model if catalog.panel_for(chat.model) else "custom"
-        return await serve_fusion(request, scope, chat, fusion_options, router, deadline)
+        return await serve_fusion(request, scope, chat, fusion_options, router, deadline, dialect)
     if fusion_options is not None:
         raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
     chain_ids = catalog.chain_for(chat.model)
@@ -104,7 +117,7 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     chain = view.allowed_chain(chat.model, [catalog.models[i] for i in chain_ids])
     check_max_tokens(chat, chain)
     if chat.stream:
-        return await _stream(request, scope, chat, router, chain, deadline)
+        return await _stream(request, scope, chat, router, chain, deadline, dialect)
     foreseen: list[dict[str, str]] = []
     if chain:  # the first target's headers are built while it answers (the loop is idle)
         first = chain[0]
@@ -116,8 +129,13 @@ async def chat_completions(request: web.Request, scope: RequestScope) -> web.Str
     if services.runtime.capture_content:
         completed.prompt = [{"role": m.role, "content": m.content} for m in chat.messages]
         completed.completion = routed.completion.text
-    body = completion_body(
-        scope.request_id, routed.model.id, routed.completion, routed.cost, routed.attempts
+    served_by = router_body(routed.model.provider, routed.cost, routed.attempts)
+    body = dialect.whole(
+        scope.request_id,
+        routed.model.id,
+        routed.completion,
+        routed.completion.usage,
+        {"router": served_by},
     )
     if foreseen and routed.model is chain[0] and len(routed.attempts.records) == 1:
         headers = foreseen[0]  # served at the first try, as foreseen
@@ -133,21 +151,24 @@ async def _stream(
     router: Router,
     chain: list[CatalogModel],
     deadline: float,
+    dialect: Dialect,
 ) -> web.StreamResponse:
     assert scope.view is not None  # noqa: S101  # pinned by the handler
     created = int(time.time())
-    foreseen: list[tuple[web.StreamResponse, TextChunks]] = []
+    foreseen: list[tuple[web.StreamResponse, StreamWriter]] = []
     if chain:  # what the first target will need is built while it answers (the loop is idle)
         first = chain[0]
         asyncio.get_running_loop().call_soon(
-            lambda: foreseen.append(_answer_stream(scope, first, [first.provider], created))
+            lambda: foreseen.append(
+                _answer_stream(scope, dialect, first, [first.provider], created)
+            )
         )
     opened = await router.open_stream(chat, chain, deadline, gate=scope.view.gate)
     model, attempts = opened.model, opened.attempts
     if foreseen and model is chain[0] and len(attempts.records) == 1:
         response, chunks = foreseen[0]  # served at the first try, as foreseen
     else:
-        response, chunks = _answer_stream(scope, model, attempts.providers, created)
+        response, chunks = _answer_stream(scope, dialect, model, attempts.providers, created)
     scope.response = response
     try:
         await response.prepare(request)
@@ -158,17 +179,10 @@ async def _stream(
             scope.services.metrics.stream_truncated.labels(model.provider, model.id).inc()
             _served(scope, model, attempts, None)
             return response
-        usage = (
-            chunks.last(
-                {
-                    "usage": usage_body(end.usage),
-                    "router": router_body(model.provider, model.cost(end.usage), attempts),
-                }
-            )
-            if chat.include_usage
-            else b""
+        served_by = router_body(model.provider, model.cost(end.usage), attempts)
+        await finish(
+            response, chunks.done(end.usage, {"router": served_by} if chat.include_usage else None)
         )
-        await finish(response, usage)
         _served(scope, model, attempts, end.usage)
         return response
     except ConnectionError:  # the client hung up mid-stream: nothing more to say to it

@@ -5,8 +5,8 @@ Routed streams and fusion's synthesis stream both go through `relay`. Before the
 started, the request's deadline is enforced by the attempts' clocks (each cut to it, down to
 the socket); once it has started, `relay` bounds the rest, upstream reads and client writes
 alike, by the same instant. A stream that fails, passes its deadline or is cut by a shutdown
-ends with an in-band error event (the OpenAI SDK raises it as `APIError`), never a truncated
-"success".
+ends with the dialect's in-band error event (the OpenAI SDK raises it as `APIError`), never a
+truncated "success".
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from router.dialect import StreamWriter
 from router.errors import DeadlineExceeded, ProviderError, RouterError, ShuttingDown
 from router.types import StreamEnd, StreamEvent, TextDelta, Usage
-from router.wire_out import DONE, TextChunks, error_event, sse
 
 
 async def relay(
     response: web.StreamResponse,
     first: StreamEvent,
     rest: AsyncIterator[StreamEvent],
-    chunks: TextChunks,
+    chunks: StreamWriter,
     deadline: float,
 ) -> StreamEnd | RouterError:
     """Write `first` and the `rest` of a stream as chunks until its end, then the finish chunk.
@@ -68,14 +68,14 @@ async def relay(
             (chunks.role() if role_owed else b"") + chunks.finish(event.finish_reason)
         )
         return event
-    await response.write((chunks.role() if role_owed else b"") + sse(error_event(error)))
+    await response.write((chunks.role() if role_owed else b"") + chunks.failure(error))
     await response.write_eof()
     return error
 
 
-async def finish(response: web.StreamResponse, *last: bytes) -> None:
-    """End a relayed stream that completed: its last chunks, then `[DONE]`."""
-    await response.write(b"".join(last) + DONE)
+async def finish(response: web.StreamResponse, last: bytes) -> None:
+    """End a relayed stream that completed with its `last` bytes (`StreamWriter.done`)."""
+    await response.write(last)
     await response.write_eof()
 
 

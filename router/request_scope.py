@@ -32,6 +32,7 @@ from opentelemetry.trace import INVALID_SPAN
 
 from router import semconv
 from router.catalog import CatalogModel
+from router.dialect import Dialect
 from router.errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -51,7 +52,7 @@ from router.routing import AttemptLog
 from router.state import Services, Settings
 from router.tracing import extract_context
 from router.types import Usage
-from router.wire_out import error_event, sse
+from router.wire_out import OPENAI_CHAT
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLIENT_CLOSED = 499  # the status nginx made usual for "the client closed the request"
@@ -124,6 +125,7 @@ class RouteFlags:
     log: bool  # writes a `request.completed` line
     count: bool  # counted in `router_requests_total` and its duration histogram
     json_body: bool = False  # reads a JSON body (type, size, clock) before the handler runs
+    dialect: Dialect = OPENAI_CHAT  # the inbound API the route speaks (its errors' shape)
 
 
 @dataclass(slots=True)
@@ -137,6 +139,7 @@ class RequestScope:
     view: PolicyView | None = None
     body: bytes = b""  # the request body, for routes that read one (`RouteFlags.json_body`)
     response: web.StreamResponse | None = None  # a stream's response, once the handler made it
+    dialect: Dialect = OPENAI_CHAT  # the inbound API's: how its errors are written
 
     def started(self) -> web.StreamResponse | None:
         """The response whose head is on the wire already (a stream), if any."""
@@ -148,12 +151,14 @@ ScopedHandler = Callable[[web.Request, RequestScope], Awaitable[web.StreamRespon
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(exc: RouterError, request_id: str) -> web.Response:
-    """The OpenAI-shaped JSON error for `exc`."""
+def error_response(
+    exc: RouterError, request_id: str, dialect: Dialect = OPENAI_CHAT
+) -> web.Response:
+    """The JSON error for `exc`, in the inbound API's shape (OpenAI's unless said)."""
     headers = {"X-Request-Id": request_id, **exc.headers()}
     if exc.tried is not None:
         headers.update(attempt_headers(exc.tried))
-    return web.json_response(exc.body(), status=exc.http_status, headers=headers)
+    return web.json_response(dialect.error_body(exc), status=exc.http_status, headers=headers)
 
 
 def _http_error(exc: web.HTTPException) -> RouterError:
@@ -176,7 +181,7 @@ def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteF
         request_id = (
             incoming if incoming and _REQUEST_ID_RE.match(incoming) else format(new_id(128), "032x")
         )
-        scope = RequestScope(services, request_id)
+        scope = RequestScope(services, request_id, dialect=flags.dialect)
         # aiohttp runs each request in a task of its own, on a copy of the connection's
         # context (which binds nothing), so this binding needs no clearing and ends with it
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -228,11 +233,11 @@ async def _handle(
             response = await handler(request, scope)
         except RouterError as exc:
             completed.failed(exc)
-            response = error_response(exc, request_id)
+            response = error_response(exc, request_id, scope.dialect)
         except web.HTTPException as exc:
             error = _http_error(exc)
             completed.failed(error)
-            response = error_response(error, request_id)
+            response = error_response(error, request_id, scope.dialect)
         except asyncio.CancelledError as exc:
             if not ShuttingDown.cut(exc):
                 status = CLIENT_CLOSED
@@ -277,9 +282,9 @@ async def _answer(scope: RequestScope, error: RouterError) -> web.StreamResponse
     error event ending it (a second HTTP response cannot follow the first)."""
     started = scope.started()
     if started is None:
-        return error_response(error, scope.request_id)
+        return error_response(error, scope.request_id, scope.dialect)
     with contextlib.suppress(ConnectionError, RuntimeError):  # (gone, or ended already)
-        await started.write(sse(error_event(error)))
+        await started.write(scope.dialect.stream_error(error))
         await started.write_eof()
     return started
 

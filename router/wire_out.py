@@ -1,4 +1,5 @@
-"""Pure rendering of router results into OpenAI chat-completion JSON and SSE chunks."""
+"""The OpenAI chat-completions dialect: router results as `chat.completion` JSON and SSE chunks.
+Pure rendering."""
 
 from __future__ import annotations
 
@@ -49,9 +50,13 @@ def router_body(provider: str, cost: float, attempts: AttemptLog) -> dict[str, A
 
 
 def completion_body(
-    request_id: str, model: str, completion: Completion, cost: float, attempts: AttemptLog
+    request_id: str,
+    model: str,
+    completion: Completion,
+    usage: Usage,
+    extensions: dict[str, Any],
 ) -> dict[str, Any]:
-    """A `chat.completion` object."""
+    """A `chat.completion` object, with our extension objects (`router`, `fusion`)."""
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -67,10 +72,8 @@ def completion_body(
             *completion.more_choices,
         ],
         **dict(completion.echo),
-        "usage": usage_body(completion.usage),
-        "router": router_body(
-            attempts.records[-1].provider if attempts.records else "", cost, attempts
-        ),
+        "usage": usage_body(usage),
+        **extensions,
     }
 
 
@@ -203,6 +206,15 @@ class TextChunks:
         """The chunk that ends the choice, with its finish reason."""
         return sse(stream_chunk(self.request_id, self.model, self.created, finish=reason))
 
+    def failure(self, error: RouterError) -> bytes:
+        return sse(error_event(error))
+
+    def done(self, usage: Usage, extensions: dict[str, Any] | None) -> bytes:
+        """The usage chunk (when asked for) with our extension objects, then `[DONE]`."""
+        if extensions is None:
+            return DONE
+        return self.last({"usage": usage_body(usage), **extensions}) + DONE
+
     def last(self, body: dict[str, Any]) -> bytes:
         """The chunk after the finish: no choices, then `body` (usage, our extension objects)."""
         return sse(
@@ -222,3 +234,31 @@ def error_event(error: RouterError) -> dict[str, Any]:
     body = error.body()
     body["error"]["type"] = "server_error"
     return body
+
+
+class OpenAIChat:
+    """The `Dialect` of `POST /v1/chat/completions`."""
+
+    name = "openai.chat"
+
+    def whole(
+        self,
+        request_id: str,
+        model: str,
+        completion: Completion,
+        usage: Usage,
+        extensions: dict[str, Any],
+    ) -> dict[str, Any]:
+        return completion_body(request_id, model, completion, usage, extensions)
+
+    def writer(self, request_id: str, model: str, created: int) -> TextChunks:
+        return TextChunks(request_id, model, created)
+
+    def error_body(self, error: RouterError) -> dict[str, Any]:
+        return error.body()
+
+    def stream_error(self, error: RouterError) -> bytes:
+        return sse(error_event(error))
+
+
+OPENAI_CHAT = OpenAIChat()
