@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from router import handlers
+from router import routes
 from router.breakers import BreakerBoard, BreakerChange
 from router.catalog import Catalog, CatalogModel
 from router.config import LoadedConfig
@@ -261,5 +261,5 @@ def create_app(
     app.cleanup_ctx.append(_policy_watcher)
     app.cleanup_ctx.append(_telemetry)
     app.cleanup_ctx.append(_client_session)
-    handlers.add_routes(app, app[SERVICES])
+    routes.add_routes(app, app[SERVICES])
     return app

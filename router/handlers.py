@@ -30,9 +30,6 @@ from router.request_scope import (
     RequestScope,
     RouteFlags,
     ScopedHandler,
-    no_route,
-    not_allowed,
-    scoped,
 )
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
@@ -348,41 +345,20 @@ async def readyz(_request: web.Request, scope: RequestScope) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-_CHAT = RouteFlags(guard=True, shed=True, log=True, count=True, json_body=True)
-_API = RouteFlags(guard=True, shed=False, log=True, count=False)
-_OPEN = RouteFlags(guard=False, shed=False, log=False, count=False)  # probes and the scrape
+CHAT = RouteFlags(guard=True, shed=True, log=True, count=True, json_body=True)
+API = RouteFlags(guard=True, shed=False, log=True, count=False)
+OPEN = RouteFlags(guard=False, shed=False, log=False, count=False)  # probes and the scrape
 
-_ROUTES: tuple[tuple[str, str, ScopedHandler, RouteFlags], ...] = (
-    ("POST", "/v1/chat/completions", chat_completions, _CHAT),
-    ("GET", "/v1/models", list_models, _API),
-    ("GET", "/healthz", healthz, _OPEN),
-    ("GET", "/readyz", readyz, _OPEN),
-    ("GET", "/metrics", metrics_view, _OPEN),
-    ("GET", "/admin/breakers", admin_breakers, _API),
-    ("GET", "/admin/explain", admin_explain, _API),
-    ("POST", "/admin/reload", admin_reload, _API),
+ROUTES: tuple[tuple[str, str, ScopedHandler, RouteFlags], ...] = (
+    ("POST", "/v1/chat/completions", chat_completions, CHAT),
+    ("GET", "/v1/models", list_models, API),
+    ("GET", "/healthz", healthz, OPEN),
+    ("GET", "/readyz", readyz, OPEN),
+    ("GET", "/metrics", metrics_view, OPEN),
+    ("GET", "/admin/breakers", admin_breakers, API),
+    ("GET", "/admin/explain", admin_explain, API),
+    ("POST", "/admin/reload", admin_reload, API),
 )
 
 
-def add_routes(app: web.Application, services: Services) -> None:
-    """Register every endpoint, each wrapped in its request scope. A served path answers its
-    other methods with a JSON 405 under its own guard (an open path stays open); a catch-all
-    answers any other path with a JSON 404."""
-    resources: dict[str, tuple[web.Resource, set[str], RouteFlags]] = {}
-    for method, path, handler, flags in _ROUTES:
-        resource, methods, _ = resources.get(path) or (app.router.add_resource(path), set(), flags)
-        wrapped = scoped(services, handler, path, flags)
-        if method == "GET":
-            resource.add_route("HEAD", wrapped)
-            methods.add("HEAD")
-        resource.add_route(method, wrapped)
-        methods.add(method)
-        resources[path] = (resource, methods, flags)
-    for path, (resource, methods, flags) in resources.items():  # after the served methods
-        others = RouteFlags(guard=flags.guard, shed=False, log=flags.log, count=False)
-        resource.add_route("*", scoped(services, not_allowed(methods), path, others))
-    fallback = scoped(services, no_route, "unmatched", _API)
-    app.router.add_route("*", "/{tail:.*}", fallback)
-
-
-__all__ = ["add_routes", "served_headers"]
+__all__ = ["ROUTES", "serve_chat", "served_headers"]

@@ -305,7 +305,8 @@ async def no_route(_request: web.Request, _scope: RequestScope) -> web.StreamRes
 
 
 def _guard(request: web.Request, settings: Settings) -> None:
-    """Host check and bearer token (constant-time); raises the error to render."""
+    """Host check and bearer token (constant-time), or the token as `x-api-key`; raises the
+    error to render."""
     host = (request.host or "").lower()
     hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     if hostname not in settings.allowed_hosts:
@@ -315,11 +316,13 @@ def _guard(request: web.Request, settings: Settings) -> None:
             raise Unauthorized("tokens are accepted only in the Authorization header")
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
+        if not header and "x-api-key" in request.headers:  # as Anthropic's clients send it
+            scheme, presented = "bearer", request.headers["x-api-key"]
         expected = settings.auth_token.reveal().encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             presented.strip().encode(), expected
         ):
-            raise Unauthorized("missing or wrong bearer token")
+            raise Unauthorized("missing or wrong bearer token (or x-api-key)")
 
 
 async def read_json_body(request: web.Request, settings: Settings) -> bytes:

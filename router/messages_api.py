@@ -1,0 +1,7 @@
+"""The Anthropic Messages API (`POST /v1/messages`) over the one core."""
+
+from __future__ import annotations
+
+from router.request_scope import RouteFlags, ScopedHandler
+
+ROUTES: tuple[tuple[str, str, ScopedHandler, RouteFlags], ...] = ()
