@@ -152,6 +152,70 @@ def _trace_tree(spans: list[ReadableSpan], trace_id: int) -> list[str]:
     return lines
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+async def _agent_turns(p: _Out, session: aiohttp.ClientSession, url: str) -> None:
+    """A tool call and its result, a schema-bound answer, an image: what agents send."""
+    ask = [{"role": "user", "content": "What is the weather in Oslo right now?"}]
+    _s, _h, data, _ms = await _post(
+        session, url, {"model": "gpt-5.5", "messages": ask, "tools": [WEATHER_TOOL]}
+    )
+    message = data["choices"][0]["message"]
+    call = message["tool_calls"][0]
+    p(f"  tool call: {call['function']['name']}({call['function']['arguments']})")
+    result = {"role": "tool", "tool_call_id": call["id"], "content": '{"celsius": -3}'}
+    _s, _h, data, _ms = await _post(
+        session,
+        url,
+        {"model": "gpt-5.5", "messages": [*ask, message, result], "tools": [WEATHER_TOOL]},
+    )
+    p(f"  after the result: {data['choices'][0]['message']['content'][:90]}")
+    schema = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "forecast",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "celsius": {"type": "integer"}},
+                "required": ["city", "celsius"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    _s, _h, data, _ms = await _post(
+        session, url, {"model": "gpt-5.5", "messages": ask, "response_format": schema}
+    )
+    p(f"  json_schema answer: {data['choices'][0]['message']['content']}")
+    look = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": PIXEL}},
+            ],
+        }
+    ]
+    _s, _h, data, _ms = await _post(session, url, {"model": "gpt-5.5", "messages": look})
+    p(f"  image: {data['choices'][0]['message']['content'][:90]}")
+
+
 async def run_demo(out: TextIO) -> int:
     """Run the whole story; returns the exit code."""
     logs.configure("error")
@@ -236,7 +300,10 @@ async def run_demo(out: TextIO) -> int:
             )
             p(f"  HTTP {status}: {data['error']['code']} (rule {data['error'].get('rule_id')})")
 
-            p.section("5. bad input gets a clear 4xx, never a 5xx")
+            p.section("5. an agent's tools, a JSON schema and an image, on gpt-5.5 (simulated)")
+            await _agent_turns(p, session, url)
+
+            p.section("6. bad input gets a clear 4xx, never a 5xx")
             for body in (
                 {"model": "no-such-model", "messages": question},
                 {"model": "gpt-5.5", "messages": question, "api_base": "http://169.254.169.254"},
@@ -245,7 +312,7 @@ async def run_demo(out: TextIO) -> int:
                 status, _h, data, _ms = await _post(session, url, body)
                 p(f"  HTTP {status}: {data['error']['code']}: {data['error']['message']}")
 
-            p.section("6. trace of request 1 (spans exported by OpenTelemetry)")
+            p.section("7. trace of request 1 (spans exported by OpenTelemetry)")
             app[SERVICES].telemetry.force_flush()
             trace_id = next(
                 (

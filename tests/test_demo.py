@@ -26,4 +26,7 @@ def test_demo_runs_the_whole_story() -> None:
     assert "ranking:" in out
     assert "HTTP 403: policy_denied" in out
     assert "chat kimi-k2.6" in out  # the trace tree shows each attempt
+    assert 'tool call: get_weather({"city": "Oslo"})' in out  # the simulator's agent turns
+    assert 'json_schema answer: {"city": "Oslo", "celsius": ' in out
+    assert "image: I see 1 image (image/png" in out
     assert "Traceback" not in out + result.stderr
