@@ -2,11 +2,15 @@
 
 It refuses what the real API refuses in the features the router translates (tool use and
 results, images, thinking, structured output), so a test passing here sent a valid request.
+Models of Claude 4.7 and later (`ADAPTIVE_ONLY`, by upstream id) hold their own rules: adaptive
+thinking only, no sampling parameters, no prefill, and thinking text omitted unless
+`display: summarized` asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import re
@@ -254,6 +258,16 @@ def message_stop() -> str:
     )
 
 
+# Claude 4.7 and later (not Mythos Preview, which takes both kinds of thinking).
+ADAPTIVE_ONLY = re.compile(r"claude-(opus-4-[7-9]|(opus|sonnet|haiku|mythos)-[5-9]|fable)\b")
+SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def adaptive_only(body: dict[str, Any]) -> bool:
+    """Whether the model is one of Claude 4.7 and later (adaptive thinking only)."""
+    return bool(ADAPTIVE_ONLY.search(str(body.get("model"))))
+
+
 def request_problem(headers: Any, body: Any) -> str | None:
     """What the real API would reject in this request, if anything."""
     if not headers.get("anthropic-version"):
@@ -271,11 +285,28 @@ def request_problem(headers: Any, body: Any) -> str | None:
     if any(a == b for a, b in itertools.pairwise(roles)):
         return "messages: roles must alternate between 'user' and 'assistant'"
     return (
-        tools_problem(body)
+        newer_model_problem(body, roles)
+        or tools_problem(body)
         or thinking_problem(body)
-        or format_problem(body)
+        or output_config_problem(body)
         or content_problem(messages, thinking=isinstance(body.get("thinking"), dict))
     )
+
+
+def newer_model_problem(body: dict[str, Any], roles: list[Any]) -> str | None:
+    """What Claude 4.7 and later refuse that earlier models take: sampling parameters, and
+    a prefilled assistant turn at the end."""
+    if not adaptive_only(body):
+        return None
+    for name in SAMPLING:
+        if name in body:
+            return f"`{name}` is deprecated for this model."
+    if roles[-1] == "assistant":
+        return (
+            "Prefilling assistant messages is not supported for this model. The conversation "
+            "must end with a user message."
+        )
+    return None
 
 
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
@@ -310,18 +341,35 @@ def tools_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+THINKING_FIELDS = {"enabled": {"type", "budget_tokens", "display"}, "adaptive": {"type", "display"}}
+
+
 def thinking_problem(body: dict[str, Any]) -> str | None:
-    """Extended thinking's constraints: its budget, sampling, and no forced tool use."""
+    """Thinking's constraints: its type (Claude 4.7 and later take only adaptive, with no
+    budget), a budget's size, `display`, sampling, and no forced tool use."""
     thinking = body.get("thinking")
     if thinking is None:
         return None
-    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
-        return "thinking: type must be 'enabled' with budget_tokens"
-    if not isinstance(budget, int) or budget < 1024:
-        return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-    if budget >= body["max_tokens"]:
-        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled" and not adaptive_only(body):
+        return None
+    if kind not in ("enabled", "adaptive") or (kind == "enabled" and adaptive_only(body)):
+        return (
+            f'"thinking.type.{kind}" is not supported for this model. Use '
+            '"thinking.type.adaptive" and "output_config.effort" to control thinking behavior.'
+        )
+    extra = sorted(set(thinking) - THINKING_FIELDS[kind])
+    if extra:
+        return f"thinking.{kind}.{extra[0]}: Extra inputs are not permitted"
+    if thinking.get("display") not in (None, "summarized", "omitted"):
+        return f"thinking.{kind}.display: Input should be 'summarized' or 'omitted'"
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if budget >= body["max_tokens"]:
+            return "`max_tokens` must be greater than `thinking.budget_tokens`"
     if body.get("temperature", 1) != 1 or "top_k" in body:
         return "`temperature` may only be set to 1 when thinking is enabled"
     if not 0.95 <= body.get("top_p", 1) <= 1:
@@ -331,12 +379,28 @@ def thinking_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def format_problem(body: dict[str, Any]) -> str | None:
-    """Native structured output: `output_config.format`."""
+def thinking_shown(body: dict[str, Any]) -> bool:
+    """Whether thinking blocks carry their text: `display: omitted` (the default on Claude
+    4.7 and later) sends them empty, with only their signature."""
+    thinking = body.get("thinking")
+    display = thinking.get("display") if isinstance(thinking, dict) else None
+    if display is None:
+        display = "omitted" if adaptive_only(body) else "summarized"
+    return bool(display == "summarized")
+
+
+def output_config_problem(body: dict[str, Any]) -> str | None:
+    """`output_config`: native structured output (`format`) and `effort`, either or both."""
     config = body.get("output_config")
     if config is None:
         return None
-    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not config or set(config) - {"format", "effort"}:
+        return "output_config: takes 'format' and 'effort' only"
+    if "effort" in config and config["effort"] not in EFFORTS:
+        return "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+    if "format" not in config:
+        return None
+    fmt = config["format"]
     if not isinstance(fmt, dict) or set(fmt) != {"type", "schema"}:
         return "output_config.format: needs exactly 'type' and 'schema'"
     if fmt["type"] != "json_schema" or not isinstance(fmt["schema"], dict):
@@ -468,6 +532,8 @@ def make_app(wall: Wall) -> web.Application:
         if isinstance(behaviour, Delay):
             await asyncio.sleep(behaviour.seconds)
             behaviour = behaviour.then
+        if isinstance(behaviour, Reasoned) and not thinking_shown(body):
+            behaviour = dataclasses.replace(behaviour, thinking="")
         if isinstance(behaviour, Hang):
             await asyncio.sleep(behaviour.seconds)
             return web.Response(status=504)
