@@ -38,6 +38,7 @@ REASONING_FIELD = "messages[].reasoning_content"
 THINKING_FIELD = "messages[].thinking_blocks"
 JSON_SCHEMA_FIELD = "response_format.json_schema"
 EFFORT_FIELD = "reasoning_effort"
+BLANK_STOP_FIELD = "stop (a sequence without a visible character)"
 # a tool call sent back whose `arguments` are not a JSON object: only OpenAI's protocol takes
 # the text as it is; the others take the arguments as an object
 RAW_ARGUMENTS_FIELD = "messages[].tool_calls[].function.arguments (not a JSON object)"
@@ -68,6 +69,7 @@ CARRIED: Mapping[str, frozenset[str]] = {
     },
     "gemini": _TOOLS
     | {
+        BLANK_STOP_FIELD,
         "store",
         "metadata",
         "frequency_penalty",
@@ -80,6 +82,7 @@ CARRIED: Mapping[str, frozenset[str]] = {
     },
     "sim": _TOOLS
     | {
+        BLANK_STOP_FIELD,
         "store",
         "metadata",
         "frequency_penalty",
@@ -104,6 +107,8 @@ def missing_field(request: ChatRequest, protocol: str) -> str | None:
     for key, given in request.passthrough:
         if key not in carried and _NO_OP.get(key, ...) != given:
             return key
+    if BLANK_STOP_FIELD not in carried and any(not stop.strip() for stop in request.stop):
+        return BLANK_STOP_FIELD
     if request.json_schema is not None and JSON_SCHEMA_FIELD not in carried:
         return JSON_SCHEMA_FIELD
     if request.reasoning_effort is not None and EFFORT_FIELD not in carried:

@@ -1071,11 +1071,6 @@ async def _refused_or_sent(stream: bool, **ask: Any) -> dict[str, Any] | None:
 STREAMS = pytest.mark.parametrize("mode", MODES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a whitespace-only stop sequence goes to Anthropic as it came; the real API refuses "
-    "it (400 'stop_sequences: each stop sequence must contain non-whitespace')",
-)
 @STREAMS
 async def test_anthropic_gets_no_whitespace_only_stop_sequence(mode: str) -> None:
     """`stop: ["\\n\\n"]` is common with OpenAI; Anthropic refuses a stop sequence without
@@ -1085,12 +1080,6 @@ async def test_anthropic_gets_no_whitespace_only_stop_sequence(mode: str) -> Non
     assert body is None or all(stop.strip() for stop in body.get("stop_sequences", ()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an assistant's whitespace-only text beside its tool calls (as OpenAI-compatible "
-    "models answer) goes to Anthropic as a text block; the real API refuses it (400 "
-    "'text content blocks must contain non-whitespace text'); only empty texts are dropped",
-)
 @STREAMS
 async def test_anthropic_gets_no_whitespace_only_text_block(mode: str) -> None:
     """A history from another model, whose tool-calling turn has `content: "\\n\\n"`,

@@ -123,12 +123,13 @@ def image_block(image: ImagePart) -> dict[str, Any]:
 
 
 def content_blocks(message: Message) -> list[dict[str, Any]]:
-    """A message's parts as text and image blocks, in order; empty texts are dropped
-    (Anthropic rejects empty text blocks)."""
+    """A message's parts as text and image blocks, in order; texts without a visible
+    character are dropped (Anthropic rejects them: an OpenAI-compatible model's `"\n\n"`
+    beside its tool calls says nothing)."""
     return [
         {"type": "text", "text": part} if isinstance(part, str) else image_block(part)
         for part in message.parts or (message.content,)
-        if part
+        if not isinstance(part, str) or part.strip()
     ]
 
 
