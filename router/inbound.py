@@ -260,7 +260,7 @@ def _image(value: Any, param: str) -> ImagePart:
     detail = value.get("detail") if isinstance(value, dict) else None
     if not isinstance(value, dict) or set(value) - {"url", "detail"} or not isinstance(url, str):
         raise InvalidRequest("'image_url' must be an object with a 'url'", param=param)
-    if detail is not None and detail not in _IMAGE_DETAIL:
+    if detail is not None and (not isinstance(detail, str) or detail not in _IMAGE_DETAIL):
         raise InvalidRequest("'detail' must be 'auto', 'low' or 'high'", param=f"{param}.detail")
     image = ImagePart(url, detail)
     inline = image.inline
@@ -546,7 +546,7 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         )
     json_output, json_schema = _response_format(data.get("response_format"))
     effort = data.get("reasoning_effort")
-    if effort is not None and effort not in _EFFORTS:
+    if effort is not None and (not isinstance(effort, str) or effort not in _EFFORTS):
         raise InvalidRequest(
             f"'reasoning_effort' must be one of {', '.join(sorted(_EFFORTS))}",
             param="reasoning_effort",
@@ -657,7 +657,7 @@ def _check_answer_option(key: str, value: Any) -> None:
         raise InvalidRequest(
             f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param=key
         )
-    if key == "service_tier" and value not in _SERVICE_TIERS:
+    if key == "service_tier" and (not isinstance(value, str) or value not in _SERVICE_TIERS):
         raise InvalidRequest(
             f"'service_tier' must be one of {', '.join(sorted(_SERVICE_TIERS))}", param=key
         )

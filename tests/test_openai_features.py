@@ -218,6 +218,8 @@ async def test_predicted_output_and_text_modalities_go_as_sent() -> None:
         ({"service_tier": "gold"}, "service_tier"),
         ({"prediction": {"type": "content"}}, "prediction"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"reasoning_effort": ["high"]}, "reasoning_effort"),
+        ({"service_tier": ["flex"]}, "service_tier"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {}}},
             "response_format.json_schema",
