@@ -1,7 +1,85 @@
-"""The Anthropic Messages API (`POST /v1/messages`) over the one core."""
+"""The Anthropic Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`) over the
+one core: the request is parsed into a `ChatRequest` (`router.messages_in`) and served by
+`serve_chat` (policy, routes, fusion panels, whole or streamed), rendered in the Anthropic
+dialect (`router.messages_out`), errors included.
+
+`count_tokens` answers an honest estimate, not a tokenizer's count (each upstream vendor
+tokenizes differently, and the sidecar calls none of them to count): the estimate of
+`router.providers.base.estimate_tokens` (4 characters a token) over every text the request
+holds (system, messages, tool calls and results, thinking, tool definitions, the output
+schema), plus `IMAGE_TOKENS` per image. The answer says so in our `router` object.
+"""
 
 from __future__ import annotations
 
-from router.request_scope import RouteFlags, ScopedHandler
+import json
 
-ROUTES: tuple[tuple[str, str, ScopedHandler, RouteFlags], ...] = ()
+from aiohttp import web
+
+from router.catalog import FUSION_PREFIX
+from router.errors import UnknownModel
+from router.handlers import serve_chat
+from router.messages_in import read_messages
+from router.messages_out import ANTHROPIC_MESSAGES
+from router.providers.base import estimate_tokens
+from router.request_scope import RequestScope, RouteFlags, ScopedHandler
+from router.types import ChatRequest
+
+# Anthropic's cost of an image at its largest size before it is scaled down (about 1.15
+# megapixels, `width * height / 750`); the sidecar does not decode images to measure them.
+IMAGE_TOKENS = 1600
+ESTIMATE = "estimate: 4 characters a token, 1600 tokens an image"
+
+
+async def create_message(request: web.Request, scope: RequestScope) -> web.StreamResponse:
+    """`POST /v1/messages`: a catalog model, a route or a fusion panel, whole or streamed."""
+    chat, fusion_options = read_messages(scope.body, scope.services.settings.limits)
+    return await serve_chat(request, scope, chat, fusion_options, ANTHROPIC_MESSAGES)
+
+
+async def count_tokens(_request: web.Request, scope: RequestScope) -> web.StreamResponse:
+    """`POST /v1/messages/count_tokens`: the request's input tokens, estimated
+    (`estimate_input_tokens`), for a model, route or panel this sidecar knows. No upstream
+    call is made."""
+    chat, _ = read_messages(scope.body, scope.services.settings.limits, counting=True)
+    scope.completed.requested_model = chat.model
+    catalog = scope.services.catalog
+    known = (
+        catalog.chain_for(chat.model) is not None
+        or chat.model == "fusion"
+        or (chat.model.startswith(FUSION_PREFIX) and catalog.panel_for(chat.model) is not None)
+    )
+    if not known:
+        raise UnknownModel(chat.model)
+    body = {"input_tokens": estimate_input_tokens(chat), "router": {"method": ESTIMATE}}
+    return web.json_response(body, headers={"X-Request-Id": scope.request_id})
+
+
+def estimate_input_tokens(chat: ChatRequest) -> int:
+    """The input tokens of `chat`, estimated: each text on its own (`estimate_tokens`), and
+    `IMAGE_TOKENS` per image."""
+    texts: list[str] = []
+    for message in chat.messages:
+        texts.extend(message.texts)
+        texts.extend(call["function"]["name"] for call in message.tool_calls)
+        texts.extend(call["function"]["arguments"] for call in message.tool_calls)
+        texts.extend(block.get("thinking", "") for block in message.thinking_blocks)
+        texts.append(message.reasoning or "")
+    texts.extend(json.dumps(tool["function"], ensure_ascii=False) for tool in chat.tools)
+    if chat.json_schema is not None:
+        texts.append(json.dumps(chat.json_schema["schema"], ensure_ascii=False))
+    images = sum(len(message.images) for message in chat.messages)
+    return sum(map(estimate_tokens, texts)) + IMAGE_TOKENS * images
+
+
+MESSAGES = RouteFlags(
+    guard=True, shed=True, log=True, count=True, json_body=True, dialect=ANTHROPIC_MESSAGES
+)
+COUNT = RouteFlags(
+    guard=True, shed=False, log=True, count=False, json_body=True, dialect=ANTHROPIC_MESSAGES
+)
+
+ROUTES: tuple[tuple[str, str, ScopedHandler, RouteFlags], ...] = (
+    ("POST", "/v1/messages", create_message, MESSAGES),
+    ("POST", "/v1/messages/count_tokens", count_tokens, COUNT),
+)
