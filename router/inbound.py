@@ -94,12 +94,13 @@ _MESSAGE_FIELDS = frozenset(
         "thinking_blocks",
     }
 )
-_EFFORTS: frozenset[str] = frozenset(get_args(ReasoningEffort))
-_IMAGE_DETAIL = frozenset({"auto", "low", "high"})
+# (tuples: a caller's list or object is compared, never hashed)
+_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
+_IMAGE_DETAIL = ("auto", "low", "high")
 MAX_SCHEMA_NAME = 64
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
 MAX_TOP_LOGPROBS = 20
-_SERVICE_TIERS = frozenset({"auto", "default", "flex", "scale", "priority"})
+_SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 MAX_METADATA = 16  # OpenAI's own limit on `metadata` pairs
 MAX_TOOLS = 128  # OpenAI's own limit on `tools`
 _ROLES: Mapping[str, Role] = {
@@ -192,20 +193,28 @@ def _walk(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
     raise InvalidJson("a string holds an unpaired surrogate", param=path)
 
 
-def _problem(value: Any, depth: int, surrogates: bool) -> tuple[str, list[str | int]] | None:
+# Objects whose keys are names the caller chose, not request fields: a JSON schema's
+# properties (a tool's parameters, a response format), a tool call's input. A tool may well
+# take a parameter called `headers` or `api_key`; no upstream reads those as its own.
+_NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "input"})
+
+
+def _problem(
+    value: Any, depth: int, surrogates: bool, names: bool = False
+) -> tuple[str, list[str | int]] | None:
     """The first refused value: its kind (forbidden, deep, surrogate) and its path, innermost
-    part first; None when there is none."""
+    part first; None when there is none. `names`: `value`'s keys are names (`_NAME_MAPS`)."""
     if depth > MAX_DEPTH:
         return "deep", []
     if isinstance(value, str):
         return ("surrogate", []) if surrogates and not _encodes(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
-            if key.lower() in FORBIDDEN_FIELDS:
+            if not names and key.lower() in FORBIDDEN_FIELDS:
                 return "forbidden", [key]
             if surrogates and not _encodes(key):
                 return "surrogate", [key]
-            found = _problem(item, depth + 1, surrogates)
+            found = _problem(item, depth + 1, surrogates, not names and key in _NAME_MAPS)
             if found is not None:
                 found[1].append(key)
                 return found
@@ -260,7 +269,7 @@ def _image(value: Any, param: str) -> ImagePart:
     detail = value.get("detail") if isinstance(value, dict) else None
     if not isinstance(value, dict) or set(value) - {"url", "detail"} or not isinstance(url, str):
         raise InvalidRequest("'image_url' must be an object with a 'url'", param=param)
-    if detail is not None and (not isinstance(detail, str) or detail not in _IMAGE_DETAIL):
+    if detail is not None and detail not in _IMAGE_DETAIL:
         raise InvalidRequest("'detail' must be 'auto', 'low' or 'high'", param=f"{param}.detail")
     image = ImagePart(url, detail)
     inline = image.inline
@@ -546,7 +555,7 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
         )
     json_output, json_schema = _response_format(data.get("response_format"))
     effort = data.get("reasoning_effort")
-    if effort is not None and (not isinstance(effort, str) or effort not in _EFFORTS):
+    if effort is not None and effort not in _EFFORTS:
         raise InvalidRequest(
             f"'reasoning_effort' must be one of {', '.join(sorted(_EFFORTS))}",
             param="reasoning_effort",
@@ -657,7 +666,7 @@ def _check_answer_option(key: str, value: Any) -> None:
         raise InvalidRequest(
             f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param=key
         )
-    if key == "service_tier" and (not isinstance(value, str) or value not in _SERVICE_TIERS):
+    if key == "service_tier" and value not in _SERVICE_TIERS:
         raise InvalidRequest(
             f"'service_tier' must be one of {', '.join(sorted(_SERVICE_TIERS))}", param=key
         )

@@ -297,3 +297,29 @@ async def test_a_tool_calls_extra_fields_reach_the_client(stream: bool) -> None:
         [returned] = completion.choices[0].message.tool_calls or []
         assert returned.id == "c1"
         assert (returned.model_extra or {}).get("extra_content") == SIGNED
+
+
+async def test_a_tool_may_take_parameters_named_like_refused_fields() -> None:
+    """`headers`, `api_key`, `proxy` refused as request fields are a tool's own names inside
+    its parameters' `properties` (an HTTP tool of an MCP server takes `headers`)."""
+    http_tool = {
+        "type": "function",
+        "function": {
+            "name": "fetch",
+            "parameters": {
+                "type": "object",
+                "properties": {"url": {"type": "string"}, "headers": {"type": "object"}},
+                "$defs": {"api_key": {"type": "string"}},
+            },
+        },
+    }
+    async with sidecar() as s:
+        status, body, _ = await _post(
+            s.url, {"model": "m-a", "messages": QUESTION, "tools": [http_tool]}
+        )
+        assert status == 200, body
+        assert s.wall.calls[0].body["tools"] == [http_tool]
+        status, body, _ = await _post(
+            s.url, {"model": "m-a", "messages": QUESTION, "tools": [http_tool], "headers": {}}
+        )
+        assert (status, body["error"]["code"]) == (400, "forbidden_field")
