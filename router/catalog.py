@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.config import (
     TIER_RANK,
     ModelConfig,
+    ModelKind,
     PanelConfig,
     RouterConfig,
     StructuredOutput,
     Thinking,
 )
+from router.errors import RequestError, UnknownModel, WrongModelKind
 from router.protocol_support import CAPABILITIES
 from router.types import Price, Timeouts, Usage
 
@@ -41,6 +43,8 @@ class CatalogModel:
     capabilities_declared: bool = False
     structured_output: StructuredOutput = "tool"
     thinking: Thinking = "budget"
+    kind: ModelKind = "chat"  # chat, or embedding (served on /v1/embeddings only)
+    dimensions: int | None = None  # an embedding model's vector size, if configured
 
     @property
     def tier_rank(self) -> int:
@@ -102,7 +106,10 @@ class Panel:
 
 
 def capabilities_of(model: ModelConfig) -> frozenset[str]:
-    """What a configured model can do: what it lists, or everything when it lists nothing."""
+    """What a configured model can do: what it lists, or everything when it lists nothing (an
+    embedding model: none of them)."""
+    if model.kind == "embedding":
+        return frozenset()
     return ALL_CAPABILITIES if model.capabilities is None else frozenset(model.capabilities)
 
 
@@ -116,6 +123,18 @@ class Catalog:
     models: Mapping[str, CatalogModel]
     routes: Mapping[str, tuple[str, ...]]
     panels: Mapping[str, Panel]
+    # each kind's names (models and routes) and their chains, for its API's one lookup
+    chat_chains: Mapping[str, tuple[str, ...]] = field(init=False)
+    embedding_chains: Mapping[str, tuple[str, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        chains = {**{m: (m,) for m in self.models}, **self.routes}
+        by_kind: dict[str, dict[str, tuple[str, ...]]] = {"chat": {}, "embedding": {}}
+        for name, chain in chains.items():  # (a route's models are of one kind: config)
+            kind = self.models[chain[0]].kind if chain and chain[0] in self.models else "chat"
+            by_kind[kind][name] = chain
+        object.__setattr__(self, "chat_chains", by_kind["chat"])  # (frozen: set once, here)
+        object.__setattr__(self, "embedding_chains", by_kind["embedding"])
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> Catalog:
@@ -135,12 +154,14 @@ class Catalog:
                 tags=frozenset(m.tags),
                 context_window=m.context_window,
                 max_output_tokens=m.max_output_tokens,
-                price=Price(m.price.input_per_mtok, m.price.output_per_mtok),
+                price=Price(m.price.input_per_mtok, m.price.output_per_mtok or 0.0),
                 timeouts=Timeouts(t.connect_s, t.first_byte_s, t.idle_s, t.total_s),
                 capabilities=capabilities_of(m),
-                capabilities_declared=m.capabilities is not None,
+                capabilities_declared=m.capabilities is not None or m.kind == "embedding",
                 structured_output=m.structured_output,
                 thinking=m.thinking,
+                kind=m.kind,
+                dimensions=m.dimensions,
             )
         return cls(
             models=models,
@@ -153,6 +174,37 @@ class Catalog:
         if name in self.models:
             return (name,)
         return self.routes.get(name)
+
+    def kind_of(self, name: str) -> ModelKind | None:
+        """What `name` serves (a model's or route's kind; a fusion panel chats), or None if it
+        names nothing."""
+        if name in self.chat_chains or name == "fusion" or self.panel_for(name) is not None:
+            return "chat"
+        return "embedding" if name in self.embedding_chains else None
+
+    def not_served(self, name: str, serving: ModelKind) -> RequestError:
+        """The error for `name` asked of the API serving `serving` models (it is not one of
+        them): 400 `wrong_model_kind` when it names one of the other kind, else 404."""
+        kind = self.kind_of(name)
+        if kind is None or kind == serving:
+            return UnknownModel(name)
+        if name in self.models:
+            what = "an embedding model" if kind == "embedding" else "a chat model"
+        elif name in self.routes:
+            what = f"a route of {kind} models"
+        else:
+            what = "a fusion panel of chat models"
+        if serving == "embedding":
+            return WrongModelKind(
+                f"{name!r} is {what}; /v1/embeddings serves models of kind 'embedding' "
+                "(GET /v1/models lists each model's kind)",
+                kind=kind,
+            )
+        return WrongModelKind(
+            f"{name!r} is {what}: it serves POST /v1/embeddings only (GET /v1/models lists "
+            "each model's kind)",
+            kind=kind,
+        )
 
     def panel_for(self, name: str) -> Panel | None:
         """The panel named by `fusion/<panel>`, if any."""

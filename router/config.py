@@ -39,6 +39,11 @@ Protocol = Literal["openai", "anthropic", "gemini", "sim"]
 Tier = Literal["frontier", "strong", "standard", "budget"]
 StructuredOutput = Literal["native", "tool"]
 Thinking = Literal["budget", "adaptive"]
+ModelKind = Literal["chat", "embedding"]
+# The protocols with an embeddings API (Anthropic has none)
+EMBEDDING_PROTOCOLS = frozenset({"openai", "gemini", "sim"})
+# Model keys that mean nothing for an embedding model (it answers no chat)
+_CHAT_ONLY_KEYS = ("max_output_tokens", "structured_output", "thinking")
 TIER_RANK: Mapping[str, int] = {"frontier": 3, "strong": 2, "standard": 1, "budget": 0}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -189,15 +194,18 @@ Capability = Annotated[str, AfterValidator(_known_capability)]
 
 
 class PriceConfig(_Strict):
-    """USD per million tokens (the default catalog's prices are examples: edit them)."""
+    """USD per million tokens (the default catalog's prices are examples: edit them). A chat
+    model needs both; an embedding model bills input tokens only (`cross_check`)."""
 
     input_per_mtok: Annotated[float, Field(ge=0, le=100_000)]
-    output_per_mtok: Annotated[float, Field(ge=0, le=100_000)]
+    output_per_mtok: Annotated[float, Field(ge=0, le=100_000)] | None = None
 
 
 class ModelConfig(_Strict):
     """One catalog entry."""
 
+    # What it serves: chat (`/v1/chat/completions`, fusion) or embeddings (`/v1/embeddings`)
+    kind: ModelKind = "chat"
     provider: Name
     upstream_id: Annotated[str, Field(min_length=1, max_length=256)]
     vendor: Annotated[str, Field(min_length=1, max_length=64)]
@@ -215,6 +223,9 @@ class ModelConfig(_Strict):
     # How an Anthropic model is asked to reason: a thinking token budget, or adaptive thinking
     # with an effort level (Claude Opus 4.7 and later take only the latter)
     thinking: Thinking = "budget"
+    # An embedding model's vector size: what it answers when a request names no `dimensions`,
+    # and the most it can answer (a larger request skips it); unset: not known here
+    dimensions: Annotated[int, Field(ge=1, le=65_536)] | None = None
 
     @field_validator("capabilities")
     @classmethod
@@ -394,6 +405,11 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
             and model["provider"] not in providers
         ):
             add(f"models.{name}.provider", f"unknown provider {model['provider']!r}")
+    kinds = {n: _kind_of(m) for n, m in models.items()}
+    for name, model in models.items():
+        if isinstance(model, dict):
+            for path, message in _kind_problems(model, providers):
+                add(f"models.{name}.{path}", message)
     routes = data.get("routes") if isinstance(data.get("routes"), dict) else {}
     assert isinstance(routes, dict)  # noqa: S101
     for alias, chain in routes.items():
@@ -405,6 +421,9 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
                     add(f"routes.{alias}[{i}]", f"unknown model {target!r}")
             if len(set(map(str, chain))) != len(chain):
                 add(f"routes.{alias}", "lists a model twice")
+            chain_kinds = {kinds[t] for t in chain if isinstance(t, str) and t in kinds}
+            if len(chain_kinds) > 1:
+                add(f"routes.{alias}", "mixes chat and embedding models")
     panels = data.get("panels") if isinstance(data.get("panels"), dict) else {}
     assert isinstance(panels, dict)  # noqa: S101
     for pname, panel in panels.items():
@@ -417,6 +436,11 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
             for i, target in enumerate(members):
                 if isinstance(target, str) and target not in models:
                     add(f"panels.{pname}.{key}[{i}]", f"unknown model {target!r}")
+                elif isinstance(target, str) and kinds[target] == "embedding":
+                    add(
+                        f"panels.{pname}.{key}[{i}]",
+                        f"{target!r} is an embedding model: a fusion panel is for chat models",
+                    )
             if len(set(map(str, members))) != len(members):
                 add(f"panels.{pname}.{key}", "lists a model twice")
         panelists = panel.get("panelists")
@@ -426,6 +450,42 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
                 f"panels.{pname}.quorum",
                 f"quorum {quorum} is larger than the panel ({len(panelists)})",
             )
+    return problems
+
+
+def _kind_of(model: Any) -> str:
+    """A raw model entry's `kind` (chat unless it says embedding)."""
+    return "embedding" if isinstance(model, dict) and model.get("kind") == "embedding" else "chat"
+
+
+def _kind_problems(model: Mapping[str, Any], providers: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a raw model entry asks that its kind cannot have, as (path under the model,
+    message): an embedding model on a protocol without embeddings, with chat keys or an
+    output price; a chat model with `dimensions` or without an output price."""
+    price = model.get("price")
+    price = price if isinstance(price, dict) else None
+    if _kind_of(model) == "chat":
+        problems = []
+        if model.get("dimensions") is not None:
+            problems.append(("dimensions", "only an embedding model (kind: embedding) takes it"))
+        if price is not None and "output_per_mtok" not in price:
+            problems.append(("price.output_per_mtok", "required key is missing"))
+        return problems
+    problems = []
+    named = model.get("provider")
+    provider = providers.get(named) if isinstance(named, str) else None
+    protocol = provider.get("protocol") if isinstance(provider, dict) else None
+    if isinstance(protocol, str) and protocol not in EMBEDDING_PROTOCOLS:
+        problems.append(
+            ("kind", f"the {protocol} protocol has no embeddings API (provider {named!r})")
+        )
+    for key in _CHAT_ONLY_KEYS:
+        if key in model:
+            problems.append((key, "an embedding model answers no chat: remove it"))
+    if model.get("capabilities"):
+        problems.append(("capabilities", "an embedding model has none: remove them"))
+    if price is not None and price.get("output_per_mtok") not in (None, 0):
+        problems.append(("price.output_per_mtok", "an embedding model bills input tokens only"))
     return problems
 
 

@@ -13,6 +13,7 @@
     │   │   ├── UnsupportedContent 400   unsupported_content
     │   │   ├── UnsupportedParameter 400 unsupported_parameter
     │   │   ├── MissingCapability  400   model_lacks_capability (no target has what it needs)
+    │   │   ├── WrongModelKind     400   wrong_model_kind (a chat model asked to embed, or the reverse)
     │   │   └── InvalidJurisdiction 400  invalid_jurisdiction
     │   ├── Unauthorized           401   unauthorized
     │   ├── PolicyDenied           403   policy_denied (names the rule)
@@ -209,6 +210,22 @@ class MissingCapability(InvalidRequest):
         body = super().body()
         body["error"]["capability"] = self.capability
         body["error"]["models"] = list(self.models)
+        return body
+
+
+class WrongModelKind(InvalidRequest):
+    """The model named is of the other kind: a chat model (or route, or fusion panel) asked to
+    embed, or an embedding model asked to chat or to sit on a fusion panel."""
+
+    code = "wrong_model_kind"
+
+    def __init__(self, message: str, *, kind: str, param: str | None = "model") -> None:
+        super().__init__(message, param=param)
+        self.kind = kind  # what the named model is: chat | embedding
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["model_kind"] = self.kind
         return body
 
 

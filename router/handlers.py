@@ -16,7 +16,6 @@ from router.errors import (
     InvalidRequest,
     RouterError,
     ShuttingDown,
-    UnknownModel,
     attempted_headers,
 )
 from router.explain import explain, needs_of
@@ -106,9 +105,9 @@ async def serve_chat(
         return await serve_fusion(request, scope, chat, fusion_options, router, deadline, dialect)
     if fusion_options is not None:
         raise InvalidRequest("'fusion' options need a fusion model", param="fusion")
-    chain_ids = catalog.chain_for(chat.model)
-    if chain_ids is None:
-        raise UnknownModel(chat.model)
+    chain_ids = catalog.chat_chains.get(chat.model)
+    if chain_ids is None:  # unknown (404), or an embedding model or route (400)
+        raise catalog.not_served(chat.model, "chat")
     completed.kind = "model" if chat.model in catalog.models else "route"
     completed.target = chat.model
     chain = view.allowed_chain(chat.model, [catalog.models[i] for i in chain_ids])
@@ -197,7 +196,9 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
     """`GET /v1/models`: what this sidecar's jurisdiction (narrowed by the header) allows.
 
     Models policy denies are left out; a route is listed with its allowed targets
-    only; a panel is listed with the plan its seats would get now.
+    only; a panel is listed with the plan its seats would get now. Models and routes say
+    their `model_kind`: chat, or embedding (served on `/v1/embeddings` only, with the
+    model's vector size as `dimensions` where configured).
     """
     catalog = scope.services.catalog
     view = _view(scope.services, request.headers.get("X-Router-Jurisdiction"))
@@ -210,10 +211,12 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
             "owned_by": m.vendor,
             "router": {
                 "kind": "model",
+                "model_kind": m.kind,
                 "provider": m.provider,
                 "tier": m.tier,
                 "region": m.region,
                 "capabilities": m.capability_list,
+                **({"dimensions": m.dimensions} if m.dimensions is not None else {}),
             },
         }
         for m in catalog.models.values()
@@ -230,6 +233,7 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
                     "owned_by": "fusion-router",
                     "router": {
                         "kind": "route",
+                        "model_kind": catalog.models[targets[0]].kind,
                         "targets": targets,
                         "capabilities": route_capabilities(catalog.models, targets),
                     },
@@ -244,6 +248,7 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
                 "owned_by": "fusion-router",
                 "router": {
                     "kind": "panel",
+                    "model_kind": "chat",
                     "panelists": list(panel.panelists),
                     "denied_panelists": [p for p in panel.panelists if p not in allowed],
                 },

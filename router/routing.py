@@ -1,5 +1,11 @@
 """Single-shot routing: walk a model chain, attempt by attempt, until one answer is complete.
 
+One walk serves every kind of work: a chat answer, whole or streamed (`complete`,
+`open_stream`), and embeddings (`embed`). Each kind is a job (`_Job`, `_EmbedJob`) that says
+which targets the request itself cannot go to (`unfit`) and makes the one upstream call of an
+attempt (`attempt`); policy, breakers, cooldowns, bulkheads, retries, the retry budget, the
+deadline and the attempt log are the walk's, the same for all.
+
 Every attempt's outcome is classified (`errors.Outcome`) before retry,
 failover or the breaker act on it:
 
@@ -33,7 +39,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol, cast
 
 from opentelemetry import trace
 
@@ -61,6 +67,7 @@ from router.errors import (
     StaleConnection,
     StreamTruncated,
     UnsupportedParameter,
+    WrongModelKind,
 )
 from router.logs import get_logger
 from router.protocol_support import (
@@ -69,12 +76,15 @@ from router.protocol_support import (
     missing_field,
     required_capabilities,
 )
-from router.providers.base import Provider, unexpected
+from router.providers.base import EmbeddingProvider, Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
 from router.tracing import current_event
 from router.types import (
     ChatRequest,
     Completion,
+    EmbeddingCall,
+    EmbeddingRequest,
+    Embeddings,
     ProviderCall,
     StreamEnd,
     StreamEvent,
@@ -204,6 +214,19 @@ class Routed:
         return self.model.cost(self.completion.usage)
 
 
+@dataclass(frozen=True, slots=True)
+class RoutedEmbeddings:
+    """Every input's vector and how they were obtained."""
+
+    model: CatalogModel
+    embeddings: Embeddings
+    attempts: AttemptLog
+
+    @property
+    def cost(self) -> float:
+        return self.model.cost(self.embeddings.usage)
+
+
 class StreamAbandoned(Exception):  # a verdict, never raised to a caller
     """The caller closed a stream before its end: neutral for the breaker."""
 
@@ -289,6 +312,35 @@ def check_max_tokens(request: ChatRequest, chain: Sequence[CatalogModel]) -> Non
             )
 
 
+def check_dimensions(request: EmbeddingRequest, chain: Sequence[CatalogModel]) -> None:
+    """`dimensions` must fit at least one model of the chain (where the catalog says sizes)."""
+    sizes = [m.dimensions for m in chain]
+    if request.dimensions is not None and sizes and None not in sizes:
+        limit = max(size for size in sizes if size is not None)
+        if request.dimensions > limit:
+            raise InvalidRequest(
+                f"'dimensions' is larger than the model's vectors ({limit})", param="dimensions"
+            )
+
+
+def _clocks(model: CatalogModel, remaining: float) -> Timeouts:
+    """The model's clocks, each cut to what is left of the request's deadline."""
+    t = model.timeouts
+    if (  # the usual case: the request's deadline cuts none of the attempt's clocks
+        remaining >= t.total
+        and remaining >= t.first_byte
+        and remaining >= t.idle
+        and remaining >= t.connect
+    ):
+        return t
+    return Timeouts(
+        connect=min(t.connect, remaining),
+        first_byte=min(t.first_byte, remaining),
+        idle=min(t.idle, remaining),
+        total=min(t.total, remaining),
+    )
+
+
 def _call_for(
     request: ChatRequest,
     model: CatalogModel,
@@ -296,23 +348,7 @@ def _call_for(
     extra_headers: tuple[tuple[str, str], ...],
 ) -> ProviderCall:
     """The attempt: the model's clocks, each cut to what is left of the request's deadline."""
-    t = model.timeouts
-    uncut = (  # the usual case: the request's deadline cuts none of the attempt's clocks
-        remaining >= t.total
-        and remaining >= t.first_byte
-        and remaining >= t.idle
-        and remaining >= t.connect
-    )
-    timeouts = (
-        t
-        if uncut
-        else Timeouts(
-            connect=min(t.connect, remaining),
-            first_byte=min(t.first_byte, remaining),
-            idle=min(t.idle, remaining),
-            total=min(t.total, remaining),
-        )
-    )
+    timeouts = _clocks(model, remaining)
     if request.max_tokens is not None and request.max_tokens > model.max_output_tokens:
         request = dataclasses.replace(request, max_tokens=model.max_output_tokens)
     deadline = time.monotonic() + timeouts.total
@@ -352,7 +388,7 @@ async def _close(events: AsyncIterator[StreamEvent]) -> None:
 
 @dataclass(slots=True)
 class _Job:
-    """One request's walk along its chain: what it asks, by when, within which limits."""
+    """One chat request's walk along its chain: what it asks, by when, within which limits."""
 
     request: ChatRequest
     deadline: float
@@ -363,6 +399,7 @@ class _Job:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (field, protocol) skipped
     needed: frozenset[str] | None = None  # the capabilities it needs, once a target may lack one
     lacking: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (model, lacks)
+    operation: ClassVar[str] = semconv.OPERATION_CHAT
 
     def lacks(self, model: CatalogModel) -> tuple[str, ...]:
         """The capabilities the request needs that `model` lacks (none, for a model that can
@@ -373,8 +410,94 @@ class _Job:
             self.needed = required_capabilities(self.request)
         return model.lacking(self.needed)
 
+    def unfit(self, model: CatalogModel, provider: Provider) -> str | None:
+        """Why the request itself cannot go to `model` (a capability it lacks, a field its
+        protocol cannot carry), or None."""
+        lacks = self.lacks(model)
+        if lacks:
+            self.lacking.append((model.id, lacks))
+            return MissingCapability.code
+        missing = missing_field(self.request, provider.protocol)
+        if missing is not None:
+            self.missing.append((missing, provider.protocol))
+            return UnsupportedParameter.code
+        return None
 
-Answer = Completion | tuple[StreamEvent, AsyncIterator[StreamEvent]]
+    def refusal(self) -> InvalidRequest:
+        """The 400 for a request every target was unfit for: the first target's reason."""
+        if self.attempts.records[0].code == MissingCapability.code:
+            return lacking_capability(self.request, self.lacking)
+        name, protocol = self.missing[0]
+        return UnsupportedParameter(
+            f"'{name}' cannot be sent to the {protocol} protocol, and no target of "
+            "this request speaks another one that carries it",
+            param=name,
+        )
+
+    def attempt(
+        self,
+        provider: Provider,
+        model: CatalogModel,
+        remaining: float,
+        extra_headers: tuple[tuple[str, str], ...],
+    ) -> Awaitable[Answer]:
+        """The upstream call of one attempt: a whole answer, or a stream's first event."""
+        call = _call_for(self.request, model, remaining, extra_headers)
+        return _open(provider, call) if self.stream else provider.complete(call)
+
+
+@dataclass(slots=True)
+class _EmbedJob:
+    """One embeddings request's walk along its chain: the texts, by when, within which limits."""
+
+    request: EmbeddingRequest
+    deadline: float
+    budget: CallBudget | None
+    gate: Gate | None
+    attempts: AttemptLog
+    stream: bool = False
+    # (the walk's record of targets unfit for what the request asks: none are, for texts)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    lacking: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    operation: ClassVar[str] = semconv.OPERATION_EMBEDDINGS
+
+    def unfit(self, model: CatalogModel, provider: Provider) -> str | None:
+        """Why the texts cannot go to `model`: not an embedding model (the catalog keeps them
+        apart), an upstream without embeddings, vectors smaller than the size asked for."""
+        if model.kind != "embedding":
+            return WrongModelKind.code
+        if not isinstance(provider, EmbeddingProvider):
+            return "no_embeddings_api"
+        size = self.request.dimensions
+        if size is not None and model.dimensions is not None and size > model.dimensions:
+            return "dimensions_too_large"
+        return None
+
+    def refusal(self) -> InvalidRequest:
+        """(Never needed: no embeddings target is skipped for a request-shaped reason.)"""
+        return InvalidRequest(f"no target of {self.request.model!r} can embed this request")
+
+    def attempt(
+        self,
+        provider: Provider,
+        model: CatalogModel,
+        remaining: float,
+        extra_headers: tuple[tuple[str, str], ...],
+    ) -> Awaitable[Answer]:
+        """The upstream call of one attempt: every input's vector."""
+        timeouts = _clocks(model, remaining)
+        call = EmbeddingCall(
+            self.request,
+            model.upstream_id,
+            timeouts,
+            extra_headers,
+            time.monotonic() + timeouts.total,
+            model_dimensions=model.dimensions,
+        )
+        return cast(EmbeddingProvider, provider).embed(call)  # (`unfit` checked it)
+
+
+Answer = Completion | tuple[StreamEvent, AsyncIterator[StreamEvent]] | Embeddings
 
 
 class Router:
@@ -460,8 +583,22 @@ class Router:
             model, first, HeldEvents(events, permit, first, model.provider), job.attempts
         )
 
+    async def embed(
+        self,
+        request: EmbeddingRequest,
+        chain: Sequence[CatalogModel],
+        deadline: float,
+        *,
+        gate: Gate | None = None,
+    ) -> RoutedEmbeddings:
+        """Every input's vector, from the first target along `chain` that embeds them all."""
+        job = _EmbedJob(request, deadline, None, gate, AttemptLog(observer=self._observer))
+        model, answer, _ = await self._run(job, chain)
+        assert isinstance(answer, Embeddings)  # noqa: S101  # embeddings were asked for
+        return RoutedEmbeddings(model, answer, job.attempts)
+
     async def _run(
-        self, job: _Job, chain: Sequence[CatalogModel]
+        self, job: _Job | _EmbedJob, chain: Sequence[CatalogModel]
     ) -> tuple[CatalogModel, Answer, Permit | None]:
         if len(chain) > 1:
             chain = self._healthy_first(chain)
@@ -484,20 +621,16 @@ class Router:
             m for m, d in zip(chain, demoted, strict=True) if d
         ]
 
-    def _skip_reason(self, model: CatalogModel, job: _Job, waits: list[float]) -> str | None:
-        """Why `model` is skipped without a call now (policy, a capability it lacks, a field
-        its protocol cannot carry, cooldown, breaker, bulkhead)."""
+    def _skip_reason(
+        self, model: CatalogModel, job: _Job | _EmbedJob, waits: list[float]
+    ) -> str | None:
+        """Why `model` is skipped without a call now (policy, what the request asks that it
+        cannot serve (`unfit`), cooldown, breaker, bulkhead)."""
         if job.gate is not None and job.gate(model) is not None:
             return "policy_denied"
-        lacks = job.lacks(model)
-        if lacks:
-            job.lacking.append((model.id, lacks))
-            return MissingCapability.code
-        protocol = self._providers[model.provider].protocol
-        missing = missing_field(job.request, protocol)
-        if missing is not None:
-            job.missing.append((missing, protocol))
-            return UnsupportedParameter.code
+        unfit = job.unfit(model, self._providers[model.provider])
+        if unfit is not None:
+            return unfit
         cooling = self.cooldowns.remaining(self._key(model)) if self.cooldowns.until else 0.0
         if cooling > 0:
             waits.append(cooling)
@@ -519,7 +652,7 @@ class Router:
         )
 
     async def _walk(
-        self, job: _Job, chain: Sequence[CatalogModel]
+        self, job: _Job | _EmbedJob, chain: Sequence[CatalogModel]
     ) -> tuple[CatalogModel, Answer, Permit | None]:
         """Each target in turn (a target may get one retry), until one answers."""
         attempts = job.attempts
@@ -534,14 +667,7 @@ class Router:
         def give_up() -> NoReturn:
             records = attempts.records
             if records and all(r.code in _REQUEST_SHAPED for r in records):
-                if records[0].code == MissingCapability.code:  # the first target's reason
-                    raise lacking_capability(job.request, job.lacking)
-                name, protocol = job.missing[0]
-                raise UnsupportedParameter(
-                    f"'{name}' cannot be sent to the {protocol} protocol, and no target of "
-                    "this request speaks another one that carries it",
-                    param=name,
-                )
+                raise job.refusal()
             self._raise(attempts, waits, rate_limited, job.deadline, stopped_by_deadline)
 
         for position, model in enumerate(chain):
@@ -611,14 +737,14 @@ class Router:
         give_up()
 
     async def _attempt(
-        self, job: _Job, model: CatalogModel, remaining: float, number: int
+        self, job: _Job | _EmbedJob, model: CatalogModel, remaining: float, number: int
     ) -> tuple[Answer, Permit | None]:
         """One upstream call, in its CLIENT span when spans are exported."""
         provider = self._providers[model.provider]
         if not self._tracing:  # nothing exports CLIENT spans: no span object at all
             return await self._call(job, model, remaining, provider, None)
         attributes: dict[str, str | int] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+            semconv.GEN_AI_OPERATION_NAME: job.operation,
             semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_NAME.get(
                 provider.protocol, provider.protocol
             ),
@@ -628,7 +754,9 @@ class Router:
             semconv.ROUTER_ATTEMPT: number,
         }
         with self._tracer.start_as_current_span(
-            f"chat {model.upstream_id}", kind=trace.SpanKind.CLIENT, attributes=attributes
+            f"{job.operation} {model.upstream_id}",
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
         ) as span:
             return await self._call(
                 job, model, remaining, provider, span if span.is_recording() else None
@@ -636,7 +764,7 @@ class Router:
 
     async def _call(
         self,
-        job: _Job,
+        job: _Job | _EmbedJob,
         model: CatalogModel,
         remaining: float,
         provider: Provider,
@@ -644,21 +772,18 @@ class Router:
     ) -> tuple[Answer, Permit | None]:
         """The call under its breaker permit; its outcome on `span` (a recording one, or None).
 
-        Every wait inside the adapter is bounded by the attempt's clocks (`ProviderCall`), cut
-        to the request's deadline. A whole answer settles the permit here; a stream keeps it
-        until it ends (`HeldEvents.aclose`).
+        Every wait inside the adapter is bounded by the attempt's clocks (`ProviderCall`,
+        `EmbeddingCall`), cut to the request's deadline. A whole answer settles the permit
+        here; a stream keeps it until it ends (`HeldEvents.aclose`).
         """
         trace_headers = self._trace_headers(model) if self._trace_headers is not None else ()
-        call = _call_for(job.request, model, remaining, trace_headers)
         permit = (
             self._breakers.admit(model.provider, model.id) if self._breakers is not None else None
         )  # BreakerOpen here: nothing was called
         self.inflight[model.provider] = self.inflight.get(model.provider, 0) + 1
         try:
             try:
-                answer: Answer = (
-                    await _open(provider, call) if job.stream else await provider.complete(call)
-                )
+                answer = await job.attempt(provider, model, remaining, trace_headers)
             except ProviderError:
                 raise
             except Exception as exc:  # noqa: BLE001  # an adapter met something it could not handle
@@ -679,10 +804,20 @@ class Router:
         return answer, permit
 
     def _succeeded_on(
-        self, span: trace.Span, request: ChatRequest, model: CatalogModel, answer: Answer
+        self,
+        span: trace.Span,
+        request: ChatRequest | EmbeddingRequest,
+        model: CatalogModel,
+        answer: Answer,
     ) -> None:
         span.set_attribute(semconv.ROUTER_OUTCOME, _SUCCESS)
-        if self._capture:
+        if isinstance(answer, Embeddings):
+            span.set_attribute(
+                semconv.GEN_AI_RESPONSE_MODEL, answer.response_model or model.upstream_id
+            )
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, answer.usage.input_tokens)
+            return
+        if self._capture and isinstance(request, ChatRequest):
             span.set_attribute(
                 semconv.GEN_AI_INPUT_MESSAGES,
                 json.dumps([{"role": m.role, "content": m.content} for m in request.messages]),

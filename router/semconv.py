@@ -23,6 +23,7 @@ HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 HTTP_ROUTE = "http.route"
 
 OPERATION_CHAT = "chat"
+OPERATION_EMBEDDINGS = "embeddings"
 OPERATION_INVOKE_WORKFLOW = "invoke_workflow"
 
 # gen_ai.provider.name per wire protocol (well-known values where semconv has one)

@@ -253,3 +253,40 @@ class ProviderCall:
     # how an Anthropic model is asked to reason: `thinking.budget_tokens`, or adaptive thinking
     # with `output_config.effort` (the catalog model's `thinking`)
     thinking: Literal["budget", "adaptive"] = "budget"
+
+
+EncodingFormat = Literal["float", "base64"]
+
+
+@value
+class EmbeddingRequest:
+    """A validated embeddings request, independent of any wire protocol: texts, in order."""
+
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None  # the vector size asked for (None: the model's own)
+    encoding_format: EncodingFormat = "float"  # how the caller wants the vectors written
+    user: str | None = None
+
+
+@value
+class Embeddings:
+    """The vectors of one provider call, one per input in input order, and its usage."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage  # input tokens only: embeddings produce none
+    response_model: str
+
+
+@value
+class EmbeddingCall:
+    """Everything an adapter needs for one embeddings attempt; nothing about routing."""
+
+    request: EmbeddingRequest
+    upstream_model: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    deadline: float = math.inf  # time.monotonic() at which the attempt's total clock runs out
+    # the catalog model's `dimensions`: the size it answers with when the request names none
+    # (what the simulated provider makes)
+    model_dimensions: int | None = None

@@ -18,11 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_embedded_default_is_the_seed() -> None:
-    """With no file, the seed's seven models and two panels load on simulated providers."""
+    """With no file, the seed's seven chat models, two embedding models and two panels load
+    on simulated providers."""
     loaded = load_config(None)
     assert loaded.embedded
     catalog = Catalog.from_config(loaded.config)
-    assert set(catalog.models) == {
+    assert {m.id for m in catalog.models.values() if m.kind == "embedding"} == {
+        "text-embedding-3-large",
+        "gemini-embedding-001",
+    }
+    assert {m.id for m in catalog.models.values() if m.kind == "chat"} == {
         "claude-fable-5",
         "claude-mythos-5",
         "claude-opus-4.8",

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from router.catalog import Catalog, CatalogModel, Panel
 from router.config import PanelConfig
-from router.errors import InvalidRequest, UnknownModel, UnsupportedParameter
+from router.errors import InvalidRequest, UnknownModel, UnsupportedParameter, WrongModelKind
 from router.fusion.plan import Availability
 from router.routing import Gate
 
@@ -57,9 +57,16 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
     for role in OVERRIDABLE:
         if role == "quorum":
             continue
-        for model_id in getattr(config, role):
-            if model_id not in catalog.models:
+        for i, model_id in enumerate(getattr(config, role)):
+            member = catalog.models.get(model_id)
+            if member is None:
                 raise UnknownModel(model_id)
+            if member.kind != "chat":
+                raise WrongModelKind(
+                    f"{model_id!r} is an embedding model: a fusion panel is for chat models",
+                    kind=member.kind,
+                    param=f"fusion.{role}[{i}]",
+                )
     if config.quorum is not None and config.quorum > len(config.panelists):
         raise InvalidRequest("fusion.quorum is larger than the panel", param="fusion.quorum")
     return Panel.from_config(name, config)
@@ -71,13 +78,15 @@ def availability_for(
     unavailable: Callable[[CatalogModel], bool],
     needs: frozenset[str] = frozenset(),
 ) -> Availability:
-    """Why a model cannot take a fusion role now (policy, breaker, unknown, a capability of
-    `needs` the catalog says it lacks), or None."""
+    """Why a model cannot take a fusion role now (policy, breaker, unknown, an embedding model,
+    a capability of `needs` the catalog says it lacks), or None."""
 
     def availability(model_id: str) -> str | None:
         model = models.get(model_id)
         if model is None:
             return "not in the catalog"
+        if model.kind != "chat":
+            return "an embedding model"
         why = gate(model)
         if why is not None:
             return why

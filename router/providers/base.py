@@ -15,7 +15,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -32,7 +32,14 @@ from router.errors import (
     StaleConnection,
     StreamTruncated,
 )
-from router.types import Completion, ProviderCall, StreamEvent
+from router.types import (
+    Completion,
+    EmbeddingCall,
+    Embeddings,
+    ProviderCall,
+    StreamEvent,
+    Timeouts,
+)
 from router.upstream_http import (
     BadResponse,
     ConnectFailed,
@@ -72,6 +79,33 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """**Protocol**: an adapter whose upstream has an embeddings API (optional: Anthropic's has
+    none). Its waits are bounded as `Provider`'s are, by the `EmbeddingCall`'s clocks."""
+
+    name: str
+    protocol: str
+
+    async def embed(self, call: EmbeddingCall, /) -> Embeddings:
+        """One attempt: a vector per input, in input order."""
+        ...
+
+
+class AttemptClocks(Protocol):
+    """**Protocol**: what `send()` and the readers need of an attempt (a `ProviderCall`, an
+    `EmbeddingCall`): its clocks, the instant its total clock runs out, its extra headers."""
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    @property
+    def extra_headers(self) -> tuple[tuple[str, str], ...]: ...
+
+
 class Secret:
     """A credential that never prints."""
 
@@ -93,7 +127,7 @@ class Secret:
         return bool(self._value)
 
 
-def clock(call: ProviderCall, seconds: float, phase: str) -> tuple[float, str]:
+def clock(call: AttemptClocks, seconds: float, phase: str) -> tuple[float, str]:
     """`seconds` of the named clock, or what is left of the attempt's total clock if less."""
     left = call.deadline - time.monotonic()
     return (seconds, phase) if seconds <= left else (max(left, 0.0), "total")
@@ -294,7 +328,7 @@ class _Sending:
         provider: str,
         target: HttpTarget,
         payload: Mapping[str, Any],
-        call: ProviderCall,
+        call: AttemptClocks,
     ) -> None:
         self._client, self._provider, self._target = client, provider, target
         self._payload, self._call = payload, call
@@ -335,7 +369,7 @@ def send(
     provider: str,
     target: HttpTarget,
     payload: Mapping[str, Any],
-    call: ProviderCall,
+    call: AttemptClocks,
 ) -> _Sending:
     """POST `payload` and yield the 2xx response; headers must arrive within the first-byte clock.
 
@@ -346,7 +380,7 @@ def send(
 
 
 async def _next_bytes(
-    response: Response, provider: str, call: ProviderCall, seconds: float, phase: str
+    response: Response, provider: str, call: AttemptClocks, seconds: float, phase: str
 ) -> bytes:
     """The body's next bytes (b"" at its end): what the network already delivered at once,
     with no clock (the first event often comes with the headers; under load several wait in
@@ -360,7 +394,9 @@ async def _next_bytes(
         return await response.read_some(within=budget)
 
 
-async def _read_up_to(response: Response, provider: str, call: ProviderCall, cap: int) -> bytearray:
+async def _read_up_to(
+    response: Response, provider: str, call: AttemptClocks, cap: int
+) -> bytearray:
     """The body, or its first `cap` bytes and a little more, with the idle clock on each wait.
 
     The body grows in place in one buffer and reading stops past the cap, so an oversized
@@ -375,7 +411,7 @@ async def _read_up_to(response: Response, provider: str, call: ProviderCall, cap
     return body
 
 
-async def read_json(response: Response, provider: str, call: ProviderCall) -> Any:
+async def read_json(response: Response, provider: str, call: AttemptClocks) -> Any:
     """Read a whole JSON body with the idle clock on every read and the size cap."""
     body = await _read_up_to(response, provider, call, MAX_RESPONSE_BYTES)
     if len(body) > MAX_RESPONSE_BYTES:
@@ -399,7 +435,7 @@ class SseEvent:
 
 
 async def iter_sse(
-    response: Response, provider: str, call: ProviderCall
+    response: Response, provider: str, call: AttemptClocks
 ) -> AsyncIterator[SseEvent]:
     """Server-sent events with the first-byte clock on the first one and the idle clock after.
 

@@ -38,12 +38,19 @@ How OpenAI's fields map (the README's compatibility table says the same):
   as output; `functionCall` parts are `tool_calls`, and the finish reason `tool_calls` where
   Gemini says `STOP`. A thought signature on a text part is not kept (only function calling
   needs it back).
+
+Embeddings (`POST /v1/embeddings` to a Gemini model of `kind: embedding`) are
+`batchEmbedContents`: one `requests[]` entry `{model, content: {parts: [{text}]},
+outputDimensionality}` per input (`dimensions` is `outputDimensionality`; `user` is a no-op),
+at most `EMBED_BATCH` per call (Gemini's cap): more inputs are sent as consecutive calls within
+the one attempt. The vectors come back as `embeddings[].values`, in order; `usageMetadata`'s
+`promptTokenCount` where Gemini sends it, else an estimate.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -65,6 +72,9 @@ from router.providers.base import (
 from router.types import (
     ChatRequest,
     Completion,
+    EmbeddingCall,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     Message,
     Part,
@@ -78,6 +88,7 @@ from router.types import (
     Usage,
 )
 from router.upstream_http import UpstreamClient
+from router.vectors import checked_vectors
 
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -111,6 +122,8 @@ MINTED_ID_PREFIX = "gemini-call-"
 _MAX_RESPONSE_ID = 64
 
 _ROLES = {"user": "user", "assistant": "model", "tool": "user"}
+
+EMBED_BATCH = 100  # `batchEmbedContents` takes at most this many requests in one call
 
 
 def to_wire(request: ChatRequest, provider: str = "gemini") -> dict[str, Any]:
@@ -496,6 +509,45 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
     )
 
 
+def embeddings_to_wire(
+    texts: Sequence[str], request: EmbeddingRequest, upstream_model: str
+) -> dict[str, Any]:
+    """The JSON body of a `batchEmbedContents` call for `texts` (at most `EMBED_BATCH`)."""
+    name = "models/" + upstream_model.removeprefix("models/")
+    size = {} if request.dimensions is None else {"outputDimensionality": request.dimensions}
+    return {
+        "requests": [
+            {"model": name, "content": {"parts": [{"text": text}]}, **size} for text in texts
+        ]
+    }
+
+
+def embeddings_from_wire(
+    data: Any, texts: Sequence[str], request: EmbeddingRequest, provider: str
+) -> tuple[tuple[tuple[float, ...], ...], int]:
+    """The vectors for `texts` from a `batchEmbedContents` body, and its prompt tokens (Gemini's
+    count, or an estimate); anything off-shape is malformed."""
+    if not isinstance(data, dict):
+        raise _malformed(provider)
+    if "error" in data and "embeddings" not in data:
+        raise _in_band_error(data, provider)
+    embeddings = data.get("embeddings")
+    if not isinstance(embeddings, list) or not all(isinstance(e, dict) for e in embeddings):
+        raise _malformed(provider)
+    raw = [e.get("values") for e in embeddings]
+    vectors = checked_vectors(raw, len(texts), request.dimensions, provider)
+    usage = data.get("usageMetadata")
+    counted = _count(usage, "promptTokenCount") if isinstance(usage, dict) else None
+    if counted is None:
+        counted = sum(estimate_tokens(text) for text in texts)
+    return vectors, counted
+
+
+def batches(texts: Sequence[str], size: int = EMBED_BATCH) -> list[Sequence[str]]:
+    """`texts` in consecutive runs of at most `size`, in order."""
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
 class GeminiStream:
     """One stream's reading: each chunk's events (`read`), then its terminal event (`end`).
 
@@ -595,6 +647,7 @@ class GeminiProvider:
         self._headers: Mapping[str, str] = headers
         self._stream_headers: Mapping[str, str] = dict(headers, Accept="text/event-stream")
         self._targets: dict[tuple[str, bool], HttpTarget] = {}  # per model: heads rendered once
+        self._embed_targets: dict[str, HttpTarget] = {}
 
     def _target(self, model: str, stream: bool) -> HttpTarget:
         target = self._targets.get((model, stream))
@@ -610,6 +663,28 @@ class GeminiProvider:
 
     def __repr__(self) -> str:
         return f"GeminiProvider(name={self.name!r})"
+
+    def _embed_target(self, model: str) -> HttpTarget:
+        target = self._embed_targets.get(model)
+        if target is None:
+            url = model_path(self._base_url, model, "batchEmbedContents")
+            target = self._embed_targets[model] = HttpTarget(url, self._headers)
+        return target
+
+    async def embed(self, call: EmbeddingCall, /) -> Embeddings:
+        """`batchEmbedContents`, in consecutive calls of at most `EMBED_BATCH` inputs."""
+        target = self._embed_target(call.upstream_model)
+        request = call.request
+        vectors: list[tuple[float, ...]] = []
+        tokens = 0
+        for texts in batches(request.inputs):
+            body = embeddings_to_wire(texts, request, call.upstream_model)
+            async with send(self._session, self.name, target, body, call) as response:
+                data = await read_json(response, self.name, call)
+            got, counted = embeddings_from_wire(data, texts, request, self.name)
+            vectors.extend(got)
+            tokens += counted
+        return Embeddings(tuple(vectors), Usage(tokens, 0), call.upstream_model)
 
     async def complete(self, call: ProviderCall, /) -> Completion:
         target = self._target(call.upstream_model, stream=False)

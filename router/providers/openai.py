@@ -1,4 +1,5 @@
-"""Adapter for the OpenAI chat-completions wire format (OpenAI, OpenRouter, DeepSeek, vLLM, Ollama…)."""
+"""Adapter for the OpenAI chat-completions wire format (OpenAI, OpenRouter, DeepSeek, vLLM, Ollama…),
+and its embeddings endpoint (`POST {base_url}/embeddings`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from router.providers.base import (
 from router.types import (
     ChatRequest,
     Completion,
+    EmbeddingCall,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     LogprobsDelta,
     Message,
@@ -35,6 +39,7 @@ from router.types import (
     Usage,
 )
 from router.upstream_http import UpstreamClient
+from router.vectors import checked_vectors
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -223,8 +228,57 @@ def _extra(call: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, v) for k, v in call.items() if k not in _CALL_FIELDS)
 
 
+def embeddings_to_wire(request: EmbeddingRequest, upstream_model: str) -> dict[str, Any]:
+    """The JSON body of an embeddings call: the inputs always as a list; `dimensions` and
+    `user` as sent; `encoding_format: base64` passed on (the float default is not sent)."""
+    body: dict[str, Any] = {"model": upstream_model, "input": list(request.inputs)}
+    if request.dimensions is not None:
+        body["dimensions"] = request.dimensions
+    if request.encoding_format == "base64":
+        body["encoding_format"] = "base64"
+    if request.user is not None:
+        body["user"] = request.user
+    return body
+
+
+def embeddings_from_wire(data: Any, request: EmbeddingRequest, provider: str) -> Embeddings:
+    """`Embeddings` from a `CreateEmbeddingResponse` body (vectors as numbers or base64, put in
+    `index` order); anything off-shape is malformed."""
+    try:
+        if "error" in data and "data" not in data:
+            raise ProviderUnavailable(f"{provider}: error in a 200 response", provider=provider)
+        items = data["data"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise TypeError
+        indexes = [item.get("index") for item in items]
+        if all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
+            if sorted(indexes) != list(range(len(items))):
+                raise TypeError
+            items = sorted(items, key=lambda item: item["index"])
+        raw = [item["embedding"] for item in items]
+        model = data.get("model")
+    except (KeyError, TypeError, AttributeError):
+        raise ProviderMalformed(
+            f"{provider}: response is not a list of embeddings", provider=provider
+        ) from None
+    vectors = checked_vectors(raw, len(request.inputs), request.dimensions, provider)
+    return Embeddings(
+        vectors=vectors,
+        usage=Usage(_prompt_tokens(data.get("usage"), request), 0),
+        response_model=model if isinstance(model, str) else "",
+    )
+
+
+def _prompt_tokens(usage: Any, request: EmbeddingRequest) -> int:
+    """`usage.prompt_tokens`, or an estimate when the upstream reports none."""
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
+        return tokens
+    return sum(estimate_tokens(text) for text in request.inputs)
+
+
 class OpenAIProvider:
-    """Speaks `POST {base_url}/chat/completions` with a bearer key."""
+    """Speaks `POST {base_url}/chat/completions` (and `/embeddings`) with a bearer key."""
 
     protocol = "openai"
 
@@ -246,6 +300,7 @@ class OpenAIProvider:
         self._target = HttpTarget(f"{base_url}/chat/completions", headers)
         stream_headers = dict(headers, Accept="text/event-stream")
         self._stream_target = HttpTarget(self._target.url, stream_headers)
+        self._embed_target = HttpTarget(f"{base_url}/embeddings", headers)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r})"
@@ -255,6 +310,12 @@ class OpenAIProvider:
         async with send(self._session, self.name, self._target, payload, call) as response:
             data = await read_json(response, self.name, call)
         return from_wire(data, call.request, self.name)
+
+    async def embed(self, call: EmbeddingCall, /) -> Embeddings:
+        payload = embeddings_to_wire(call.request, call.upstream_model)
+        async with send(self._session, self.name, self._embed_target, payload, call) as response:
+            data = await read_json(response, self.name, call)
+        return embeddings_from_wire(data, call.request, self.name)
 
     async def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:
         payload = to_wire(call.request, call.upstream_model, stream=True)

@@ -22,6 +22,13 @@ steps for more effort), streamed as reasoning deltas before the answer. A
 stream sends text word by word and a tool call as OpenAI does: its id and name
 first, then its arguments in pieces. `max_tokens` cuts prose only: arguments
 and JSON answers always parse.
+
+It embeds too (`embed`, for catalog models of `kind: embedding`): each text's
+vector is a unit vector drawn from a hash of the upstream model id and the text
+(not the seed: the same model on two providers embeds alike), float32 values,
+of the size the request asks for, else the catalog model's `dimensions`, else
+`SIM_DIMENSIONS`. The fault profile applies as to chat (latency, errors, down,
+hang, 429, a malformed answer).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
+import struct
 from collections.abc import AsyncIterator
 
 from router.config import SimProfile
@@ -40,7 +49,7 @@ from router.errors import (
     ProviderUnavailable,
     StreamTruncated,
 )
-from router.providers.base import clock, estimate_tokens
+from router.providers.base import AttemptClocks, clock, estimate_tokens
 from router.providers.sim_content import (
     Words,
     chosen_tools,
@@ -52,6 +61,8 @@ from router.providers.sim_content import (
 from router.types import (
     ChatRequest,
     Completion,
+    EmbeddingCall,
+    Embeddings,
     FinishReason,
     Message,
     ProviderCall,
@@ -64,6 +75,9 @@ from router.types import (
     Usage,
 )
 from router.values import value
+from router.vectors import float32
+
+SIM_DIMENSIONS = 256  # the size of a simulated vector when neither request nor catalog says
 
 _OPENERS = (
     "In short:",
@@ -217,6 +231,17 @@ def _message_key(message: Message) -> str:
     return "\x1d".join((message.role, message.content, calls, images))
 
 
+def embedding(model: str, text: str, dimensions: int) -> tuple[float, ...]:
+    """The simulated `model`'s vector for `text`: `dimensions` float32 values of a unit vector
+    read from a SHAKE-256 hash of the two (the same text, the same vector; different texts,
+    unrelated ones)."""
+    key = "\x1f".join((model, text)).encode("utf-8", "surrogatepass")
+    raw = hashlib.shake_256(key).digest(4 * dimensions)
+    values = struct.unpack(f"<{dimensions}i", raw)  # 32-bit integers, spread evenly around 0
+    norm = math.sqrt(math.fsum(v * v for v in values)) or 1.0
+    return float32([v / norm for v in values])
+
+
 def stream_events(answer: SimAnswer, piece: int = 12) -> list[StreamEvent]:
     """`answer` as stream events: reasoning then text word by word, a tool call's id and name
     then its arguments in pieces of `piece` characters. No `StreamEnd`."""
@@ -253,7 +278,7 @@ class SimProvider:
     def __repr__(self) -> str:
         return f"SimProvider(name={self.name!r})"
 
-    async def _wait(self, call: ProviderCall, seconds: float, phase: str) -> None:
+    async def _wait(self, call: AttemptClocks, seconds: float, phase: str) -> None:
         """Sleep `seconds`, bounded like a real adapter's wait: by the attempt's clocks."""
         budget, clock_name = clock(call, seconds, phase)
         await asyncio.sleep(budget)
@@ -264,7 +289,7 @@ class SimProvider:
                 phase=clock_name,
             )
 
-    async def _before_first_byte(self, call: ProviderCall) -> None:
+    async def _before_first_byte(self, call: AttemptClocks) -> None:
         p = self.profile
         if p.down:
             raise ProviderUnavailable(
@@ -319,6 +344,20 @@ class SimProvider:
             response_id=self._response_id(reply),
             tool_calls=reply.tool_calls,
             reasoning=reply.reasoning,
+        )
+
+    async def embed(self, call: EmbeddingCall, /) -> Embeddings:
+        await self._before_first_byte(call)
+        if self.profile.malformed:
+            raise ProviderMalformed(
+                f"{self.name}: response body is not valid JSON (simulated)", provider=self.name
+            )
+        request = call.request
+        size = request.dimensions or call.model_dimensions or SIM_DIMENSIONS
+        return Embeddings(
+            vectors=tuple(embedding(call.upstream_model, t, size) for t in request.inputs),
+            usage=Usage(sum(estimate_tokens(t) for t in request.inputs), 0),
+            response_model=call.upstream_model,
         )
 
     async def stream(self, call: ProviderCall, /) -> AsyncIterator[StreamEvent]:

@@ -2,7 +2,9 @@
 
 Serves `POST /v1beta/models/{model}:generateContent` and
 `:streamGenerateContent` (SSE with CRLF framing, as the real API sends), and
-acts out the scripted behaviours of `tests.fakes.script`. A request body goes through the
+`:batchEmbedContents` (at most 100 requests, each naming the URL's model; each text's vector is
+`openai_server.fake_vector`, `outputDimensionality` long), and acts out the scripted behaviours
+of `tests.fakes.script`. A request body goes through the
 `google-genai` types too (unknown fields, bad base64, roles, function responses that do not
 answer the calls before them): what the real API refuses, the fake refuses with a 400.
 
@@ -27,6 +29,7 @@ import pydantic
 from aiohttp import web
 from google.genai import types
 
+from tests.fakes.openai_server import FAKE_DIMENSIONS, fake_vector
 from tests.fakes.script import (
     Answer,
     Call,
@@ -212,6 +215,58 @@ def request_problem(body: Any) -> str | None:
     return None
 
 
+EMBED_BATCH_CAP = 100
+_EMBED_REQUEST_FIELDS = {"model", "content", "taskType", "title", "outputDimensionality"}
+
+
+def embed_problem(body: Any, model: str) -> str | None:
+    """What the real API would refuse in this `batchEmbedContents` body, if anything."""
+    if not isinstance(body, dict) or set(body) != {"requests"}:
+        return "Invalid JSON payload received."
+    requests = body["requests"]
+    if not isinstance(requests, list) or not requests:
+        return "* BatchEmbedContentsRequest.requests: requests is not specified"
+    if len(requests) > EMBED_BATCH_CAP:
+        return "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"
+    for i, one in enumerate(requests):
+        if not isinstance(one, dict) or not set(one) <= _EMBED_REQUEST_FIELDS:
+            return f"Invalid JSON payload received. Unknown name in requests[{i}]."
+        if one.get("model") != f"models/{model}":
+            return (
+                f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be the same "
+                "as the one in the URL"
+            )
+        try:
+            content = _checked(types.Content, one.get("content"))
+        except pydantic.ValidationError:
+            return f"Invalid JSON payload received. requests[{i}].content"
+        if not content.parts or not all(p.text for p in content.parts):
+            return f"* BatchEmbedContentsRequest.requests[{i}].content: text is empty"
+        size = one.get("outputDimensionality")
+        if size is not None and (not isinstance(size, int) or size < 1):
+            return f"* requests[{i}].outputDimensionality must be positive"
+    return None
+
+
+def embed_dict(model: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """A `batchEmbedContents` answer, as the SDK's `EmbedContentResponse`."""
+    embeddings = [
+        types.ContentEmbedding(
+            values=fake_vector(
+                model,
+                "".join(p["text"] for p in one["content"]["parts"]),
+                one.get("outputDimensionality") or FAKE_DIMENSIONS,
+            )
+        )
+        for one in body["requests"]
+    ]
+    usage = types.UsageMetadata(
+        prompt_token_count=answer.input_tokens, total_token_count=answer.input_tokens
+    )
+    response = types.EmbedContentResponse(embeddings=embeddings, usage_metadata=usage)
+    return response.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def error_dict(
     status: int, message: str, reason: str | None = None, retry_after: str | None = None
 ) -> dict[str, Any]:
@@ -261,7 +316,9 @@ def make_app(wall: Wall) -> web.Application:
 
     async def models(request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["tail"].rpartition(":")
-        if method not in ("generateContent", "streamGenerateContent") or not model:
+        if method not in ("generateContent", "streamGenerateContent", "batchEmbedContents"):
+            model = ""
+        if not model:
             return _json_response(404, error_dict(404, f"unknown method {method!r}"))
         stream = method == "streamGenerateContent"
         raw = await request.read()
@@ -281,7 +338,8 @@ def make_app(wall: Wall) -> web.Application:
                 request.query_string,
             )
         )
-        problem = request_problem(body)
+        embedding = method == "batchEmbedContents"
+        problem = embed_problem(body, model) if embedding else request_problem(body)
         if problem:
             return _json_response(400, error_dict(400, problem))
         behaviour = wall.next_for(model)
@@ -302,6 +360,9 @@ def make_app(wall: Wall) -> web.Application:
                 behaviour.status, behaviour.message, behaviour.code, behaviour.retry_after
             )
             return _json_response(behaviour.status, data, headers)
+        if embedding and not isinstance(behaviour, Malformed):
+            assert isinstance(behaviour, Answer), behaviour
+            return _json_response(200, embed_dict(model, body, behaviour))
         if isinstance(behaviour, Malformed):
             if stream:
                 response = await _sse(request)

@@ -1,12 +1,23 @@
-"""A fake OpenAI chat-completions server; responses are built from the official `openai` types."""
+"""A fake OpenAI chat-completions server; responses are built from the official `openai` types.
+
+It serves `POST /v1/embeddings` too: each input's vector is `fake_vector` of the model and the
+text (float32 values, `dimensions` long, else `FAKE_DIMENSIONS`), written as numbers or, for
+`encoding_format: base64`, as the API writes them (little-endian float32, base64). `Answer`
+answers (its `input_tokens` as the usage); `Status`, `Hang`, `Delay`, `Reset`, `Malformed`
+and `OddShape` (its `body`) act as for chat.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 
 from aiohttp import web
+from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.fakes.script import (
@@ -31,6 +42,41 @@ from tests.fakes.script import (
     ToolCalls,
     Wall,
 )
+
+FAKE_DIMENSIONS = 8
+
+
+def fake_vector(model: str, text: str, dimensions: int = FAKE_DIMENSIONS) -> list[float]:
+    """The fake's vector for `text`: float32 values in [-1, 1) from a hash of model and text."""
+    raw = hashlib.shake_256(f"{model}\x1f{text}".encode()).digest(4 * dimensions)
+    ints = struct.unpack(f"<{dimensions}i", raw)
+    return list(
+        struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(i / 2**31 for i in ints)))
+    )
+
+
+def embeddings_json(model: str, body: dict[str, object], answer: Answer) -> str:
+    """A whole embeddings answer, as the SDK's `CreateEmbeddingResponse` (vectors in base64
+    when the request asked for it, as the API writes them)."""
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    size = body.get("dimensions") or FAKE_DIMENSIONS
+    data = CreateEmbeddingResponse.model_validate(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": fake_vector(model, t, size)}
+                for i, t in enumerate(texts)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": answer.input_tokens, "total_tokens": answer.input_tokens},
+        }
+    ).model_dump(mode="json")
+    if body.get("encoding_format") == "base64":
+        for item in data["data"]:
+            vector = item["embedding"]
+            packed = struct.pack(f"<{len(vector)}f", *vector)
+            item["embedding"] = base64.b64encode(packed).decode()
+    return json.dumps(data)
 
 
 def _completion(model: str, message: dict[str, object], finish: str, usage: tuple[int, int]) -> str:
@@ -274,6 +320,7 @@ def make_app(wall: Wall) -> web.Application:
             )
         model = str(body.get("model"))
         stream = bool(body.get("stream"))
+        embedding = request.path.endswith("/embeddings")
         wall.record(
             Call(
                 "openai",
@@ -308,6 +355,19 @@ def make_app(wall: Wall) -> web.Application:
                 text=error_json(behaviour),
                 content_type="application/json",
                 headers=headers,
+            )
+        if embedding:
+            if isinstance(behaviour, Malformed):
+                return web.Response(status=200, text="{not json", content_type="application/json")
+            if isinstance(behaviour, OddShape):
+                return web.Response(
+                    status=200, text=behaviour.body, content_type="application/json"
+                )
+            assert isinstance(behaviour, Answer), behaviour
+            return web.Response(
+                status=200,
+                text=embeddings_json(model, body, behaviour),
+                content_type="application/json",
             )
         if isinstance(behaviour, Redirect):
             return web.Response(
@@ -448,4 +508,5 @@ def make_app(wall: Wall) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", chat)
     return app
