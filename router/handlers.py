@@ -175,10 +175,12 @@ async def _stream(
             scope.services.metrics.stream_truncated.labels(model.provider, model.id).inc()
             _served(scope, model, attempts, None)
             return response
-        served_by = router_body(model.provider, model.cost(end.usage), attempts)
-        await finish(
-            response, chunks.done(end.usage, {"router": served_by} if chat.include_usage else None)
+        extensions = (
+            {"router": router_body(model.provider, model.cost(end.usage), attempts)}
+            if chat.include_usage
+            else None
         )
+        await finish(response, chunks.done(end.usage, extensions))
         _served(scope, model, attempts, end.usage)
         return response
     except ConnectionError:  # the client hung up mid-stream: nothing more to say to it
