@@ -123,6 +123,8 @@ class Catalog:
     models: Mapping[str, CatalogModel]
     routes: Mapping[str, tuple[str, ...]]
     panels: Mapping[str, Panel]
+    # requested names -> the model, route or panel serving them when they cannot be served
+    model_map: Mapping[str, str] = field(default_factory=dict)
     # each kind's names (models and routes) and their chains, for its API's one lookup
     chat_chains: Mapping[str, tuple[str, ...]] = field(init=False)
     embedding_chains: Mapping[str, tuple[str, ...]] = field(init=False)
@@ -167,6 +169,7 @@ class Catalog:
             models=models,
             routes={alias: tuple(chain) for alias, chain in config.routes.items()},
             panels={name: Panel.from_config(name, p) for name, p in config.panels.items()},
+            model_map=dict(config.model_map),
         )
 
     def chain_for(self, name: str) -> tuple[str, ...] | None:

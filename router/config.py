@@ -307,6 +307,9 @@ class RouterConfig(_Strict):
     panels: dict[
         Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")], PanelConfig
     ] = {}
+    # requested model names (agents hard-code them) -> a model, route or `fusion/<panel>` that
+    # serves them when the name is not in the catalog, denied here, or has no target up
+    model_map: dict[Annotated[str, Field(min_length=1, max_length=256)], Name] = {}
 
 
 class LoadedConfig(BaseModel):
@@ -426,6 +429,21 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
                 add(f"routes.{alias}", "mixes chat and embedding models")
     panels = data.get("panels") if isinstance(data.get("panels"), dict) else {}
     assert isinstance(panels, dict)  # noqa: S101
+    model_map = data.get("model_map") if isinstance(data.get("model_map"), dict) else {}
+    assert isinstance(model_map, dict)  # noqa: S101
+    for name, target in model_map.items():
+        if not isinstance(target, str):
+            continue
+        panel = target.removeprefix("fusion/")
+        known = target in models or target in routes or (target != panel and panel in panels)
+        if not known:
+            add(f"model_map.{name}", f"maps to {target!r}: no model, route or fusion/<panel>")
+        elif target == name:
+            add(f"model_map.{name}", "maps a name to itself")
+        elif kinds.get(target, "chat") == "embedding" or any(
+            kinds.get(t) == "embedding" for t in routes.get(target) or ()
+        ):
+            add(f"model_map.{name}", "maps to embedding models (the map serves chat requests)")
     for pname, panel in panels.items():
         if not isinstance(panel, dict):
             continue

@@ -291,14 +291,26 @@ async def run_demo(out: TextIO) -> int:
                 f"HTTP {status}: served by {headers.get('X-Router-Model')} at {headers.get('X-Router-Provider')}"
             )
             p(f"policy exclusions: {headers.get('X-Router-Policy-Denied')}")
-            p("  denied 403 if asked directly:")
+            p("  a withdrawn model asked for directly, with no model_map entry: 403")
             status, _h, data, _ms = await _post(
                 session,
                 url,
-                {"model": "claude-fable-5", "messages": question},
+                {"model": "claude-mythos-5", "messages": question},
                 {"X-Router-Jurisdiction": "eu"},
             )
             p(f"  HTTP {status}: {data['error']['code']} (rule {data['error'].get('rule_id')})")
+            p("  an Anthropic client (Claude Code's API) asks for claude-fable-5 from the eu:")
+            status, headers, data, _ms = await _post(
+                session,
+                f"{base}/messages",
+                {"model": "claude-fable-5", "max_tokens": 200, "messages": question},
+                {"X-Router-Jurisdiction": "eu", "anthropic-version": "2023-06-01"},
+            )
+            p(
+                f"  HTTP {status}: {data['type']} from {headers.get('X-Router-Model')}; "
+                f"mapped from {headers.get('X-Router-Mapped-From')} "
+                f"({headers.get('X-Router-Mapped-Why')}) by model_map"
+            )
 
             p.section("5. an agent's tools, a JSON schema and an image, on gpt-5.5 (simulated)")
             await _agent_turns(p, session, url)

@@ -152,6 +152,7 @@ class _Answer:
             "X-Fusion-Seats": ",".join(s.served or "-" for s in outcome.panel.seats),
             "X-Fusion-Substitutions": str(substitutions),
             **(view.headers() if view is not None else {}),
+            **self.scope.mapped_headers,
         }
         if outcome.degraded:
             headers["X-Fusion-Degraded"] = ",".join(outcome.degraded)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from router.catalog import FUSION_PREFIX, CatalogModel
+from router import semconv
+from router.catalog import FUSION_PREFIX, Catalog, CatalogModel
 from router.deadline import request_deadline
 from router.dialect import Dialect, StreamWriter
 from router.errors import (
@@ -33,6 +35,7 @@ from router.request_scope import (
 from router.routing import AttemptLog, Router, check_max_tokens
 from router.sse_response import event_stream
 from router.state import Services
+from router.tracing import current_attributes
 from router.types import ChatRequest, Usage
 from router.wire_out import OPENAI_CHAT, json_bytes, router_body
 
@@ -56,6 +59,7 @@ def _answer_stream(
     """The SSE response for `model` served after the calls `attempted`, and its writer."""
     assert scope.view is not None  # noqa: S101  # pinned by the handler
     headers = served_headers(model, attempted, scope.request_id, scope.view)
+    headers.update(scope.mapped_headers)
     return event_stream(headers), dialect.writer(scope.request_id, model.id, created)
 
 
@@ -99,6 +103,8 @@ async def serve_chat(
     router = services.runtime.router
     if router is None:  # only once the upstream client closed, at the end of a shutdown
         raise ShuttingDown("the sidecar is shutting down; retry elsewhere or shortly")
+    if catalog.model_map:
+        chat = _mapped(scope, chat, router)
     if chat.model == "fusion" or chat.model.startswith(FUSION_PREFIX):
         completed.kind = "fusion"
         completed.target = chat.model if catalog.panel_for(chat.model) else "custom"
@@ -137,7 +143,42 @@ async def serve_chat(
         headers = foreseen[0]  # served at the first try, as foreseen
     else:
         headers = served_headers(routed.model, routed.attempts.providers, scope.request_id, view)
+    if scope.mapped_headers:
+        headers = {**headers, **scope.mapped_headers}
     return web.Response(body=json_bytes(body), content_type="application/json", headers=headers)
+
+
+def _mapped(scope: RequestScope, chat: ChatRequest, router: Router) -> ChatRequest:
+    """`chat` for the target its requested name maps to (`model_map`) when that name is not in
+    the catalog, denied here, or has no target up; said in the headers and the log line."""
+    catalog, view = scope.services.catalog, scope.view
+    target = catalog.model_map.get(chat.model)
+    if target is None or view is None:
+        return chat
+    reason = map_reason(chat.model, catalog, view, router)
+    if reason is None:
+        return chat
+    scope.completed.mapped_from, scope.completed.mapped_reason = chat.model, reason
+    scope.mapped_headers = {"X-Router-Mapped-From": chat.model, "X-Router-Mapped-Why": reason}
+    current_attributes(
+        {semconv.ROUTER_MAPPED_FROM: chat.model, semconv.ROUTER_MAPPED_REASON: reason}
+    )
+    return dataclasses.replace(chat, model=target)
+
+
+def map_reason(name: str, catalog: Catalog, view: PolicyView, router: Router) -> str | None:
+    """Why a requested name goes to its mapped target: `not_in_catalog`, `policy_denied`
+    (every target denied here) or `unavailable` (every allowed target's breaker open or
+    cooling down); None when the name is served as it is."""
+    chain_ids = catalog.chat_chains.get(name)
+    if chain_ids is None:
+        return None if catalog.panel_for(name) else "not_in_catalog"
+    allowed = [m for m in (catalog.models[i] for i in chain_ids) if view.decision(m).allowed]
+    if not allowed:
+        return "policy_denied"
+    if all(router.unavailable(m) is not None for m in allowed):
+        return "unavailable"
+    return None
 
 
 async def _stream(
@@ -256,6 +297,18 @@ async def list_models(request: web.Request, scope: RequestScope) -> web.Response
                 },
             }
         )
+    listed = {entry["id"] for entry in data}
+    for name, target in catalog.model_map.items():
+        if name not in listed:  # (an allowed catalog model is listed as itself)
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "fusion-router",
+                    "router": {"kind": "mapped", "model_kind": "chat", "served_by": target},
+                }
+            )
     headers = {
         "X-Router-Jurisdiction": ",".join(view.jurisdictions),
         "X-Router-Policy-Version": view.pinned.version,

@@ -20,7 +20,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,8 @@ class Completed:
     error_code: str | None = None
     stream_truncated: bool | None = None
     client_cancelled: bool | None = None
+    mapped_from: str | None = None  # the requested name a `model_map` entry served
+    mapped_reason: str | None = None  # not_in_catalog | policy_denied | unavailable
     fusion_panel: str | None = None
     fusion_seats: list[str | None] | None = None
     substitutions: list[dict[str, object]] | None = None
@@ -140,6 +142,7 @@ class RequestScope:
     body: bytes = b""  # the request body, for routes that read one (`RouteFlags.json_body`)
     response: web.StreamResponse | None = None  # a stream's response, once the handler made it
     dialect: Dialect = OPENAI_CHAT  # the inbound API's: how its errors are written
+    mapped_headers: dict[str, str] = field(default_factory=dict)  # a `model_map` entry served
 
     def started(self) -> web.StreamResponse | None:
         """The response whose head is on the wire already (a stream), if any."""
@@ -152,10 +155,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(
-    exc: RouterError, request_id: str, dialect: Dialect = OPENAI_CHAT
+    exc: RouterError,
+    request_id: str,
+    dialect: Dialect = OPENAI_CHAT,
+    extra: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """The JSON error for `exc`, in the inbound API's shape (OpenAI's unless said)."""
-    headers = {"X-Request-Id": request_id, **exc.headers()}
+    """The JSON error for `exc`, in the inbound API's shape (OpenAI's unless said), with
+    `extra` headers (a `model_map` entry that served the request)."""
+    headers = {"X-Request-Id": request_id, **exc.headers(), **(extra or {})}
     if exc.tried is not None:
         headers.update(attempt_headers(exc.tried))
     return web.json_response(dialect.error_body(exc), status=exc.http_status, headers=headers)
@@ -233,11 +240,11 @@ async def _handle(
             response = await handler(request, scope)
         except RouterError as exc:
             completed.failed(exc)
-            response = error_response(exc, request_id, scope.dialect)
+            response = error_response(exc, request_id, scope.dialect, scope.mapped_headers)
         except web.HTTPException as exc:
             error = _http_error(exc)
             completed.failed(error)
-            response = error_response(error, request_id, scope.dialect)
+            response = error_response(error, request_id, scope.dialect, scope.mapped_headers)
         except asyncio.CancelledError as exc:
             if not ShuttingDown.cut(exc):
                 status = CLIENT_CLOSED
@@ -282,7 +289,7 @@ async def _answer(scope: RequestScope, error: RouterError) -> web.StreamResponse
     error event ending it (a second HTTP response cannot follow the first)."""
     started = scope.started()
     if started is None:
-        return error_response(error, scope.request_id, scope.dialect)
+        return error_response(error, scope.request_id, scope.dialect, scope.mapped_headers)
     with contextlib.suppress(ConnectionError, RuntimeError):  # (gone, or ended already)
         await started.write(scope.dialect.stream_error(error))
         await started.write_eof()

@@ -31,6 +31,8 @@ PROVIDER_NAME = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.ge
 
 # Our namespace
 ROUTER_REQUEST_ID = "router.request_id"
+ROUTER_MAPPED_FROM = "router.model_map.from"  # the requested name a model_map entry served
+ROUTER_MAPPED_REASON = "router.model_map.reason"
 ROUTER_PROVIDER = "router.provider"
 ROUTER_MODEL = "router.model"
 ROUTER_ATTEMPT = "router.attempt"

@@ -152,6 +152,13 @@ def add_trace_ids(
     return event_dict
 
 
+def current_attributes(attributes: Mapping[str, Any]) -> None:
+    """Attributes on whatever span is current (the request's, in a handler)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(dict(attributes))
+
+
 def current_event(name: str, attributes: Mapping[str, Any]) -> None:
     """An event on whatever span is current (breaker rejections, policy decisions)."""
     span = trace.get_current_span()

@@ -25,6 +25,8 @@ def test_demo_runs_the_whole_story() -> None:
     assert "judge: " in out
     assert "ranking:" in out
     assert "HTTP 403: policy_denied" in out
+    # the Anthropic-shaped request for a withdrawn model, served by its model_map entry
+    assert "HTTP 200: message from gpt-5.5; mapped from claude-fable-5 (policy_denied)" in out
     assert "chat kimi-k2.6" in out  # the trace tree shows each attempt
     assert 'tool call: get_weather({"city": "Oslo"})' in out  # the simulator's agent turns
     assert 'json_schema answer: {"city": "Oslo", "celsius": ' in out
