@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -1181,3 +1182,24 @@ def test_a_tool_use_input_becomes_the_calls_arguments_and_limits_hold() -> None:
     assert (request.messages[2].role, request.messages[2].tool_call_id) == ("tool", "t1")
     assert fusion == {"quorum": 1}
     assert request.include_usage
+
+
+async def test_a_sidecar_at_its_inflight_cap_is_a_503_overloaded_error() -> None:
+    """The Anthropic SDK's view of the in-flight cap: 503, `overloaded_error`, our code."""
+    from tests.fakes.script import Hang
+    from tests.helpers import sidecar
+
+    async with sidecar("server: {max_inflight: 1}") as s:
+        s.wall.script("up-model-a", Hang(2.0))
+        client = anthropic.AsyncAnthropic(base_url=s.url, api_key="unused", max_retries=0)
+        held = asyncio.create_task(client.messages.create(model="m-a", max_tokens=100, messages=HI))
+        while not s.wall.calls:  # the first request holds the one slot
+            await asyncio.sleep(0.01)
+        with pytest.raises(anthropic.InternalServerError) as refused:
+            await client.messages.create(model="m-a", max_tokens=100, messages=HI)
+        assert (refused.value.status_code, refused.value.type) == (503, "overloaded_error")
+        assert refused.value.body["error"]["code"] == "overloaded"  # type: ignore[index]
+        held.cancel()
+        with contextlib.suppress(asyncio.CancelledError, anthropic.APIError):
+            await held
+        await client.close()
