@@ -71,9 +71,7 @@ def explain(
     }
     if model == "fusion" or model.startswith(FUSION_PREFIX):
         panel = resolve_panel(model, None, catalog)
-        availability = availability_for(
-            catalog.models, view.gate, lambda m: unavailable(m) is not None
-        )
+        availability = availability_for(catalog.models, view.gate, unavailable)
         plan = plan_panel(panel, catalog.models, availability)
         roles = (
             set(panel.panelists) | set(panel.judges) | set(panel.synthesizers) | set(plan.seated)

@@ -61,8 +61,8 @@ async def serve_fusion(
     catalog = services.catalog
     panel = resolve_panel(chat.model, options, catalog)
 
-    def unavailable(model: CatalogModel) -> bool:
-        return router.unavailable(model) is not None
+    def unavailable(model: CatalogModel) -> str | None:
+        return router.unavailable(model)
 
     availability = availability_for(catalog.models, view.gate, unavailable)
     seat_needs = required_capabilities(deliberation_view(chat))

@@ -13,7 +13,20 @@ from router.errors import InvalidRequest, UnknownModel, UnsupportedParameter, Wr
 from router.fusion.plan import Availability
 from router.routing import Gate
 
-OVERRIDABLE = ("panelists", "judges", "synthesizers", "quorum", "substitutes")
+# every panel field a request may set in its `fusion` object (checked as the config is)
+OVERRIDABLE = (
+    "panelists",
+    "judges",
+    "synthesizers",
+    "quorum",
+    "substitutes",
+    "deadline_s",
+    "degrade",
+    "hedge_after_s",
+    "judge_prompt",
+    "synthesizer_prompt",
+)
+_MEMBERS = ("panelists", "judges", "synthesizers", "substitutes")
 
 
 def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalog) -> Panel:
@@ -54,9 +67,7 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
         first = exc.errors(include_url=False, include_input=False)[0]
         path = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"fusion.{path}: {first['msg']}", param=f"fusion.{path}") from None
-    for role in OVERRIDABLE:
-        if role == "quorum":
-            continue
+    for role in _MEMBERS:
         for i, model_id in enumerate(getattr(config, role)):
             member = catalog.models.get(model_id)
             if member is None:
@@ -75,11 +86,12 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
 def availability_for(
     models: Mapping[str, CatalogModel],
     gate: Gate,
-    unavailable: Callable[[CatalogModel], bool],
+    unavailable: Callable[[CatalogModel], str | None],
     needs: frozenset[str] = frozenset(),
 ) -> Availability:
-    """Why a model cannot take a fusion role now (policy, breaker, unknown, an embedding model,
-    a capability of `needs` the catalog says it lacks), or None."""
+    """Why a model cannot take a fusion role now (policy and its rule, unknown, an embedding
+    model, a capability of `needs` the catalog says it lacks, or `unavailable`'s own reason:
+    breaker open, cooling down after a 429), or None."""
 
     def availability(model_id: str) -> str | None:
         model = models.get(model_id)
@@ -93,8 +105,6 @@ def availability_for(
         lacking = model.lacking(needs)
         if lacking:
             return f"lacks {', '.join(repr(c) for c in lacking)}"
-        if unavailable(model):
-            return "breaker open"
-        return None
+        return unavailable(model)
 
     return availability
