@@ -1,4 +1,4 @@
-"""The command line: `serve`, `check`, `demo` (and `python -m router` is the same program)."""
+"""The command line: `serve`, `check`, `explain`, `demo`, `mcp` (and `python -m router` is the same program)."""
 
 from __future__ import annotations
 
@@ -255,6 +255,20 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(sys.stdout))
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve Fusion as MCP tools on stdin/stdout, forwarding to a running sidecar.
+
+    stdout carries the protocol only: the JSON log lines go to stderr."""
+    logs.configure(os.environ.get("ROUTER_LOG_LEVEL", "warning"), json=True, stream=sys.stderr)
+    from router import mcp_server  # deferred: the MCP SDK is loaded by this command only
+
+    try:
+        asyncio.run(mcp_server.serve_stdio(args.url, mcp_server.token_from_env()))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion-router", description="An OpenAI-compatible LLM routing sidecar."
@@ -292,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.set_defaults(func=cmd_explain)
     demo = sub.add_parser("demo", help="show routed requests on the embedded default")
     demo.set_defaults(func=cmd_demo)
+    mcp = sub.add_parser(
+        "mcp", help="serve Fusion as MCP tools on stdio, forwarding to a running sidecar"
+    )
+    mcp.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="the sidecar's base URL (default http://127.0.0.1:8080); token from $ROUTER_TOKEN",
+    )
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
