@@ -121,24 +121,86 @@ class Guard(Protocol):
 
 
 class CallBudget:
-    """A cap on upstream calls shared by every stage of one request (fusion: 8)."""
+    """A cap on upstream calls shared by every stage of one request (fusion: 8).
 
-    __slots__ = ("limit", "used")
+    Calls can be held in reserve for a named role (fusion: the judge's and the synthesizer's,
+    reserved when the plan is made): no other role may spend them. A role spends through its
+    `lane`: its own reserve first, then the calls nobody holds (`free`)."""
+
+    __slots__ = ("_drawn", "_reserved", "limit", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._reserved: dict[str, int] = {}
+        self._drawn: dict[str, int] = {}  # calls a role took from the free ones
 
-    def take(self) -> bool:
-        """Reserve one upstream call; False when the budget is spent."""
-        if self.used >= self.limit:
+    @property
+    def free(self) -> int:
+        """Calls neither made nor held in reserve."""
+        return self.limit - self.used - sum(self._reserved.values())
+
+    def reserve(self, role: str, calls: int = 1) -> bool:
+        """Hold `calls` for `role` alone; False (nothing held) when fewer are free."""
+        if calls > self.free:
+            return False
+        self._reserved[role] = self._reserved.get(role, 0) + calls
+        return True
+
+    def release(self, role: str) -> None:
+        """Give `role`'s unspent reserve back to everyone (its stage will not run)."""
+        self._reserved.pop(role, None)
+
+    def available(self, role: str | None = None) -> int:
+        """Calls `role` may still make: its reserve and the free ones."""
+        return self.free + (self._reserved.get(role, 0) if role is not None else 0)
+
+    def take(self, role: str | None = None) -> bool:
+        """Reserve one upstream call; False when the budget is spent (for `role`)."""
+        if role is not None and self._reserved.get(role, 0) > 0:
+            self._reserved[role] -= 1
+        elif self.free > 0:
+            if role is not None:
+                self._drawn[role] = self._drawn.get(role, 0) + 1
+        else:
             return False
         self.used += 1
         return True
 
-    def give_back(self) -> None:
+    def give_back(self, role: str | None = None) -> None:
         """Return a reserved call that was not made (the breaker refused it at admission)."""
         self.used -= 1
+        if role is None:
+            return
+        if self._drawn.get(role, 0) > 0:
+            self._drawn[role] -= 1
+        elif role in self._reserved:
+            self._reserved[role] += 1
+
+    @property
+    def retry(self) -> bool:
+        """Whether routing may retry a failed target (always, for the budget as a whole)."""
+        return True
+
+    def lane(self, role: str, *, retry: bool = True) -> CallLane:
+        """What one role's calls spend from; `retry=False`: a failed target is not retried
+        (fusion: a substitute is ready to take the seat instead)."""
+        return CallLane(self, role, retry)
+
+
+class CallLane:
+    """One role's way to spend a `CallBudget` (see `CallBudget.lane`)."""
+
+    __slots__ = ("_budget", "retry", "role")
+
+    def __init__(self, budget: CallBudget, role: str, retry: bool) -> None:
+        self._budget, self.role, self.retry = budget, role, retry
+
+    def take(self) -> bool:
+        return self._budget.take(self.role)
+
+    def give_back(self) -> None:
+        self._budget.give_back(self.role)
 
 
 @value
@@ -393,7 +455,7 @@ class _Job:
     request: ChatRequest
     deadline: float
     stream: bool
-    budget: CallBudget | None
+    budget: CallBudget | CallLane | None
     gate: Gate | None
     attempts: AttemptLog
     missing: list[tuple[str, str]] = field(default_factory=list)  # (field, protocol) skipped
@@ -452,7 +514,7 @@ class _EmbedJob:
 
     request: EmbeddingRequest
     deadline: float
-    budget: CallBudget | None
+    budget: CallBudget | CallLane | None
     gate: Gate | None
     attempts: AttemptLog
     stream: bool = False
@@ -556,7 +618,7 @@ class Router:
         chain: Sequence[CatalogModel],
         deadline: float,
         *,
-        budget: CallBudget | None = None,
+        budget: CallBudget | CallLane | None = None,
         gate: Gate | None = None,
     ) -> Routed:
         """The first complete answer along `chain`."""
@@ -571,7 +633,7 @@ class Router:
         chain: Sequence[CatalogModel],
         deadline: float,
         *,
-        budget: CallBudget | None = None,
+        budget: CallBudget | CallLane | None = None,
         gate: Gate | None = None,
     ) -> OpenedStream:
         """A stream from the first target along `chain` that produces its first event."""
@@ -721,6 +783,12 @@ class Router:
                     action = self._after_failure(
                         exc, model, self._key(model), chain, position, retries_here, job.deadline
                     )
+                    if (
+                        job.budget is not None
+                        and not job.budget.retry
+                        and not isinstance(exc, StaleConnection)
+                    ):
+                        action = None  # the caller has a substitute ready: no retry here
                     if isinstance(action, float):
                         retries_here += 1
                         await self._sleep(action)

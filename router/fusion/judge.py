@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router import semconv
-from router.errors import AttemptRecord, RouterError
+from router.errors import AllProvidersFailed, AttemptRecord, RouterError
+from router.fusion.caller import failure_code
 from router.fusion.panel import FusionDeps, SeatResult
 from router.fusion.prompts import JUDGE_SYSTEM, JUDGE_TEMPLATE, answers_block
 from router.types import ChatRequest, Message, Usage
 
 MAX_JUDGE_TOKENS = 2000
+JUDGE = "judge"  # the judge's role, and the name its reserved call is held under
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,13 +211,19 @@ async def _judge(
             judge_request(question_text(request), labelled, template),
             usable,
             deadline,
-            role="judge",
+            role=JUDGE,
         )
     except RouterError as exc:
+        code = failure_code(exc)  # `call_budget_exhausted`: the judge was never called
         if deps.log is not None:
-            deps.log.warning("fusion.judge_failed", code=exc.code)
+            deps.log.warning("fusion.judge_failed", code=code)
         return JudgeResult(
-            "failed", None, None, latency_ms=(deps.clock() - started) * 1000, error=exc.code
+            "failed",
+            None,
+            None,
+            latency_ms=(deps.clock() - started) * 1000,
+            attempts=exc.attempts if isinstance(exc, AllProvidersFailed) else (),
+            error=code,
         )
     findings = parse_findings(routed.completion.text, labelled)
     return JudgeResult(

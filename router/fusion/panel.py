@@ -1,9 +1,12 @@
 """Fan out to the panel: every seat in parallel, substitutes mid-flight, outcomes as values.
 
 `fill_seat` never raises a provider or routing error: a seat ends `answered`
-or `failed`, with its story (every model tried, why it failed, who substituted
-whom). A failure of one seat never cancels its siblings; only cancellation
-(the client went away, the deadline) stops the fan-out.
+or `failed`, with its story (every model tried, every attempt's code, who
+substituted whom). An empty or whitespace-only answer is a failure of the seat
+(`empty_answer`). A failed panelist is substituted rather than retried when a
+substitute is ready; panel calls spend only the calls the judge and synthesizer
+do not hold in reserve. A failure of one seat never cancels its siblings; only
+cancellation (the client went away, the deadline) stops the fan-out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from opentelemetry import trace
 from router import semconv
 from router.catalog import CatalogModel
 from router.errors import AllProvidersFailed, AttemptRecord, RouterError
+from router.fusion.caller import CALL_BUDGET_EXHAUSTED
 from router.fusion.plan import (
     MAX_SUBSTITUTIONS,
     Availability,
@@ -30,6 +34,8 @@ from router.routing import OpenedStream, Routed
 from router.types import ChatRequest, Usage
 
 MIN_SEAT_S = 0.05
+PANELIST = "panelist"
+EMPTY_ANSWER = "empty_answer"
 
 
 class Caller(Protocol):
@@ -43,11 +49,18 @@ class Caller(Protocol):
         *,
         role: str,
         seat: int | None = None,
+        retry: bool = True,
     ) -> Routed: ...
 
     async def open_stream(
         self, request: ChatRequest, chain: Sequence[str], deadline: float, *, role: str
     ) -> OpenedStream: ...
+
+    def reserve(self, role: str, calls: int = 1) -> bool: ...
+
+    def release(self, role: str) -> None: ...
+
+    def available(self, role: str) -> int: ...
 
 
 @dataclass
@@ -81,6 +94,23 @@ class Substitution:
 
 
 @dataclass(frozen=True, slots=True)
+class SeatFailure:
+    """One model's failure in a seat: the telling code (the last call's, else why no call
+    was made), and every attempt's (code, upstream status), in order."""
+
+    model: str
+    code: str
+    attempts: tuple[tuple[str, int | None], ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "code": self.code,
+            "attempts": [{"code": c, "status": s} for c, s in self.attempts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class SeatResult:
     """How one seat ended."""
 
@@ -89,7 +119,7 @@ class SeatResult:
     served: str | None
     text: str | None
     substitutions: tuple[Substitution, ...]
-    failures: tuple[tuple[str, str], ...]  # (model, code)
+    failures: tuple[SeatFailure, ...]
     attempts: tuple[AttemptRecord, ...]
     usage: Usage
     cost: float
@@ -104,7 +134,7 @@ class SeatResult:
             "served": self.served,
             "status": self.status,
             "substitutions": [s.as_dict() for s in self.substitutions],
-            "failures": [{"model": m, "code": c} for m, c in self.failures],
+            "failures": [f.as_dict() for f in self.failures],
             "attempts": len(self.attempts),
             "latency_ms": round(self.latency_ms, 1),
             "usage": {
@@ -126,9 +156,22 @@ class SeatState:
     cancelled_losers: int = 0
     log: list[Substitution] = field(default_factory=list)
 
+    def substitute_ready(self, model: str, deps: FusionDeps) -> bool:
+        """Whether `model`, should it fail, has a substitute to take its seat, with a call
+        left for it beside `model`'s own: then `model` is not retried."""
+        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 2:
+            return False
+        return (
+            pick_substitute(
+                model, deps.models, self.explicit_pool, self.taken, self.vendors, deps.availability
+            )
+            is not None
+        )
+
     def claim(self, failed: str, deps: FusionDeps) -> CatalogModel | None:
-        """Atomically claim a substitute for `failed` (no await between check and take)."""
-        if self.substitutions >= MAX_SUBSTITUTIONS:
+        """Atomically claim a substitute for `failed` (no await between check and take);
+        None when none is usable or no panel call is left for it."""
+        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 1:
             return None
         picked = pick_substitute(
             failed, deps.models, self.explicit_pool, self.taken, self.vendors, deps.availability
@@ -142,21 +185,57 @@ class SeatState:
         return model
 
 
+@dataclass(frozen=True, slots=True)
+class Tried:
+    """One model's try at a seat: its answer (None when it failed or was empty), why not,
+    and what it cost."""
+
+    model: str
+    routed: Routed | None
+    failure: SeatFailure | None
+    attempts: tuple[AttemptRecord, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+
+
+def _failure(model: str, error: RouterError) -> SeatFailure:
+    """The seat's record of `error`: every attempt's code, the last call's as the telling one."""
+    if isinstance(error, AllProvidersFailed) and error.attempts:
+        records = error.attempts
+        made = [r for r in records if r.outcome != "skipped"]
+        code = (made or list(records))[-1].code
+        return SeatFailure(model, code, tuple((r.code, r.status) for r in records))
+    return SeatFailure(model, error.code, ((error.code, None),))
+
+
 async def _try(
-    deps: FusionDeps, request: ChatRequest, model: str, deadline: float, seat: int
-) -> tuple[Routed | None, RouterError | None]:
+    deps: FusionDeps,
+    request: ChatRequest,
+    model: str,
+    deadline: float,
+    seat: int,
+    retry: bool = True,
+) -> Tried:
     try:
-        return await deps.caller.complete(
-            request, [model], deadline, role="panelist", seat=seat
-        ), None
+        routed = await deps.caller.complete(
+            request, [model], deadline, role=PANELIST, seat=seat, retry=retry
+        )
     except RouterError as exc:
-        return None, exc
+        records = exc.attempts if isinstance(exc, AllProvidersFailed) else ()
+        return Tried(model, None, _failure(model, exc), tuple(records))
     except (
         Exception
     ) as exc:  # a bug must not cancel the sibling seats: it becomes this seat's failure
         if deps.log is not None:
             deps.log.exception("fusion.seat_crashed", seat=seat, model=model)
-        return None, RouterError(f"internal error in seat {seat}: {type(exc).__name__}")
+        error = RouterError(f"internal error in seat {seat}: {type(exc).__name__}")
+        return Tried(model, None, _failure(model, error))
+    records = tuple(routed.attempts.records)
+    usage, cost = routed.completion.usage, routed.cost
+    if not routed.completion.text.strip():  # an empty answer is no answer: the seat failed
+        codes = (*((r.code, r.status) for r in records[:-1]), (EMPTY_ANSWER, 200))
+        return Tried(model, None, SeatFailure(model, EMPTY_ANSWER, codes), records, usage, cost)
+    return Tried(model, routed, None, records, usage, cost)
 
 
 async def fill_seat(
@@ -194,7 +273,7 @@ async def _fill_seat(
 ) -> SeatResult:
     started = deps.clock()
     subs: list[Substitution] = []
-    failures: list[tuple[str, str]] = []
+    failures: list[SeatFailure] = []
     attempts: list[AttemptRecord] = []
     usage, cost = Usage(), 0.0
 
@@ -207,55 +286,61 @@ async def _fill_seat(
             substitutions=tuple(subs),
             failures=tuple(failures),
             attempts=tuple(attempts),
-            usage=usage + (routed.completion.usage if routed else Usage()),
-            cost=cost + (routed.cost if routed else 0.0),
+            usage=usage,
+            cost=cost,
             latency_ms=(deps.clock() - started) * 1000,
         )
 
     model = seat.model
     substituted_here = False
     while model is not None:
+        # a model with a substitute ready is not retried: the substitute takes the seat
+        retry = substituted_here or not state.substitute_ready(model, deps)
         if hedge_after_s is not None and not substituted_here:
-            routed, error, hedged = await _hedged(
-                seat, request, deps, state, deadline, model, hedge_after_s, subs
+            tries, hedged = await _hedged(
+                seat, request, deps, state, deadline, model, hedge_after_s, subs, retry
             )
-            if hedged:
-                substituted_here = True
+            substituted_here = hedged
         else:
-            routed, error = await _try(deps, request, model, deadline, seat.index)
-        if routed is not None:
-            attempts.extend(routed.attempts.records)
-            return done("answered", routed)
-        assert error is not None  # noqa: S101  # _try returns exactly one of the two
-        if isinstance(error, AllProvidersFailed):
-            attempts.extend(error.attempts)
-        failed_model = model
-        failures.append((failed_model, error.code))
+            tries = [await _try(deps, request, model, deadline, seat.index, retry)]
+        winner: Routed | None = None
+        for tried in tries:
+            attempts.extend(tried.attempts)
+            usage, cost = usage + tried.usage, cost + tried.cost
+            if tried.failure is not None:
+                failures.append(tried.failure)
+            winner = winner or tried.routed
+        if winner is not None:
+            return done("answered", winner)
+        failure = tries[0].failure
+        assert failure is not None  # noqa: S101  # a try without an answer says why
         if substituted_here or deadline - deps.clock() < MIN_SEAT_S:
             break
-        replacement = state.claim(failed_model, deps)
+        if failure.code == CALL_BUDGET_EXHAUSTED:
+            break  # no call was left for this seat: none is left for a substitute either
+        replacement = state.claim(model, deps)
         if replacement is None:
             break
-        sub = Substitution(seat.index, failed_model, error.code, replacement.id)
+        sub = Substitution(seat.index, model, failure.code, replacement.id)
         subs.append(sub)
         state.log.append(sub)
         if deps.log is not None:
             deps.log.warning(
                 "fusion.seat_substituted",
                 seat=seat.index,
-                failed=failed_model,
-                code=error.code,
+                failed=model,
+                code=failure.code,
                 substitute=replacement.id,
             )
         span.add_event(
             semconv.EVENT_FUSION_SUBSTITUTED,
             {
-                semconv.ROUTER_SUBSTITUTE_FOR: failed_model,
+                semconv.ROUTER_SUBSTITUTE_FOR: model,
                 semconv.ROUTER_MODEL: replacement.id,
-                semconv.ERROR_TYPE: error.code,
+                semconv.ERROR_TYPE: failure.code,
             },
         )
-        span.set_attribute(semconv.ROUTER_SUBSTITUTE_FOR, failed_model)
+        span.set_attribute(semconv.ROUTER_SUBSTITUTE_FOR, model)
         model = replacement.id
         substituted_here = True
     return done("failed", None)
@@ -270,36 +355,35 @@ async def _hedged(
     model: str,
     hedge_after_s: float,
     subs: list[Substitution],
-) -> tuple[Routed | None, RouterError | None, bool]:
-    """Start a substitute if the seat is slower than its budget; the first answer wins."""
-    primary = asyncio.ensure_future(_try(deps, request, model, deadline, seat.index))
-    backup: asyncio.Future[tuple[Routed | None, RouterError | None]] | None = None
+    retry: bool,
+) -> tuple[list[Tried], bool]:
+    """Start a substitute if the seat is slower than its budget; the first answer wins.
+    Returns every try that ended (the answer, if any, among them) and whether it hedged."""
+    primary = asyncio.ensure_future(_try(deps, request, model, deadline, seat.index, retry))
+    backup: asyncio.Future[Tried] | None = None
     try:
         finished, _ = await asyncio.wait({primary}, timeout=hedge_after_s)
         if finished:
-            routed, error = primary.result()
-            return routed, error, False
+            return [primary.result()], False
         replacement = state.claim(model, deps)
         if replacement is None:
-            routed, error = await primary
-            return routed, error, False
+            return [await primary], False
         sub = Substitution(seat.index, model, "hedged", replacement.id)
         subs.append(sub)
         state.log.append(sub)
         backup = asyncio.ensure_future(_try(deps, request, replacement.id, deadline, seat.index))
-        pending = {primary, backup}
-        last: tuple[Routed | None, RouterError | None] = (None, None)
+        pending: set[asyncio.Future[Tried]] = {primary, backup}
+        ended: list[Tried] = []
         while pending:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in finished:
-                last = task.result()
-                if last[0] is not None:
-                    for loser in pending:
-                        loser.cancel()
-                        state.cancelled_losers += 1
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    return last[0], None, True
-        return last[0], last[1], True
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            ended.extend(task.result() for task in done)
+            if any(t.routed is not None for t in ended):
+                for loser in pending:
+                    loser.cancel()
+                    state.cancelled_losers += 1
+                await asyncio.gather(*pending, return_exceptions=True)
+                return ended, True
+        return ended, True
     finally:  # a cancelled seat (client gone, shutdown) leaves no call of its own running
         running = [t for t in (primary, backup) if t is not None and not t.done()]
         for left in running:

@@ -12,10 +12,10 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router.fusion.judge import JudgeResult, run_judge
+from router.fusion.judge import JUDGE, JudgeResult, run_judge
 from router.fusion.panel import FusionDeps, PanelResult, gather_panel
 from router.fusion.plan import FusionPlan
-from router.fusion.synthesize import Synthesis, synthesize
+from router.fusion.synthesize import SYNTHESIZER, Synthesis, synthesize
 from router.fusion.views import deliberation_view, synthesizer_only
 from router.types import ChatRequest, Usage
 
@@ -113,6 +113,16 @@ class FusionOutcome:
         }
 
 
+def reserve_calls(plan: FusionPlan, deps: FusionDeps) -> None:
+    """Hold the judge's and the synthesizer's call before any panelist is called: the panel
+    (its retries, substitutions and hedges) spends only what is left, so a panel that meets
+    its quorum always leaves the stages that finish the answer a call each."""
+    if len(plan.seated) > 1 and plan.judges.candidates:
+        deps.caller.reserve(JUDGE)
+    if plan.synthesizers.candidates:
+        deps.caller.reserve(SYNTHESIZER)
+
+
 async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
     """Panel → judge → synthesizer, degrading explicitly instead of failing where answers exist.
 
@@ -122,6 +132,7 @@ async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
     """
     plan, chat = request.plan, request.chat
     view = deliberation_view(chat)
+    reserve_calls(plan, deps)
     panel = await gather_panel(
         plan, view, deps, request.by_share(PANEL_SHARE), request.hedge_after_s
     )
@@ -131,6 +142,7 @@ async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
     degraded: tuple[str, ...] = ("quorum",) if len(answers) < plan.quorum else ()
     judge: JudgeResult | None = None
     if degraded or len(answers) == 1:
+        deps.caller.release(JUDGE)  # no judging: its call may serve the synthesizer's failover
         if not degraded:
             judge = JudgeResult("skipped", None, None, error="one answer")
         if not synthesizer_only(chat):

@@ -14,7 +14,8 @@ from string import Template
 from typing import Any
 
 from router import semconv
-from router.errors import AttemptRecord, NoEligibleModel, RouterError
+from router.errors import AllProvidersFailed, AttemptRecord, NoEligibleModel, RouterError
+from router.fusion.caller import failure_code
 from router.fusion.judge import Findings, question_text
 from router.fusion.panel import FusionDeps, SeatResult
 from router.fusion.plan import FusionPlan
@@ -28,6 +29,8 @@ from router.fusion.prompts import (
 from router.fusion.views import deliberation_view, in_conversation
 from router.routing import OpenedStream
 from router.types import ChatRequest, Completion, Message, StreamEnd, Usage
+
+SYNTHESIZER = "synthesizer"  # the synthesizer's role, and the name its reserved call is held under
 
 
 def synthesis_request(
@@ -169,7 +172,7 @@ async def synthesize(
                 raise NoEligibleModel("no synthesizer candidate is available")
             if request.stream:
                 opened = await deps.caller.open_stream(
-                    prompt, candidates, deadline, role="synthesizer"
+                    prompt, candidates, deadline, role=SYNTHESIZER
                 )
                 result = SynthesisResult(
                     "streaming",
@@ -178,14 +181,15 @@ async def synthesize(
                     attempts=tuple(opened.attempts.records),
                 )
                 return Synthesis(result, stream=opened)
-            routed = await deps.caller.complete(prompt, candidates, deadline, role="synthesizer")
+            routed = await deps.caller.complete(prompt, candidates, deadline, role=SYNTHESIZER)
         except RouterError as exc:
             best = best_answer(answers, findings)
             failed = SynthesisResult(
                 "failed",
                 None,
                 latency_ms=(deps.clock() - started) * 1000,
-                error=exc.code,
+                attempts=exc.attempts if isinstance(exc, AllProvidersFailed) else (),
+                error=failure_code(exc),  # `call_budget_exhausted`: never called
                 fallback_from=best.served,
             )
             return Synthesis(failed, best.text or "")
