@@ -39,6 +39,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, Protocol, cast
 
 from opentelemetry import trace
@@ -603,8 +604,10 @@ class Router:
         """Why routing would skip `model` right now (breaker open, cooling down), or None."""
         if self._breakers is not None and self._breakers.is_open(model.provider, model.id):
             return "breaker open"
-        if self.cooldowns.remaining(self._key(model)) > 0:
-            return "cooling down (rate limited)"
+        cooling = self.cooldowns.remaining(self._key(model))
+        if cooling > 0:
+            until = datetime.fromtimestamp(time.time() + cooling, UTC).strftime("%H:%M:%SZ")
+            return f"cooling down after a rate limit until {until} ({cooling:.0f} s)"
         return None
 
     def _key(self, model: CatalogModel) -> str:

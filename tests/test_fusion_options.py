@@ -76,5 +76,5 @@ async def test_a_panelist_cooling_down_after_a_429_is_planned_out_as_such() -> N
         status, body = await _post(s.url, {"model": "fusion/trio", "messages": HI})
         assert status == 200, body
         [seat] = [seat for seat in body["fusion"]["plan"]["seats"] if seat["wanted"] == "m1"]
-        assert "cooling down" in seat["reason"], seat
+        assert "cooling down after a rate limit until " in seat["reason"], seat
         assert "breaker open" not in seat["reason"], seat
