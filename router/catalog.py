@@ -81,6 +81,8 @@ class Panel:
     hedge_after_s: float | None
     judge_prompt: str | None
     synthesizer_prompt: str | None
+    independent_judging: bool = True
+    max_substitute_tier: str | None = None
 
     @classmethod
     def from_config(cls, name: str, cfg: PanelConfig) -> Panel:
@@ -102,6 +104,8 @@ class Panel:
             hedge_after_s=cfg.hedge_after_s,
             judge_prompt=cfg.judge_prompt,
             synthesizer_prompt=cfg.synthesizer_prompt,
+            independent_judging=cfg.independent_judging,
+            max_substitute_tier=cfg.max_substitute_tier,
         )
 
 

@@ -250,6 +250,10 @@ class PanelConfig(_Strict):
     hedge_after_s: PositiveSeconds | None = None
     judge_prompt: str | None = None
     synthesizer_prompt: str | None = None
+    # a substitute is never the judge's or synthesizer's model unless nothing else can sit
+    independent_judging: bool = True
+    # a substitute's tier is at most this; None: at most the tier of the seat it replaces
+    max_substitute_tier: Tier | None = None
 
 
 class RetryConfig(_Strict):

@@ -32,6 +32,7 @@ def test_embedded_default_is_the_seed() -> None:
         "claude-mythos-5",
         "claude-opus-4.8",
         "gpt-5.5",
+        "gpt-5.5-mini",  # the budget tier's spare (a substitute within the tier)
         "gemini-3-flash",
         "kimi-k2.6",
         "deepseek-v4-pro",

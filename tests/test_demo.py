@@ -17,7 +17,10 @@ def test_demo_runs_the_whole_story() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "kimi-k2.6 failed" in out  # the down provider's seat was substituted mid-flight
+    # the down provider's seat fails mid-flight and is substituted within its tier (issue 18:
+    # substitutes never climb above the seat's tier): the budget spare takes it
+    assert "kimi-k2.6 failed (provider_unavailable), substituted by gpt-5.5-mini" in out
+    assert "error.type=provider_unavailable" in out.split("chat kimi-k2.6", 1)[1].split("\n")[0]
     assert (
         "claude-fable-5 unavailable (policy eu" in out
     )  # denied by policy, substituted in the plan

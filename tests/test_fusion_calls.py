@@ -135,13 +135,16 @@ def test_any_fault_schedule_on_five_seats_finishes_within_eight_calls() -> None:
 
 async def test_two_failing_panelists_of_three_still_get_judged_and_synthesized() -> None:
     """The issue's reproduction: two of three panelists fail with 500. Each is substituted at
-    once (not retried), and the judge and synthesizer get their reserved calls."""
+    once (not retried), and the judge and synthesizer get their reserved calls. (The ceiling is
+    raised to `standard` so both seats have a substitute: sub2 is above the seats' budget tier.)"""
     async with fusion_sidecar() as s:
         s.wall.script("up-m2", Status(500))
         s.wall.script("up-m3", Status(500))
         completion = await s.openai().chat.completions.create(
-            model="fusion/trio", messages=QUESTION
-        )  # type: ignore[arg-type]
+            model="fusion/trio",
+            messages=QUESTION,  # type: ignore[arg-type]
+            extra_body={"fusion": {"max_substitute_tier": "standard"}},
+        )
         fusion = fusion_of(completion)
         assert completion.choices[0].message.content == "answer from synth-m"
         assert fusion["degraded"] == []
@@ -199,8 +202,10 @@ async def test_empty_and_blank_answers_fail_their_seat_and_are_substituted() -> 
         s.wall.script("up-m2", Answer(""))
         s.wall.script("up-m3", Answer("  \n\t "))
         completion = await s.openai().chat.completions.create(
-            model="fusion/trio", messages=QUESTION
-        )  # type: ignore[arg-type]
+            model="fusion/trio",
+            messages=QUESTION,  # type: ignore[arg-type]
+            extra_body={"fusion": {"max_substitute_tier": "standard"}},  # sub2 may sit
+        )
         fusion = fusion_of(completion)
         assert [seat["served"] for seat in fusion["seats"]] == ["m1", "sub1", "sub2"]
         assert [f["code"] for f in fusion["seats"][1]["failures"]] == ["empty_answer"]

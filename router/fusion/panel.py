@@ -28,6 +28,7 @@ from router.fusion.plan import (
     Availability,
     FusionPlan,
     SeatPlan,
+    SubstituteRules,
     pick_substitute,
 )
 from router.routing import OpenedStream, Routed
@@ -153,6 +154,7 @@ class SeatState:
     vendors: set[str]
     explicit_pool: tuple[str, ...]
     substitutions: int = 0
+    rules: SubstituteRules = field(default_factory=SubstituteRules)
     cancelled_losers: int = 0
     log: list[Substitution] = field(default_factory=list)
 
@@ -163,7 +165,13 @@ class SeatState:
             return False
         return (
             pick_substitute(
-                model, deps.models, self.explicit_pool, self.taken, self.vendors, deps.availability
+                model,
+                deps.models,
+                self.explicit_pool,
+                self.taken,
+                self.vendors,
+                deps.availability,
+                self.rules,
             )
             is not None
         )
@@ -174,7 +182,13 @@ class SeatState:
         if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 1:
             return None
         picked = pick_substitute(
-            failed, deps.models, self.explicit_pool, self.taken, self.vendors, deps.availability
+            failed,
+            deps.models,
+            self.explicit_pool,
+            self.taken,
+            self.vendors,
+            deps.availability,
+            self.rules,
         )
         if picked is None:
             return None
@@ -431,6 +445,7 @@ async def _gather(
         taken=set(plan.seated) | {s.wanted for s in plan.seats},
         vendors={deps.models[m].vendor for m in plan.seated if m in deps.models},
         explicit_pool=plan.pool,
+        rules=plan.rules,
     )
     async with asyncio.TaskGroup() as group:
         tasks = [

@@ -14,7 +14,7 @@ from typing import Any
 
 from router.fusion.judge import JUDGE, JudgeResult, run_judge
 from router.fusion.panel import FusionDeps, PanelResult, gather_panel
-from router.fusion.plan import FusionPlan
+from router.fusion.plan import FusionPlan, independent_roles
 from router.fusion.synthesize import SYNTHESIZER, Synthesis, synthesize
 from router.fusion.views import deliberation_view, synthesizer_only
 from router.types import ChatRequest, Usage
@@ -135,6 +135,13 @@ async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
     reserve_calls(plan, deps)
     panel = await gather_panel(
         plan, view, deps, request.by_share(PANEL_SHARE), request.hedge_after_s
+    )
+    # independent judging: a model that took a seat mid-flight gives up the judging roles
+    plan = independent_roles(
+        plan,
+        [(s.seat, s.failed, s.substitute) for s in panel.substitutions],
+        deps.models,
+        deps.availability,
     )
     answers = panel.answers
     if len(answers) < plan.quorum and not (request.degrade == "best_single" and answers):

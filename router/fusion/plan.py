@@ -6,14 +6,22 @@ the panel's explicit pool, else from the catalog, chosen by: policy-allowed
 and available, not already seated, same or nearest capability tier, most
 shared tags, a vendor not yet on the panel (diversity), then cheaper. Every
 choice carries its reason; the plan is what `explain` shows for a panel.
+
+Two rules bound the choice (`SubstituteRules`). Tier ceiling: a substitute's tier is
+at most the replaced seat's (or the panel's `max_substitute_tier`); a seat with no
+substitute within it stays empty. Independent judging (default on): a substitute is
+never a judge or synthesizer candidate while any other substitute exists; when one
+must be, it leaves those roles, which go to the next candidate not on the panel
+(`independent_roles`), and the plan says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from router.catalog import CatalogModel, Panel
+from router.config import TIER_RANK
 
 MAX_SEATS = 5
 MAX_SUBSTITUTIONS = 2
@@ -46,17 +54,36 @@ class SeatPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class SubstituteRules:
+    """What bounds a substitute: a tier ceiling, and the models it should not be (the request's
+    judge and synthesizer candidates, when judging is independent)."""
+
+    max_tier: str | None = None  # None: the tier of the seat it replaces
+    avoid: frozenset[str] = frozenset()
+    independent: bool = True
+
+    def ceiling(self, wanted: CatalogModel | None) -> int:
+        if self.max_tier is not None:
+            return TIER_RANK[self.max_tier]
+        return wanted.tier_rank if wanted is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
 class RolePlan:
     """Judge or synthesizer candidates in order, and the ones excluded with why."""
 
     candidates: tuple[str, ...]
     excluded: tuple[tuple[str, str], ...]
+    swapped: tuple[str, ...] = ()  # independent judging: why a candidate gave way, to whom
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "candidates": list(self.candidates),
             "excluded": [{"model": m, "reason": r} for m, r in self.excluded],
         }
+        if self.swapped:
+            out["swapped"] = list(self.swapped)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +96,7 @@ class FusionPlan:
     synthesizers: RolePlan
     quorum: int
     pool: tuple[str, ...] = ()
+    rules: SubstituteRules = SubstituteRules()
 
     @property
     def seated(self) -> tuple[str, ...]:
@@ -130,22 +158,82 @@ def pick_substitute(
     taken: set[str],
     seated_vendors: set[str],
     availability: Availability,
+    rules: SubstituteRules | None = None,
 ) -> tuple[CatalogModel, str] | None:
-    """The best usable substitute for `wanted_id`, or None. Never a denied or open model."""
+    """The best usable substitute for `wanted_id`, or None. Never a denied or open model; with
+    `rules`, never above the tier ceiling, and one of `rules.avoid` only when nothing else is."""
     wanted = models.get(wanted_id)
-    for model_id in explicit_pool:
-        model = models.get(model_id)
-        if model is not None and model_id not in taken and availability(model_id) is None:
-            return model, _reason_for(wanted, model, seated_vendors, explicit=True)
-    pool = [
-        m
-        for m in models.values()
-        if m.id not in taken and m.id not in explicit_pool and availability(m.id) is None
-    ]
-    ranked = rank_substitutes(wanted, pool, seated_vendors)
-    if not ranked:
-        return None
-    return ranked[0], _reason_for(wanted, ranked[0], seated_vendors, explicit=False)
+    ceiling = rules.ceiling(wanted) if rules is not None else None
+    avoid = rules.avoid if rules is not None else frozenset()
+
+    def usable(model: CatalogModel) -> bool:
+        return (
+            model.id not in taken
+            and (ceiling is None or model.tier_rank <= ceiling)
+            and availability(model.id) is None
+        )
+
+    for allow_roles in (False, True) if avoid else (True,):
+
+        def fits(model: CatalogModel, allow_roles: bool = allow_roles) -> bool:
+            return usable(model) and (allow_roles or model.id not in avoid)
+
+        for model_id in explicit_pool:
+            model = models.get(model_id)
+            if model is not None and fits(model):
+                return model, _reason_for(wanted, model, seated_vendors, explicit=True)
+        pool = [m for m in models.values() if m.id not in explicit_pool and fits(m)]
+        ranked = rank_substitutes(wanted, pool, seated_vendors)
+        if ranked:
+            return ranked[0], _reason_for(wanted, ranked[0], seated_vendors, explicit=False)
+    return None
+
+
+def independent_roles(
+    plan: FusionPlan,
+    substitutes: Iterable[tuple[int, str, str]],
+    models: Mapping[str, CatalogModel],
+    availability: Availability,
+) -> FusionPlan:
+    """The plan with judge and synthesizer candidates that are seated substitutes
+    (`(seat, wanted, substitute)`) swapped out, for the next candidate not on the panel (the
+    catalog's nearest-tier available model when the configured list runs out). Unchanged when
+    judging is not independent or no substitute is a candidate."""
+    if not plan.rules.independent:
+        return plan
+    seated_by = {sub: (seat, wanted) for seat, wanted, sub in substitutes}
+    on_panel = set(plan.seated) | {s.wanted for s in plan.seats} | set(seated_by)
+
+    def swap(role: RolePlan) -> RolePlan:
+        gone = [m for m in role.candidates if m in seated_by]
+        if not gone:
+            return role
+        kept = [m for m in role.candidates if m not in seated_by]
+        kept.sort(key=lambda m: m in on_panel)  # the next candidate not on the panel comes first
+        if not kept or kept[0] in on_panel:
+            first = models.get(gone[0])
+            tier = first.tier_rank if first is not None else 0
+            spare = [
+                m
+                for m in models.values()
+                if m.id not in on_panel and m.kind == "chat" and availability(m.id) is None
+            ]
+            spare.sort(key=lambda m: (abs(m.tier_rank - tier), -m.tier_rank, _price(m), m.id))
+            kept = [spare[0].id, *kept] if spare else kept
+        to = kept[0] if kept else "none available"
+        excluded, swapped = list(role.excluded), list(role.swapped)
+        for model_id in gone:
+            seat, wanted = seated_by[model_id]
+            why = f"seated as substitute for {wanted} (seat {seat}); independent judging"
+            excluded.append((model_id, why))
+            swapped.append(f"{model_id} -> {to}: {why}")
+        return RolePlan(tuple(kept), tuple(excluded), tuple(swapped))
+
+    return replace(
+        plan,
+        judges=swap(plan.judges),
+        synthesizers=swap(plan.synthesizers),
+    )
 
 
 def _role(candidates: Sequence[str], availability: Availability) -> RolePlan:
@@ -170,7 +258,19 @@ def plan_panel(
     capabilities the judge's and synthesizer's requests may not); `availability` by default."""
     judge_and_synthesis = availability
     availability = seat_availability or availability
+    judges = _role(panel.judges, judge_and_synthesis)
+    synthesizers = _role(panel.synthesizers, judge_and_synthesis)
+    rules = SubstituteRules(
+        max_tier=panel.max_substitute_tier,
+        avoid=(
+            frozenset(judges.candidates) | frozenset(synthesizers.candidates)
+            if panel.independent_judging
+            else frozenset()
+        ),
+        independent=panel.independent_judging,
+    )
     seats: list[SeatPlan] = []
+    forced: dict[int, list[str]] = {}  # seat -> the roles its substitute had to leave
     taken = set(panel.panelists)  # configured panelists are never substitutes for each other
     vendors = {models[p].vendor for p in panel.panelists if p in models and availability(p) is None}
     for index, wanted in enumerate(panel.panelists[:MAX_SEATS]):
@@ -178,21 +278,52 @@ def plan_panel(
         if why is None:
             seats.append(SeatPlan(index, wanted, wanted, "as configured"))
             continue
-        picked = pick_substitute(wanted, models, panel.substitutes, taken, vendors, availability)
+        pool = panel.substitutes
+        picked = pick_substitute(wanted, models, pool, taken, vendors, availability, rules)
         if picked is None:
-            seats.append(SeatPlan(index, wanted, None, f"{why}; no usable substitute"))
+            above = pick_substitute(wanted, models, pool, taken, vendors, availability)
+            ceiling = rules.ceiling(models.get(wanted))
+            tier = next(t for t, r in TIER_RANK.items() if r == ceiling)
+            none = (
+                f"no substitute within tier budget (at most {tier})"
+                if above is not None
+                else "no usable substitute"
+            )
+            seats.append(SeatPlan(index, wanted, None, f"{why}; {none}"))
             continue
         model, reason = picked
         taken.add(model.id)
         vendors.add(model.vendor)
+        if model.id in rules.avoid:
+            forced[index] = [
+                role
+                for role, plan in (("judge", judges), ("synthesizer", synthesizers))
+                if model.id in plan.candidates
+            ]
         seats.append(
             SeatPlan(index, wanted, model.id, f"{wanted} unavailable ({why}); {model.id} {reason}")
         )
-    return FusionPlan(
+    plan = FusionPlan(
         panel=panel.name,
         seats=tuple(seats),
-        judges=_role(panel.judges, judge_and_synthesis),
-        synthesizers=_role(panel.synthesizers, judge_and_synthesis),
+        judges=judges,
+        synthesizers=synthesizers,
         quorum=min(panel.quorum, len(seats)),
         pool=panel.substitutes,
+        rules=rules,
     )
+    subs = [(s.index, s.wanted, s.model) for s in seats if s.model is not None and s.substituted]
+    plan = independent_roles(plan, subs, models, judge_and_synthesis)
+    now = {
+        "judge": plan.judges.candidates[0] if plan.judges.candidates else "none",
+        "synthesizer": plan.synthesizers.candidates[0] if plan.synthesizers.candidates else "none",
+    }
+
+    def told(seat: SeatPlan) -> SeatPlan:
+        if seat.index not in forced:
+            return seat
+        moved = ", ".join(f"{role} is now {now[role]}" for role in forced[seat.index])
+        note = f"; no other substitute, so it left the judging roles (independent judging: {moved})"
+        return replace(seat, reason=seat.reason + note)
+
+    return replace(plan, seats=tuple(told(s) for s in plan.seats))

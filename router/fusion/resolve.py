@@ -25,6 +25,8 @@ OVERRIDABLE = (
     "hedge_after_s",
     "judge_prompt",
     "synthesizer_prompt",
+    "independent_judging",
+    "max_substitute_tier",
 )
 _MEMBERS = ("panelists", "judges", "synthesizers", "substitutes")
 
@@ -57,6 +59,8 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
             "hedge_after_s": panel.hedge_after_s,
             "judge_prompt": panel.judge_prompt,
             "synthesizer_prompt": panel.synthesizer_prompt,
+            "independent_judging": panel.independent_judging,
+            "max_substitute_tier": panel.max_substitute_tier,
         }
     merged = {**base, **options}
     if "quorum" not in options and "panelists" in options:
