@@ -38,11 +38,12 @@ not listed here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from router.errors import InvalidJson, InvalidRequest, UnsupportedParameter
 from router.inbound import MAX_STOP, MAX_TOOLS, Limits, _is_int, _is_number, _walk, parse_json
 from router.messages_turns import check_cache_control, check_keys, conversation, system_messages
+from router.providers.anthropic_request import MIN_THINKING_BUDGET, THINKING_BUDGET
 from router.types import ChatRequest, ReasoningEffort
 
 _COMMON = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
@@ -67,15 +68,14 @@ REFUSED = {
     "context_management": "context management runs on Anthropic's side",
 }
 # `thinking.budget_tokens` → `reasoning_effort`: the largest effort whose budget (the Anthropic
-# adapter's `THINKING_BUDGET`) is at most the one asked, so no target thinks more than asked.
-THINKING_EFFORT: tuple[tuple[int, ReasoningEffort], ...] = (
-    (32768, "xhigh"),
-    (16384, "high"),
-    (8192, "medium"),
-    (2048, "low"),
-    (1024, "minimal"),
+# adapter's `THINKING_BUDGET`, read backwards) is at most the one asked, so no target thinks
+# more than asked.
+THINKING_EFFORT: tuple[tuple[int, ReasoningEffort], ...] = tuple(
+    sorted(
+        ((budget, cast(ReasoningEffort, effort)) for effort, budget in THINKING_BUDGET.items()),
+        reverse=True,
+    )
 )
-MIN_BUDGET = 1024  # Anthropic's floor for `budget_tokens`
 # `output_config.effort` → `reasoning_effort` (OpenAI has no "max": its highest is "xhigh");
 # adaptive thinking without an effort is Anthropic's default effort, "high".
 EFFORTS: Mapping[str, ReasoningEffort] = {
@@ -237,9 +237,9 @@ def _reasoning(
     if kind == "adaptive":
         return effort or "high", schema
     budget = thinking.get("budget_tokens")
-    if not (_is_int(budget) and budget >= MIN_BUDGET):
+    if not (_is_int(budget) and budget >= MIN_THINKING_BUDGET):
         raise InvalidRequest(
-            f"'thinking.budget_tokens' must be an integer of at least {MIN_BUDGET}",
+            f"'thinking.budget_tokens' must be an integer of at least {MIN_THINKING_BUDGET}",
             param="thinking.budget_tokens",
         )
     if _is_int(max_tokens) and budget >= max_tokens:

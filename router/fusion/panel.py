@@ -158,31 +158,10 @@ class SeatState:
     cancelled_losers: int = 0
     log: list[Substitution] = field(default_factory=list)
 
-    def substitute_ready(self, model: str, deps: FusionDeps) -> bool:
-        """Whether `model`, should it fail, has a substitute to take its seat, with a call
-        left for it beside `model`'s own: then `model` is not retried."""
-        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 2:
-            return False
-        return (
-            pick_substitute(
-                model,
-                deps.models,
-                self.explicit_pool,
-                self.taken,
-                self.vendors,
-                deps.availability,
-                self.rules,
-            )
-            is not None
-        )
-
-    def claim(self, failed: str, deps: FusionDeps) -> CatalogModel | None:
-        """Atomically claim a substitute for `failed` (no await between check and take);
-        None when none is usable or no panel call is left for it."""
-        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 1:
-            return None
-        picked = pick_substitute(
-            failed,
+    def _pick(self, model: str, deps: FusionDeps) -> tuple[CatalogModel, str] | None:
+        """The substitute the plan's rules give for `model` now, with its reason, or None."""
+        return pick_substitute(
+            model,
             deps.models,
             self.explicit_pool,
             self.taken,
@@ -190,6 +169,20 @@ class SeatState:
             deps.availability,
             self.rules,
         )
+
+    def substitute_ready(self, model: str, deps: FusionDeps) -> bool:
+        """Whether `model`, should it fail, has a substitute to take its seat, with a call
+        left for it beside `model`'s own: then `model` is not retried."""
+        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 2:
+            return False
+        return self._pick(model, deps) is not None
+
+    def claim(self, failed: str, deps: FusionDeps) -> CatalogModel | None:
+        """Atomically claim a substitute for `failed` (no await between check and take);
+        None when none is usable or no panel call is left for it."""
+        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 1:
+            return None
+        picked = self._pick(failed, deps)
         if picked is None:
             return None
         model, _reason = picked
