@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from router.errors import (
-    ForbiddenField,
     InvalidJson,
     InvalidRequest,
     UnsupportedContent,
     UnsupportedParameter,
 )
 from router.inbound import FORBIDDEN_FIELDS, parse_json
+from router.inbound import forbidden as refused_field
 from router.types import EmbeddingRequest, EncodingFormat
 
 MAX_INPUTS = 2048  # OpenAI's own limit on the items of `input`
@@ -41,11 +41,7 @@ def validate_embeddings(data: Any) -> EmbeddingRequest:
         raise InvalidJson("the request body must be a JSON object")
     forbidden = sorted(k for k in data if k.lower() in FORBIDDEN_FIELDS)
     if forbidden:
-        raise ForbiddenField(
-            f"field {forbidden[0]!r} is not accepted: upstream endpoints and credentials come "
-            "only from the sidecar's config",
-            param=forbidden[0],
-        )
+        raise refused_field(forbidden[0])
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise UnsupportedParameter(

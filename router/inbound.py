@@ -163,7 +163,7 @@ def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
     try:
         value = decoder.decode(text)
         if b"\\u" in raw:  # only an escape can make a lone surrogate out of valid UTF-8
-            _walk(value, surrogates=True)
+            check_tree(value, surrogates=True)
         return value
     except _Duplicate as exc:
         raise DuplicateKey(f"duplicate key {exc.key!r} in the JSON body", param=exc.key) from None
@@ -173,7 +173,7 @@ def _decode(raw: bytes, decoder: json.JSONDecoder) -> Any:
         raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:120]}") from None
 
 
-def _walk(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
+def check_tree(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
     """Refuse forbidden fields at any depth and deep nesting (and lone surrogates), naming the
     path. One walk; the path is spelled out only for the value refused."""
     found = _problem(value, depth, surrogates)
@@ -184,10 +184,7 @@ def _walk(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
     for part in reversed(parts):
         path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else part
     if kind == "forbidden":
-        raise ForbiddenField(
-            f"field {path!r} is not accepted: upstream endpoints and credentials come only from the sidecar's config",
-            param=path,
-        )
+        raise forbidden(path)
     if kind == "deep":
         raise InvalidJson(f"the JSON body is nested deeper than {MAX_DEPTH} levels", param=path)
     raise InvalidJson("a string holds an unpaired surrogate", param=path)
@@ -197,6 +194,15 @@ def _walk(value: Any, depth: int = 0, *, surrogates: bool = False) -> None:
 # properties (a tool's parameters, a response format), a tool call's input. A tool may well
 # take a parameter called `headers` or `api_key`; no upstream reads those as its own.
 _NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "input"})
+
+
+def forbidden(path: str) -> ForbiddenField:
+    """The error for a caller-set egress field (`FORBIDDEN_FIELDS`) at `path`, on any API."""
+    return ForbiddenField(
+        f"field {path!r} is not accepted: upstream endpoints and credentials come only from "
+        "the sidecar's config",
+        param=path,
+    )
 
 
 def _problem(
@@ -235,11 +241,11 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -254,7 +260,7 @@ def _parts(value: Any, param: str, role: Role) -> tuple[Part, ...]:
         if kind == "text" and isinstance(part.get("text"), str):
             parts.append(part["text"])
         elif kind == "image_url" and role == "user":
-            parts.append(_image(part.get("image_url"), f"{param}[{i}].image_url"))
+            parts.append(image_part(part.get("image_url"), f"{param}[{i}].image_url"))
         else:
             raise UnsupportedContent(
                 "content parts must be text (and, in a user message, image_url)",
@@ -263,7 +269,7 @@ def _parts(value: Any, param: str, role: Role) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def _image(value: Any, param: str) -> ImagePart:
+def image_part(value: Any, param: str) -> ImagePart:
     """An `image_url` part: an http(s) URL or a base64 `data:image/...` URL, never fetched here."""
     url = value.get("url") if isinstance(value, dict) else None
     detail = value.get("detail") if isinstance(value, dict) else None
@@ -478,7 +484,7 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
     """A `ChatRequest` (and the raw `fusion` options, if any) from decoded JSON."""
     if not isinstance(data, dict):
         raise InvalidJson("the request body must be a JSON object")
-    _walk(data)  # forbidden fields at any depth, deep nesting: refused by path
+    check_tree(data)  # forbidden fields at any depth, deep nesting: refused by path
     if not data.keys() <= _KNOWN:
         unknown = sorted(set(data) - _KNOWN)
         raise UnsupportedParameter(
@@ -516,13 +522,13 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
             "give 'max_completion_tokens' or 'max_tokens', not both", param="max_tokens"
         )
     max_tokens = data.get(field)
-    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens <= 0):
+    if max_tokens is not None and (not is_int(max_tokens) or max_tokens <= 0):
         raise InvalidRequest(f"'{field}' must be a positive integer", param=field)
     temperature = data.get("temperature")
-    if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
+    if temperature is not None and (not is_number(temperature) or not 0 <= temperature <= 2):
         raise InvalidRequest("'temperature' must be a number from 0 to 2", param="temperature")
     top_p = data.get("top_p")
-    if top_p is not None and (not _is_number(top_p) or not 0 <= top_p <= 1):
+    if top_p is not None and (not is_number(top_p) or not 0 <= top_p <= 1):
         raise InvalidRequest("'top_p' must be a number from 0 to 1", param="top_p")
     stop = data.get("stop")
     stops: tuple[str, ...] = ()
@@ -539,12 +545,12 @@ def validate_chat(data: Any, limits: Limits) -> tuple[ChatRequest, Mapping[str, 
             f"'stop' must be a string or a list of up to {MAX_STOP} strings", param="stop"
         )
     n = data.get("n")
-    if n is not None and (not _is_int(n) or not 1 <= n <= MAX_CHOICES):
+    if n is not None and (not is_int(n) or not 1 <= n <= MAX_CHOICES):
         raise InvalidRequest(f"'n' must be an integer from 1 to {MAX_CHOICES}", param="n")
     if stream and n is not None and n > 1:
         raise UnsupportedParameter("'n' > 1 is answered whole only, not streamed", param="n")
     seed = data.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise InvalidRequest("'seed' must be an integer", param="seed")
     user = data.get("user")
     if user is not None and (
@@ -637,7 +643,7 @@ def _passthrough(data: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
                 f"'metadata' must be an object of at most {MAX_METADATA} string values",
                 param=key,
             )
-        if key.endswith("_penalty") and not (_is_number(value) and -2 <= value <= 2):
+        if key.endswith("_penalty") and not (is_number(value) and -2 <= value <= 2):
             raise InvalidRequest(f"'{key}' must be a number from -2 to 2", param=key)
         if key == "tools":
             _tools(value)
@@ -662,7 +668,7 @@ def _check_answer_option(key: str, value: Any) -> None:
     """`logprobs`, `top_logprobs`, `service_tier`, `prediction`, `modalities`: checked."""
     if key == "logprobs" and not isinstance(value, bool):
         raise InvalidRequest("'logprobs' must be a boolean", param=key)
-    if key == "top_logprobs" and not (_is_int(value) and 0 <= value <= MAX_TOP_LOGPROBS):
+    if key == "top_logprobs" and not (is_int(value) and 0 <= value <= MAX_TOP_LOGPROBS):
         raise InvalidRequest(
             f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param=key
         )

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from router.errors import InvalidJson, InvalidRequest, UnsupportedParameter
-from router.inbound import MAX_STOP, MAX_TOOLS, Limits, _is_int, _is_number, _walk, parse_json
+from router.inbound import MAX_STOP, MAX_TOOLS, Limits, check_tree, is_int, is_number, parse_json
 from router.messages_turns import check_cache_control, check_keys, conversation, system_messages
 from router.providers.anthropic_request import MIN_THINKING_BUDGET, THINKING_BUDGET
 from router.types import ChatRequest, ReasoningEffort
@@ -105,7 +105,7 @@ def validate_messages(
     """A `ChatRequest` (and the `fusion` options, if any) from a decoded Messages request."""
     if not isinstance(data, dict):
         raise InvalidJson("the request body must be a JSON object")
-    _walk(data)
+    check_tree(data)
     _known(data, COUNT_FIELDS if counting else CREATE_FIELDS)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip() or len(model) > 256:
@@ -148,7 +148,7 @@ def _unit(data: Mapping[str, Any], name: str) -> float | None:
     number = data.get(name)
     if number is None:
         return None
-    if not (_is_number(number) and 0 <= number <= 1):
+    if not (is_number(number) and 0 <= number <= 1):
         raise InvalidRequest(f"'{name}' must be a number from 0 to 1", param=name)
     return float(number)
 
@@ -237,12 +237,12 @@ def _reasoning(
     if kind == "adaptive":
         return effort or "high", schema
     budget = thinking.get("budget_tokens")
-    if not (_is_int(budget) and budget >= MIN_THINKING_BUDGET):
+    if not (is_int(budget) and budget >= MIN_THINKING_BUDGET):
         raise InvalidRequest(
             f"'thinking.budget_tokens' must be an integer of at least {MIN_THINKING_BUDGET}",
             param="thinking.budget_tokens",
         )
-    if _is_int(max_tokens) and budget >= max_tokens:
+    if is_int(max_tokens) and budget >= max_tokens:
         raise InvalidRequest(
             "'max_tokens' must be greater than 'thinking.budget_tokens'",
             param="thinking.budget_tokens",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest, UnsupportedContent, UnsupportedParameter
-from router.inbound import MAX_CONTENT_CHARS, _image
+from router.inbound import MAX_CONTENT_CHARS, image_part
 from router.types import ImagePart, Message, Part, Role
 
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -204,7 +204,7 @@ def _image_block(block: Mapping[str, Any], param: str) -> ImagePart:
     source = block.get("source")
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "url" and isinstance(source, dict) and set(source) == {"type", "url"}:
-        return _image({"url": source["url"]}, f"{param}.source")
+        return image_part({"url": source["url"]}, f"{param}.source")
     if (
         kind == "base64"
         and isinstance(source, dict)

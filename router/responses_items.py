@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from router.errors import ForbiddenField, InvalidRequest, UnsupportedContent, UnsupportedParameter
-from router.inbound import FORBIDDEN_FIELDS
+from router.errors import InvalidRequest, UnsupportedContent, UnsupportedParameter
+from router.inbound import FORBIDDEN_FIELDS, forbidden
 from router.responses_shapes import open_thinking
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -37,12 +37,7 @@ def check_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> N
     SDK's own, on items it parsed), and egress fields as the chat surface does."""
     for key in obj:
         if key.lower() in FORBIDDEN_FIELDS:
-            path = f"{where}.{key}" if where else key
-            raise ForbiddenField(
-                f"field {path!r} is not accepted: upstream endpoints and credentials come only "
-                "from the sidecar's config",
-                param=path,
-            )
+            raise forbidden(f"{where}.{key}" if where else key)
     unknown = sorted(
         k
         for k, v in obj.items()
