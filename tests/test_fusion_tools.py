@@ -15,22 +15,8 @@ from router.fusion.prompts import JUDGE_SYSTEM
 from tests.fakes.script import Answer, Call, Reasoned, Status, ToolCalls
 from tests.fusion_setup import fusion_sidecar, role_of
 from tests.test_passthrough import _post, _two_protocols
+from tests.test_tools_openai import QUESTION, TOOLS
 
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
-QUESTION: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
 CALLED = {
     "role": "assistant",
     "content": None,

@@ -127,26 +127,35 @@ def reasoned_json(model: str, behaviour: Reasoned) -> str:
     return _completion(model, message, then.finish_reason, (then.input_tokens, then.output_tokens))
 
 
+def chunk_data(model: str, choices: list[dict[str, object]]) -> dict[str, object]:
+    """A `chat.completion.chunk` object holding `choices`."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
+
+
+def delta_chunk(
+    model: str, delta: dict[str, object], finish: str | None = None, logprobs: object = None
+) -> str:
+    """One chunk of the first choice, as the SDK's `ChatCompletionChunk`."""
+    choice: dict[str, object] = {"index": 0, "delta": delta, "finish_reason": finish}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
+    return ChatCompletionChunk.model_validate(chunk_data(model, [choice])).model_dump_json(
+        exclude_unset=True
+    )
+
+
 def reasoning_chunks(model: str, behaviour: Reasoned) -> list[str]:
     """The reasoning of a streamed answer: `reasoning_content` deltas in `pieces` fragments."""
     text = behaviour.thinking
     size = max(1, -(-len(text) // behaviour.pieces))
     return [
-        ChatCompletionChunk.model_validate(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"reasoning_content": text[start : start + size]},
-                        "finish_reason": None,
-                    }
-                ],
-            }
-        ).model_dump_json(exclude_unset=True)
+        delta_chunk(model, {"reasoning_content": text[start : start + size]})
         for start in range(0, len(text), size)
     ]
 
@@ -192,24 +201,8 @@ def detailed_chunks(model: str, behaviour: Detailed) -> list[str]:
     """The first text streamed word by word, each chunk with its token's log probability."""
     out = []
     for entry in token_logprobs(behaviour.texts[0])["content"]:  # type: ignore[union-attr]
-        choice: dict[str, object] = {
-            "index": 0,
-            "delta": {"content": entry["token"]},  # type: ignore[index]
-            "finish_reason": None,
-        }
-        if behaviour.logprobs:
-            choice["logprobs"] = {"content": [entry], "refusal": None}
-        out.append(
-            ChatCompletionChunk.model_validate(
-                {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion.chunk",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [choice],
-                }
-            ).model_dump_json(exclude_unset=True)
-        )
+        logprobs = {"content": [entry], "refusal": None} if behaviour.logprobs else None
+        out.append(delta_chunk(model, {"content": entry["token"]}, logprobs=logprobs))  # type: ignore[index]
     out.append(chunk_json(model, text="", finish="stop"))
     out.append(chunk_json(model, usage=(5, 4)))
     return out
@@ -220,18 +213,13 @@ def tool_call_chunks(model: str, behaviour: ToolCalls) -> list[str]:
     delta with its id and name, then its arguments in `pieces` fragments; then the finish."""
 
     def chunk(delta: dict[str, object], finish: str | None = None) -> str:
-        data = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        if not behaviour.indexed:  # (the SDK's types require `index`: sent raw)
-            for call in delta.get("tool_calls") or []:  # type: ignore[attr-defined]
-                call.pop("index")
-            return json.dumps(data)
-        return ChatCompletionChunk.model_validate(data).model_dump_json(exclude_unset=True)
+        if behaviour.indexed:
+            return delta_chunk(model, delta, finish)
+        for call in delta.get("tool_calls") or []:  # type: ignore[attr-defined]
+            call.pop("index")  # (the SDK's types require `index`: sent raw)
+        return json.dumps(
+            chunk_data(model, [{"index": 0, "delta": delta, "finish_reason": finish}])
+        )
 
     out = [chunk({"role": "assistant", "content": behaviour.text})] if behaviour.text else []
     for index, (call_id, name, arguments) in enumerate(behaviour.calls):
@@ -252,17 +240,11 @@ def chunk_json(
     finish: str | None = None,
     usage: tuple[int, int] | None = None,
 ) -> str:
-    choices = []
+    choices: list[dict[str, object]] = []
     if text is not None or finish is not None:
         delta = {"content": text} if text is not None else {}
         choices.append({"index": 0, "delta": delta, "finish_reason": finish})
-    data: dict[str, object] = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-    }
+    data = chunk_data(model, choices)
     if usage is not None:
         data["usage"] = {
             "prompt_tokens": usage[0],
