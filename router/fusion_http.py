@@ -65,11 +65,12 @@ async def serve_fusion(
         return router.unavailable(model)
 
     availability = availability_for(catalog.models, view.gate, unavailable)
-    seat_needs = required_capabilities(deliberation_view(chat))
+    deliberation, synthesis = deliberation_view(chat), synthesis_request(chat, (), None)
+    seat_needs = required_capabilities(deliberation)
     seat_availability = availability_for(catalog.models, view.gate, unavailable, seat_needs)
     plan = plan_panel(panel, catalog.models, availability, seat_availability)
-    _check_carried(plan, chat, catalog.models, services.runtime.providers)
-    _check_capable(plan, chat, catalog.models)
+    _check_carried(plan, deliberation, synthesis, catalog.models, services.runtime.providers)
+    _check_capable(plan, chat, seat_needs, required_capabilities(synthesis), catalog.models)
     if not plan.seated:
         # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
         decision = view.decision(catalog.models[panel.panelists[0]])
@@ -231,23 +232,22 @@ class _Answer:
 
 def _check_carried(
     plan: FusionPlan,
-    chat: ChatRequest,
+    deliberation: ChatRequest,
+    synthesis: ChatRequest,
     models: Mapping[str, CatalogModel],
     providers: Mapping[str, Provider],
 ) -> None:
     """A 400 before any call for a field a seated panelist's protocol cannot carry (in the
-    deliberation view: tools are not theirs to carry), or that no synthesizer candidate's
-    protocol can carry (in the synthesizer's request: tools, schema, the conversation)."""
-    view = deliberation_view(chat)
+    `deliberation` view: tools are not theirs to carry), or that no synthesizer candidate's
+    protocol can carry (in the `synthesis` request: tools, schema, the conversation)."""
     for model_id in plan.seated:
         protocol = providers[models[model_id].provider].protocol
-        missing = missing_field(view, protocol)
+        missing = missing_field(deliberation, protocol)
         if missing is not None:
             raise UnsupportedParameter(
                 f"'{missing}' cannot be sent to the {protocol} protocol of panelist {model_id!r}",
                 param=missing,
             )
-    synthesis = synthesis_request(chat, (), None)
     refusals = []
     for model_id in plan.synthesizers.candidates:
         protocol = providers[models[model_id].provider].protocol
@@ -264,16 +264,20 @@ def _check_carried(
         )
 
 
-def _check_capable(plan: FusionPlan, chat: ChatRequest, models: Mapping[str, CatalogModel]) -> None:
+def _check_capable(
+    plan: FusionPlan,
+    chat: ChatRequest,
+    seat_needs: frozenset[str],
+    needs: frozenset[str],
+    models: Mapping[str, CatalogModel],
+) -> None:
     """A 400 before any call when the catalog says no synthesizer candidate has what the
-    synthesizer's request needs (tools, a JSON schema...), or no panelist what theirs needs."""
-    needs = required_capabilities(synthesis_request(chat, (), None))
+    synthesizer's request `needs` (tools, a JSON schema...), or no panelist `seat_needs`."""
     candidates = plan.synthesizers.candidates
     lacking = [(m, models[m].lacking(needs)) for m in candidates]
     if candidates and all(caps for _, caps in lacking):
         raise lacking_capability(chat, lacking)
     if not plan.seated:
-        seat_needs = required_capabilities(deliberation_view(chat))
         lacking = [
             (s.wanted, models[s.wanted].lacking(seat_needs))
             for s in plan.seats
