@@ -160,7 +160,11 @@ class Catalog:
                 tags=frozenset(m.tags),
                 context_window=m.context_window,
                 max_output_tokens=m.max_output_tokens,
-                price=Price(m.price.input_per_mtok, m.price.output_per_mtok or 0.0),
+                price=Price(
+                    m.price.input_per_mtok,
+                    m.price.output_per_mtok or 0.0,
+                    m.price.per_web_search,
+                ),
                 timeouts=Timeouts(t.connect_s, t.first_byte_s, t.idle_s, t.total_s),
                 capabilities=capabilities_of(m),
                 capabilities_declared=m.capabilities is not None or m.kind == "embedding",

@@ -199,6 +199,7 @@ class PriceConfig(_Strict):
 
     input_per_mtok: Annotated[float, Field(ge=0, le=100_000)]
     output_per_mtok: Annotated[float, Field(ge=0, le=100_000)] | None = None
+    per_web_search: Annotated[float, Field(ge=0, le=100)] = 0.0  # USD per provider web search
 
 
 class ModelConfig(_Strict):

@@ -44,7 +44,7 @@ BLANK_STOP_FIELD = "stop (a sequence without a visible character)"
 RAW_ARGUMENTS_FIELD = "messages[].tool_calls[].function.arguments (not a JSON object)"
 
 # What a catalog model may declare it can do (`capabilities:`); a request needs some of them.
-CAPABILITIES = ("tools", "vision", "json_schema", "reasoning")
+CAPABILITIES = ("tools", "vision", "json_schema", "reasoning", "web_search")
 
 _TOOLS = frozenset(
     {"tools", "tool_choice", "parallel_tool_calls", TOOL_CALLS_FIELD, TOOL_ROLE_FIELD}
@@ -163,4 +163,6 @@ def required_capabilities(request: ChatRequest) -> frozenset[str]:
         needed.add("json_schema")
     if request.reasoning_effort not in (None, "none"):
         needed.add("reasoning")
+    if request.web_search is not None:
+        needed.add("web_search")
     return frozenset(needed)

@@ -85,6 +85,9 @@ class ChatRequest:
     # `response_format: json_schema`: its `json_schema` object as sent (name, schema, strict...)
     json_schema: Any = None
     reasoning_effort: ReasoningEffort | None = None
+    # provider-side web search for this call (fusion panelists with `panelist_tools:
+    # [web_search]`); never read from a client's request
+    web_search: WebSearch | None = None
 
     def option(self, key: str) -> Any:
         """A passthrough parameter's value (`tools`, `tool_choice`...), or None."""
@@ -110,11 +113,29 @@ class ChatRequest:
 
 
 @value
+class WebSearch:
+    """A provider's own web search, turned on for one call (OpenAI `web_search_options`,
+    Anthropic's `web_search` server tool, Gemini `google_search` grounding)."""
+
+    blocked_domains: tuple[str, ...] = ()  # applied where the protocol can (Anthropic)
+    max_uses: int = 5  # searches per call, where the protocol takes a limit (Anthropic)
+
+
+@value
+class Source:
+    """A web page an answer drew on, as the provider cited it."""
+
+    url: str
+    title: str = ""
+
+
+@value
 class Usage:
-    """Token counts of one upstream call (or a sum of them)."""
+    """Token counts of one upstream call (or a sum of them), and the web searches it ran."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    web_searches: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -122,7 +143,9 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.web_searches + other.web_searches,
         )
 
 
@@ -165,6 +188,7 @@ class Completion:
     # top-level fields the upstream answered with and the client asked about (`service_tier`,
     # `system_fingerprint`), passed on
     echo: tuple[tuple[str, Any], ...] = ()
+    sources: tuple[Source, ...] = ()  # pages a web search found and the answer cited
 
 
 @value
@@ -217,15 +241,16 @@ StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | LogprobsDelta | Strea
 
 @value
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens, and per web search."""
 
     input_per_mtok: float
     output_per_mtok: float
+    per_web_search: float = 0.0
 
     def cost(self, usage: Usage) -> float:
         return (
             usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
-        ) / 1_000_000
+        ) / 1_000_000 + usage.web_searches * self.per_web_search
 
 
 @value

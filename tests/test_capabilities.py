@@ -97,7 +97,7 @@ providers:
     allow_http: true
     region: us
 models:{_model("plain", "[]")}{_model("seeing", "[vision]")}{_model("undeclared", None)}{
-        _model("full", "[tools, vision, json_schema, reasoning]")
+        _model("full", "[tools, vision, json_schema, reasoning, web_search]")
     }
 routes:
   plain-first: [plain, full]
@@ -365,7 +365,7 @@ def _config_with(model_lines: str) -> str:
         (
             "    capabilities: [vision, video]",
             "models.seeing.capabilities[1]",
-            "unknown capability 'video' (known: tools, vision, json_schema, reasoning)",
+            "unknown capability 'video' (known: tools, vision, json_schema, reasoning, web_search)",
         ),
         (
             "    capabilities: [vision, tools, vision]",
