@@ -83,6 +83,11 @@ class Panel:
     synthesizer_prompt: str | None
     independent_judging: bool = True
     max_substitute_tier: str | None = None
+    max_cost_usd: float | None = None
+    compare_with: str | None = None
+    panelist_tools: tuple[str, ...] = ()
+    blocked_domains: tuple[str, ...] = ()
+    max_searches: int = 5
 
     @classmethod
     def from_config(cls, name: str, cfg: PanelConfig) -> Panel:
@@ -106,6 +111,11 @@ class Panel:
             synthesizer_prompt=cfg.synthesizer_prompt,
             independent_judging=cfg.independent_judging,
             max_substitute_tier=cfg.max_substitute_tier,
+            max_cost_usd=cfg.max_cost_usd,
+            compare_with=cfg.compare_with,
+            panelist_tools=tuple(cfg.panelist_tools),
+            blocked_domains=tuple(cfg.blocked_domains),
+            max_searches=cfg.max_searches,
         )
 
 

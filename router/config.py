@@ -238,6 +238,16 @@ class ModelConfig(_Strict):
         return value
 
 
+Domain = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=253,
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+    ),
+]
+
+
 class PanelConfig(_Strict):
     """A fusion panel."""
 
@@ -255,6 +265,18 @@ class PanelConfig(_Strict):
     independent_judging: bool = True
     # a substitute's tier is at most this; None: at most the tier of the seat it replaces
     max_substitute_tier: Tier | None = None
+    # USD a request may spend at most: its estimate is checked before any call, its spend as
+    # the stages run (router.fusion.cost)
+    max_cost_usd: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    # the solo model the `fusion` object prices the same question at (None: the best-ranked
+    # model policy allows)
+    compare_with: Name | None = None
+    # the providers' own tools panelists may use: web_search (OpenAI web search, Anthropic's
+    # web_search server tool, Gemini's google_search grounding)
+    panelist_tools: Annotated[list[Literal["web_search"]], Field(max_length=1)] = []
+    # domains a panelist's search must not use (applied where the protocol can: explain says)
+    blocked_domains: Annotated[list[Domain], Field(max_length=200)] = []
+    max_searches: Annotated[int, Field(ge=1, le=20)] = 5  # per panelist call
 
 
 class RetryConfig(_Strict):
@@ -466,6 +488,9 @@ def cross_check(data: Mapping[str, Any], file: str, doc: yaml12.LoadedYaml) -> l
                     )
             if len(set(map(str, members))) != len(members):
                 add(f"panels.{pname}.{key}", "lists a model twice")
+        solo = panel.get("compare_with")
+        if isinstance(solo, str) and kinds.get(solo) != "chat":
+            add(f"panels.{pname}.compare_with", f"{solo!r} is not a chat model of the catalog")
         panelists = panel.get("panelists")
         quorum = panel.get("quorum")
         if isinstance(panelists, list) and isinstance(quorum, int) and quorum > len(panelists):

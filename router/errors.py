@@ -229,6 +229,27 @@ class WrongModelKind(InvalidRequest):
         return body
 
 
+class CostLimitExceeded(InvalidRequest):
+    """A fusion's estimated cost is over its panel's `max_cost_usd`: no call was made. Says
+    the estimate, the cap, and the `max_tokens` that would fit (None: no answer fits)."""
+
+    code = "cost_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, estimate_usd: float, max_cost_usd: float, fits_max_tokens: int | None
+    ) -> None:
+        super().__init__(message, param="fusion.max_cost_usd")
+        self.estimate_usd, self.max_cost_usd = estimate_usd, max_cost_usd
+        self.fits_max_tokens = fits_max_tokens
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["estimate_usd"] = round(self.estimate_usd, 8)
+        body["error"]["max_cost_usd"] = self.max_cost_usd
+        body["error"]["fits_max_tokens"] = self.fits_max_tokens
+        return body
+
+
 class InvalidJurisdiction(InvalidRequest):
     """`X-Router-Jurisdiction` names no loaded jurisdiction, or is malformed."""
 
@@ -481,6 +502,14 @@ class BreakerOpen(ProviderError):
 
 
 # --- the request as a whole ----------------------------------------------------
+
+
+class CostLimitReached(RouterError):
+    """A fusion stage's call was not made: its cost ceiling did not fit in what is left of the
+    request's `max_cost_usd`. A stage's failure (the seat, judge or synthesis degrades); never
+    a client's answer by itself."""
+
+    code = "cost_limit"
 
 
 class ServiceError(RouterError):

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from router import semconv
-from router.catalog import FUSION_PREFIX, CatalogModel
+from router.catalog import FUSION_PREFIX, CatalogModel, Panel
 from router.dialect import Dialect
 from router.errors import (
+    CostLimitExceeded,
     PanelExhausted,
     PolicyDenied,
     RouterError,
@@ -26,20 +27,23 @@ from router.errors import (
     UnsupportedParameter,
 )
 from router.fusion.caller import RouterCaller
+from router.fusion.cost import Costing, estimate_fusion, fitting_max_tokens, solo_model
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
 from router.fusion.plan import FusionPlan, plan_panel
 from router.fusion.resolve import availability_for, resolve_panel
+from router.fusion.spend import COST_EPSILON, CostBudget
 from router.fusion.synthesize import synthesis_request
-from router.fusion.views import deliberation_view, fusion_refusal
+from router.fusion.views import deliberation_view, fusion_refusal, panelist_view
 from router.metrics import Metrics
 from router.protocol_support import missing_field, required_capabilities
-from router.providers.base import Provider
+from router.providers.base import Provider, estimate_tokens
 from router.relay import finish, known_text, relay
 from router.request_scope import RequestScope
-from router.routing import Router, lacking_capability
+from router.routing import Gate, Router, lacking_capability
 from router.sse_response import event_stream
-from router.types import ChatRequest, Completion, Usage
+from router.token_estimate import estimate_input_tokens
+from router.types import ChatRequest, Completion, Usage, WebSearch
 from router.wire_out import json_bytes
 
 
@@ -65,12 +69,15 @@ async def serve_fusion(
         return router.unavailable(model)
 
     availability = availability_for(catalog.models, view.gate, unavailable)
-    deliberation, synthesis = deliberation_view(chat), synthesis_request(chat, (), None)
+    research = research_of(panel)
+    deliberation = panelist_view(deliberation_view(chat), research)
+    synthesis = synthesis_request(chat, (), None)
     seat_needs = required_capabilities(deliberation)
     seat_availability = availability_for(catalog.models, view.gate, unavailable, seat_needs)
     plan = plan_panel(panel, catalog.models, availability, seat_availability)
     _check_carried(plan, deliberation, synthesis, catalog.models, services.runtime.providers)
     _check_capable(plan, chat, seat_needs, required_capabilities(synthesis), catalog.models)
+    costing = _costing(panel, plan, chat, deliberation, synthesis, catalog.models, view.gate)
     if not plan.seated:
         # nothing could be seated: if policy is why, say so (403), never "panel exhausted"
         decision = view.decision(catalog.models[panel.panelists[0]])
@@ -80,7 +87,7 @@ async def serve_fusion(
                 f"{decision.jurisdiction!r} (rule {decision.rule_id}: {decision.reason})",
                 rule_id=decision.rule_id,
             )
-    caller = RouterCaller(router, catalog.models, view.gate)
+    caller = RouterCaller(router, catalog.models, view.gate, money=CostBudget(panel.max_cost_usd))
     tracer = services.telemetry.tracer
     deps = FusionDeps(caller, catalog.models, availability, log=services.logger, tracer=tracer)
     started = deps.clock()
@@ -94,6 +101,8 @@ async def serve_fusion(
         judge_prompt=panel.judge_prompt,
         synthesizer_prompt=panel.synthesizer_prompt,
         rng=random.Random(scope.request_id),
+        research=research,
+        estimate=costing.estimate,
     )
     attributes: dict[str, str | int] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,
@@ -102,7 +111,9 @@ async def serve_fusion(
     }
     with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
         outcome = await run_fusion(fusion, deps)
-        answer = _Answer(scope, outcome, caller, f"{FUSION_PREFIX}{panel.name}", started, dialect)
+        answer = _Answer(
+            scope, outcome, caller, f"{FUSION_PREFIX}{panel.name}", started, dialect, costing
+        )
         if outcome.exhausted:
             services.metrics.quorum_failures.labels(panel.name).inc()
             answer.account()
@@ -127,17 +138,26 @@ class _Answer:
         model_name: str,
         started: float,
         dialect: Dialect,
+        costing: Costing,
     ) -> None:
         self.scope, self.outcome, self.caller = scope, outcome, caller
         self.model_name, self.started, self.dialect = model_name, started, dialect
+        self.costing = costing
 
     def fusion_object(self) -> dict[str, Any]:
-        view = self.scope.view
-        return self.outcome.as_dict(
+        view, outcome = self.scope.view, self.outcome
+        synthesis = outcome.synthesis
+        answer_tokens = 0
+        if synthesis is not None:
+            answer_tokens = synthesis.result.usage.output_tokens or estimate_tokens(
+                synthesis.text or (synthesis.completion.text if synthesis.completion else "")
+            )
+        return outcome.as_dict(
             jurisdictions=list(view.jurisdictions) if view else [],
             policy_version=view.pinned.version if view else None,
             upstream_calls=self.caller.calls,
             total_ms=(time.monotonic() - self.started) * 1000,
+            cost=self.costing.report(outcome.cost, answer_tokens),
         )
 
     def headers(self) -> dict[str, str]:
@@ -228,6 +248,43 @@ class _Answer:
         finally:
             if opened is not None:
                 await opened.aclose()
+
+
+def research_of(panel: Panel) -> WebSearch | None:
+    """The panelists' web search, when the panel turns it on (`panelist_tools`)."""
+    if "web_search" not in panel.panelist_tools:
+        return None
+    return WebSearch(blocked_domains=panel.blocked_domains, max_uses=panel.max_searches)
+
+
+def _costing(
+    panel: Panel,
+    plan: FusionPlan,
+    chat: ChatRequest,
+    deliberation: ChatRequest,
+    synthesis: ChatRequest,
+    models: Mapping[str, CatalogModel],
+    gate: Gate,
+) -> Costing:
+    """The plan's estimate, checked against the panel's `max_cost_usd` before any call (a 400
+    saying which `max_tokens` would fit), and the solo model the answer is priced against: the
+    panel's `compare_with`, else the best-ranked model policy allows that can serve `chat`."""
+    estimate = estimate_fusion(plan, deliberation, synthesis, models)
+    cap = panel.max_cost_usd
+    if cap is not None and estimate.total > cap + COST_EPSILON:
+        fits = fitting_max_tokens(cap, plan, deliberation, synthesis, models)
+        advice = f"; max_tokens {fits} would fit" if fits else "; no answer fits"
+        raise CostLimitExceeded(
+            f"the fusion may cost up to ${estimate.total:.6f}, over max_cost_usd ${cap}"
+            f" (every planned call at its longest{advice})",
+            estimate_usd=estimate.total,
+            max_cost_usd=cap,
+            fits_max_tokens=fits,
+        )
+    needs = required_capabilities(chat)
+    allowed = [m.id for m in models.values() if gate(m) is None and not m.lacking(needs)]
+    solo = solo_model(models, allowed, panel.compare_with)
+    return Costing(estimate, cap, solo, estimate_input_tokens(chat))
 
 
 def _check_carried(

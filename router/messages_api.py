@@ -5,14 +5,12 @@ dialect (`router.messages_out`), errors included.
 
 `count_tokens` answers an honest estimate, not a tokenizer's count (each upstream vendor
 tokenizes differently, and the sidecar calls none of them to count): the estimate of
-`router.providers.base.estimate_tokens` (4 characters a token) over every text the request
-holds (system, messages, tool calls and results, thinking, tool definitions, the output
-schema), plus `IMAGE_TOKENS` per image. The answer says so in our `router` object.
+`router.token_estimate` (4 characters a token) over every text the request holds (system,
+messages, tool calls and results, thinking, tool definitions, the output schema), plus
+`IMAGE_TOKENS` per image. The answer says so in our `router` object.
 """
 
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
@@ -21,14 +19,8 @@ from router.errors import UnknownModel
 from router.handlers import serve_chat
 from router.messages_in import read_messages
 from router.messages_out import ANTHROPIC_MESSAGES
-from router.providers.base import estimate_tokens
 from router.request_scope import RequestScope, RouteFlags, ScopedHandler
-from router.types import ChatRequest
-
-# Anthropic's cost of an image at its largest size before it is scaled down (about 1.15
-# megapixels, `width * height / 750`); the sidecar does not decode images to measure them.
-IMAGE_TOKENS = 1600
-ESTIMATE = "estimate: 4 characters a token, 1600 tokens an image"
+from router.token_estimate import ESTIMATE, estimate_input_tokens
 
 
 async def create_message(request: web.Request, scope: RequestScope) -> web.StreamResponse:
@@ -53,23 +45,6 @@ async def count_tokens(_request: web.Request, scope: RequestScope) -> web.Stream
         raise UnknownModel(chat.model)
     body = {"input_tokens": estimate_input_tokens(chat), "router": {"method": ESTIMATE}}
     return web.json_response(body, headers={"X-Request-Id": scope.request_id})
-
-
-def estimate_input_tokens(chat: ChatRequest) -> int:
-    """The input tokens of `chat`, estimated: each text on its own (`estimate_tokens`), and
-    `IMAGE_TOKENS` per image."""
-    texts: list[str] = []
-    for message in chat.messages:
-        texts.extend(message.texts)
-        texts.extend(call["function"]["name"] for call in message.tool_calls)
-        texts.extend(call["function"]["arguments"] for call in message.tool_calls)
-        texts.extend(block.get("thinking", "") for block in message.thinking_blocks)
-        texts.append(message.reasoning or "")
-    texts.extend(json.dumps(tool["function"], ensure_ascii=False) for tool in chat.tools)
-    if chat.json_schema is not None:
-        texts.append(json.dumps(chat.json_schema["schema"], ensure_ascii=False))
-    images = sum(len(message.images) for message in chat.messages)
-    return sum(map(estimate_tokens, texts)) + IMAGE_TOKENS * images
 
 
 MESSAGES = RouteFlags(

@@ -41,10 +41,10 @@ from router.errors import (
     UnknownModel,
 )
 from router.inbound import Limits
-from router.messages_api import IMAGE_TOKENS
 from router.messages_in import THINKING_EFFORT, validate_messages
 from router.messages_out import ANTHROPIC_MESSAGES, MessageEvents
 from router.providers.anthropic_request import THINKING_BUDGET
+from router.token_estimate import IMAGE_TOKENS
 from router.types import (
     Completion,
     LogprobsDelta,

@@ -1,7 +1,9 @@
-"""Fusion's way to providers: the router, with the request's policy gate and its call budget.
+"""Fusion's way to providers: the router, with the request's policy gate, call budget and money.
 
-The budget (`MAX_UPSTREAM_CALLS`) is shared by every stage; `reserve` holds calls for a
-later stage (the judge's, the synthesizer's) that no earlier stage can spend.
+The call budget (`MAX_UPSTREAM_CALLS`) is shared by every stage; `reserve` holds calls for a
+later stage (the judge's, the synthesizer's) that no earlier stage can spend. The money
+(`CostBudget`, the panel's `max_cost_usd`) is kept the same way: every call holds its cost
+ceiling before it is made (`CostLimitReached` when it does not fit) and settles to its cost.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from router.catalog import CatalogModel
-from router.errors import AllProvidersFailed, RouterError
+from router.errors import AllProvidersFailed, CostLimitReached, RouterError
 from router.fusion.plan import MAX_UPSTREAM_CALLS
+from router.fusion.spend import CostBudget, chain_ceiling
 from router.routing import CallBudget, Gate, OpenedStream, Routed, Router
 from router.types import ChatRequest
 
@@ -47,24 +50,44 @@ class RouterCaller:
         models: Mapping[str, CatalogModel],
         gate: Gate,
         limit: int = MAX_UPSTREAM_CALLS,
+        money: CostBudget | None = None,
     ) -> None:
         self._router = router
         self._models = models
         self._gate = gate
         self._budget = CallBudget(limit)
+        self.money = money or CostBudget(None)
 
     @property
     def calls(self) -> int:
         """Upstream calls made so far."""
         return self._budget.used
 
-    def reserve(self, role: str, calls: int = 1) -> bool:
-        """Hold `calls` for `role`'s stage alone; False when fewer are left."""
-        return self._budget.reserve(role, calls)
+    def reserve(self, role: str, calls: int = 1, usd: float = 0.0) -> bool:
+        """Hold `calls` (and `usd` of the cap) for `role`'s stage alone; False when fewer
+        calls are left."""
+        if not self._budget.reserve(role, calls):
+            return False
+        self.money.reserve(role, usd)
+        return True
 
     def release(self, role: str) -> None:
         """`role`'s stage will not run: its reserve goes back to everyone."""
         self._budget.release(role)
+        self.money.release(role)
+
+    def affordable(self, request: ChatRequest, model: str, role: str) -> bool:
+        """Whether a call of `request` to `model` by `role` fits in the money left."""
+        return self.money.fits(chain_ceiling(self._targets([model]), request), role)
+
+    def _hold(self, request: ChatRequest, targets: Sequence[CatalogModel], role: str) -> float:
+        ceiling = chain_ceiling(targets, request)
+        if not self.money.hold(ceiling, role):
+            raise CostLimitReached(
+                f"the {role}'s call may cost up to ${ceiling:.6f}, more than is left of "
+                f"max_cost_usd (${self.money.cap})"
+            )
+        return ceiling
 
     def available(self, role: str) -> int:
         """Calls `role` may still make (its reserve and the unheld ones)."""
@@ -84,14 +107,28 @@ class RouterCaller:
         retry: bool = True,
     ) -> Routed:
         lane = self._budget.lane(role, retry=retry)
-        return await self._router.complete(
-            request, self._targets(chain), deadline, budget=lane, gate=self._gate
-        )
+        targets = self._targets(chain)
+        held = self._hold(request, targets, role)
+        cost = 0.0
+        try:
+            routed = await self._router.complete(
+                request, targets, deadline, budget=lane, gate=self._gate
+            )
+            cost = routed.cost
+            return routed
+        finally:
+            self.money.settle(held, cost)
 
     async def open_stream(
         self, request: ChatRequest, chain: Sequence[str], deadline: float, *, role: str
     ) -> OpenedStream:
         lane = self._budget.lane(role)
-        return await self._router.open_stream(
-            request, self._targets(chain), deadline, budget=lane, gate=self._gate
-        )
+        targets = self._targets(chain)
+        held = self._hold(request, targets, role)  # held to the end: no later stage spends
+        try:
+            return await self._router.open_stream(
+                request, targets, deadline, budget=lane, gate=self._gate
+            )
+        except BaseException:
+            self.money.settle(held, 0.0)
+            raise

@@ -105,7 +105,7 @@ def judge_request(
     from string import Template
 
     prompt = (Template(template) if template else JUDGE_TEMPLATE).safe_substitute(
-        question=question, answers=answers_block([(label, a.text or "") for label, a in labelled])
+        question=question, answers=answers_block([(label, a.briefing) for label, a in labelled])
     )
     return ChatRequest(
         model="judge",

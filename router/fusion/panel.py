@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 
@@ -32,7 +33,7 @@ from router.fusion.plan import (
     pick_substitute,
 )
 from router.routing import OpenedStream, Routed
-from router.types import ChatRequest, Usage
+from router.types import ChatRequest, Completion, Source, Usage
 
 MIN_SEAT_S = 0.05
 PANELIST = "panelist"
@@ -57,11 +58,13 @@ class Caller(Protocol):
         self, request: ChatRequest, chain: Sequence[str], deadline: float, *, role: str
     ) -> OpenedStream: ...
 
-    def reserve(self, role: str, calls: int = 1) -> bool: ...
+    def reserve(self, role: str, calls: int = 1, usd: float = 0.0) -> bool: ...
 
     def release(self, role: str) -> None: ...
 
     def available(self, role: str) -> int: ...
+
+    def affordable(self, request: ChatRequest, model: str, role: str) -> bool: ...
 
 
 @dataclass
@@ -125,8 +128,27 @@ class SeatResult:
     usage: Usage
     cost: float
     latency_ms: float
+    sources: tuple[Source, ...] = ()  # what its web searches found and its answer cited
+    blocked_sources: int = 0  # sources from a blocked domain, dropped (see `cited`)
+    unsubstituted: str | None = None  # a failed seat: why no substitute took it
+
+    @property
+    def briefing(self) -> str:
+        """The answer as the judge and the synthesizer read it: its text, then its sources."""
+        text = self.text or ""
+        if not self.sources:
+            return text
+        listed = "\n".join(f"- {s.title or s.url} <{s.url}>" for s in self.sources)
+        return f"{text}\n\nSources:\n{listed}"
 
     def as_dict(self) -> dict[str, object]:
+        research: dict[str, object] = {}
+        if self.sources or self.usage.web_searches or self.blocked_sources:
+            research = {
+                "web_searches": self.usage.web_searches,
+                "sources": [{"url": s.url, "title": s.title} for s in self.sources],
+                "blocked_sources": self.blocked_sources,
+            }
         return {
             "seat": self.plan.index,
             "planned": self.plan.wanted,
@@ -143,7 +165,22 @@ class SeatResult:
                 "output_tokens": self.usage.output_tokens,
             },
             "cost_usd": round(self.cost, 8),
+            **research,
+            **({"unsubstituted": self.unsubstituted} if self.unsubstituted else {}),
         }
+
+
+def _blocked(url: str, domains: Sequence[str]) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def cited(completion: Completion, request: ChatRequest) -> tuple[tuple[Source, ...], int]:
+    """The sources a seat reports, and how many were dropped for coming from a blocked domain
+    (a provider that cannot apply `blocked_domains` may return them)."""
+    blocked = request.web_search.blocked_domains if request.web_search else ()
+    kept = tuple(s for s in completion.sources if not _blocked(s.url, blocked))
+    return kept, len(completion.sources) - len(kept)
 
 
 @dataclass
@@ -158,38 +195,60 @@ class SeatState:
     cancelled_losers: int = 0
     log: list[Substitution] = field(default_factory=list)
 
-    def _pick(self, model: str, deps: FusionDeps) -> tuple[CatalogModel, str] | None:
-        """The substitute the plan's rules give for `model` now, with its reason, or None."""
+    def _pick(
+        self, model: str, deps: FusionDeps, request: ChatRequest, *, priced: bool = True
+    ) -> tuple[CatalogModel, str] | None:
+        """The substitute the plan's rules give for `model` now, with its reason, or None
+        (`priced`: one whose call would not fit in the money left is not usable)."""
+
+        def availability(candidate: str) -> str | None:
+            why = deps.availability(candidate)
+            if why is None and priced and not deps.caller.affordable(request, candidate, PANELIST):
+                return "over what is left of max_cost_usd"
+            return why
+
         return pick_substitute(
             model,
             deps.models,
             self.explicit_pool,
             self.taken,
             self.vendors,
-            deps.availability,
+            availability,
             self.rules,
         )
 
-    def substitute_ready(self, model: str, deps: FusionDeps) -> bool:
+    def substitute_ready(self, model: str, deps: FusionDeps, request: ChatRequest) -> bool:
         """Whether `model`, should it fail, has a substitute to take its seat, with a call
         left for it beside `model`'s own: then `model` is not retried."""
         if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 2:
             return False
-        return self._pick(model, deps) is not None
+        return self._pick(model, deps, request) is not None
 
-    def claim(self, failed: str, deps: FusionDeps) -> CatalogModel | None:
-        """Atomically claim a substitute for `failed` (no await between check and take);
-        None when none is usable or no panel call is left for it."""
-        if self.substitutions >= MAX_SUBSTITUTIONS or deps.caller.available(PANELIST) < 1:
-            return None
-        picked = self._pick(failed, deps)
+    def claim(self, failed: str, deps: FusionDeps, request: ChatRequest) -> CatalogModel | str:
+        """Atomically claim a substitute for `failed` (no await between check and take), or
+        say why there is none (`UNSUBSTITUTED`)."""
+        if self.substitutions >= MAX_SUBSTITUTIONS:
+            return UNSUBSTITUTED["used_up"]
+        if deps.caller.available(PANELIST) < 1:
+            return UNSUBSTITUTED["no_call"]
+        picked = self._pick(failed, deps, request)
         if picked is None:
-            return None
+            unpriced = self._pick(failed, deps, request, priced=False)
+            return UNSUBSTITUTED["no_money" if unpriced else "none"]
         model, _reason = picked
         self.taken.add(model.id)
         self.vendors.add(model.vendor)
         self.substitutions += 1
         return model
+
+
+# why a failed seat got no substitute (its `unsubstituted`)
+UNSUBSTITUTED = {
+    "used_up": f"the request's {MAX_SUBSTITUTIONS} substitutions are used up",
+    "no_call": "no upstream call left for a substitute",
+    "no_money": "no substitute fits in what is left of max_cost_usd",
+    "none": "no substitute within the panel's rules (policy, availability, tier, independence)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +343,8 @@ async def _fill_seat(
     attempts: list[AttemptRecord] = []
     usage, cost = Usage(), 0.0
 
-    def done(status: str, routed: Routed | None) -> SeatResult:
+    def done(status: str, routed: Routed | None, unsubstituted: str | None = None) -> SeatResult:
+        sources, blocked = cited(routed.completion, request) if routed else ((), 0)
         return SeatResult(
             plan=seat,
             status=status,
@@ -296,13 +356,17 @@ async def _fill_seat(
             usage=usage,
             cost=cost,
             latency_ms=(deps.clock() - started) * 1000,
+            sources=sources,
+            blocked_sources=blocked,
+            unsubstituted=unsubstituted,
         )
 
     model = seat.model
     substituted_here = False
+    unsubstituted: str | None = None
     while model is not None:
         # a model with a substitute ready is not retried: the substitute takes the seat
-        retry = substituted_here or not state.substitute_ready(model, deps)
+        retry = substituted_here or not state.substitute_ready(model, deps, request)
         if hedge_after_s is not None and not substituted_here:
             tries, hedged = await _hedged(
                 seat, request, deps, state, deadline, model, hedge_after_s, subs, retry
@@ -324,9 +388,11 @@ async def _fill_seat(
         if substituted_here or deadline - deps.clock() < MIN_SEAT_S:
             break
         if failure.code == CALL_BUDGET_EXHAUSTED:
-            break  # no call was left for this seat: none is left for a substitute either
-        replacement = state.claim(model, deps)
-        if replacement is None:
+            unsubstituted = UNSUBSTITUTED["no_call"]  # none for this seat: none for another
+            break
+        replacement = state.claim(model, deps, request)
+        if isinstance(replacement, str):
+            unsubstituted = replacement
             break
         sub = Substitution(seat.index, model, failure.code, replacement.id)
         subs.append(sub)
@@ -350,7 +416,7 @@ async def _fill_seat(
         span.set_attribute(semconv.ROUTER_SUBSTITUTE_FOR, model)
         model = replacement.id
         substituted_here = True
-    return done("failed", None)
+    return done("failed", None, unsubstituted)
 
 
 async def _hedged(
@@ -372,8 +438,8 @@ async def _hedged(
         finished, _ = await asyncio.wait({primary}, timeout=hedge_after_s)
         if finished:
             return [primary.result()], False
-        replacement = state.claim(model, deps)
-        if replacement is None:
+        replacement = state.claim(model, deps, request)
+        if isinstance(replacement, str):
             return [await primary], False
         sub = Substitution(seat.index, model, "hedged", replacement.id)
         subs.append(sub)

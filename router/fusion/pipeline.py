@@ -12,12 +12,13 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
+from router.fusion.cost import CostEstimate
 from router.fusion.judge import JUDGE, JudgeResult, run_judge
 from router.fusion.panel import FusionDeps, PanelResult, gather_panel
 from router.fusion.plan import FusionPlan, independent_roles
 from router.fusion.synthesize import SYNTHESIZER, Synthesis, synthesize
-from router.fusion.views import deliberation_view, synthesizer_only
-from router.types import ChatRequest, Usage
+from router.fusion.views import deliberation_view, panelist_view, synthesizer_only
+from router.types import ChatRequest, Source, Usage, WebSearch
 
 PANEL_SHARE = 0.6  # of the fusion deadline, for the seats
 JUDGE_SHARE = 0.8  # cumulative: the judge must finish by 80%; synthesis gets the rest
@@ -37,6 +38,8 @@ class FusionRequest:
     judge_prompt: str | None = None
     synthesizer_prompt: str | None = None
     rng: random.Random | None = None
+    research: WebSearch | None = None  # the panelists' web search (`panelist_tools`)
+    estimate: CostEstimate | None = None  # the plan's ceilings: the judge's and synthesizer's held
 
     def by_share(self, share: float) -> float:
         """The instant by which a stage ending at `share` of the fusion deadline must end."""
@@ -80,6 +83,15 @@ class FusionOutcome:
             + (self.synthesis.result.cost if self.synthesis else 0.0)
         )
 
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """Every answered seat's sources, each page once, in seat order."""
+        seen: dict[str, Source] = {}
+        for seat in self.panel.answers:
+            for source in seat.sources:
+                seen.setdefault(source.url, source)
+        return tuple(seen.values())
+
     def with_synthesis(self, synthesis: Synthesis) -> FusionOutcome:
         """The outcome once a streamed synthesis ended (it may have failed mid-stream)."""
         failed = synthesis.result.status == "failed" and "synthesizer" not in self.degraded
@@ -104,6 +116,7 @@ class FusionOutcome:
             "upstream_calls": upstream_calls,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
             "cost_usd": round(self.cost, 8),
+            "sources": [{"url": s.url, "title": s.title} for s in self.sources],
             "timings_ms": {
                 "panel": round(self.panel.latency_ms, 1),
                 "judge": round(self.judge.latency_ms, 1) if self.judge else None,
@@ -113,14 +126,15 @@ class FusionOutcome:
         }
 
 
-def reserve_calls(plan: FusionPlan, deps: FusionDeps) -> None:
-    """Hold the judge's and the synthesizer's call before any panelist is called: the panel
-    (its retries, substitutions and hedges) spends only what is left, so a panel that meets
-    its quorum always leaves the stages that finish the answer a call each."""
+def reserve_calls(plan: FusionPlan, deps: FusionDeps, estimate: CostEstimate | None) -> None:
+    """Hold the judge's and the synthesizer's call (and their cost ceilings) before any
+    panelist is called: the panel (its retries, substitutions and hedges) spends only what is
+    left, so a panel that meets its quorum always leaves the stages that finish the answer a
+    call each."""
     if len(plan.seated) > 1 and plan.judges.candidates:
-        deps.caller.reserve(JUDGE)
+        deps.caller.reserve(JUDGE, usd=estimate.judge if estimate else 0.0)
     if plan.synthesizers.candidates:
-        deps.caller.reserve(SYNTHESIZER)
+        deps.caller.reserve(SYNTHESIZER, usd=estimate.synthesizer if estimate else 0.0)
 
 
 async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
@@ -132,9 +146,13 @@ async def run_fusion(request: FusionRequest, deps: FusionDeps) -> FusionOutcome:
     """
     plan, chat = request.plan, request.chat
     view = deliberation_view(chat)
-    reserve_calls(plan, deps)
+    reserve_calls(plan, deps, request.estimate)
     panel = await gather_panel(
-        plan, view, deps, request.by_share(PANEL_SHARE), request.hedge_after_s
+        plan,
+        panelist_view(view, request.research),
+        deps,
+        request.by_share(PANEL_SHARE),
+        request.hedge_after_s,
     )
     # independent judging: a model that took a seat mid-flight gives up the judging roles
     plan = independent_roles(

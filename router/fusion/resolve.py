@@ -27,6 +27,11 @@ OVERRIDABLE = (
     "synthesizer_prompt",
     "independent_judging",
     "max_substitute_tier",
+    "max_cost_usd",
+    "compare_with",
+    "panelist_tools",
+    "blocked_domains",
+    "max_searches",
 )
 _MEMBERS = ("panelists", "judges", "synthesizers", "substitutes")
 
@@ -49,18 +54,9 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
             raise UnknownModel(model)
         name = panel.name
         base = {
-            "panelists": list(panel.panelists),
-            "judges": list(panel.judges),
-            "synthesizers": list(panel.synthesizers),
-            "quorum": panel.quorum,
-            "substitutes": list(panel.substitutes),
-            "deadline_s": panel.deadline_s,
-            "degrade": panel.degrade,
-            "hedge_after_s": panel.hedge_after_s,
-            "judge_prompt": panel.judge_prompt,
-            "synthesizer_prompt": panel.synthesizer_prompt,
-            "independent_judging": panel.independent_judging,
-            "max_substitute_tier": panel.max_substitute_tier,
+            key: list(given) if isinstance(given, tuple) else given
+            for key in OVERRIDABLE
+            if (given := getattr(panel, key)) is not None
         }
     merged = {**base, **options}
     if "quorum" not in options and "panelists" in options:
@@ -82,6 +78,12 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
                     kind=member.kind,
                     param=f"fusion.{role}[{i}]",
                 )
+    solo = catalog.models.get(config.compare_with) if config.compare_with else None
+    if config.compare_with is not None and (solo is None or solo.kind != "chat"):
+        raise InvalidRequest(
+            f"fusion.compare_with: {config.compare_with!r} is not a chat model of the catalog",
+            param="fusion.compare_with",
+        )
     if config.quorum is not None and config.quorum > len(config.panelists):
         raise InvalidRequest("fusion.quorum is larger than the panel", param="fusion.quorum")
     return Panel.from_config(name, config)

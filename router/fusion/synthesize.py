@@ -53,7 +53,7 @@ def synthesis_request(
     )
     briefing = (Template(template) if template else SYNTHESIZER_TEMPLATE).safe_substitute(
         question=question_text(deliberation_view(request)),
-        answers=answers_block([(f"[{a.served}]", a.text or "") for a in answers]),
+        answers=answers_block([(f"[{a.served}]", a.briefing) for a in answers]),
         findings=findings_text,
     )
     if not in_conversation(request):

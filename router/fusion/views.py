@@ -3,7 +3,8 @@
 Panelists and the judge deliberate without the client's tools (`deliberation_view`): assistant
 tool calls and tool results become text, the tools and a `json_schema` are described in a
 system note, and earlier assistant turns lose their reasoning (the synthesizer's own, signed for
-its protocol). Images, `reasoning_effort`, `json_object` and the other parameters stay. Only the
+its protocol). Images, `reasoning_effort`, `json_object` and the other parameters stay; a panel
+that researches turns on its panelists' web search (`panelist_view`). Only the
 synthesizer gets the client's tools and schema (`synthesize.synthesis_request`), so only it
 can answer with tool calls or in the schema (`synthesizer_only`).
 """
@@ -16,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from router.fusion.prompts import DELIBERATION_SCHEMA, DELIBERATION_TOOLS
-from router.types import ChatRequest, Message
+from router.types import ChatRequest, Message, WebSearch
 
 TOOL_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls")
 # passthrough parameters about the final answer alone: the synthesizer's, never a panelist's
@@ -80,6 +81,11 @@ def deliberation_view(request: ChatRequest) -> ChatRequest:
         json_schema=None,
         json_output=request.json_output and request.json_schema is None,
     )
+
+
+def panelist_view(view: ChatRequest, research: WebSearch | None) -> ChatRequest:
+    """What a panelist is asked: the deliberation view, with the panel's web search on."""
+    return view if research is None else replace(view, web_search=research)
 
 
 def deliberation_note(request: ChatRequest) -> str | None:
