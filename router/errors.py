@@ -250,6 +250,14 @@ class CostLimitExceeded(InvalidRequest):
         return body
 
 
+class CostLimitReached(RequestError):
+    """A fusion stage's call was not made: its cost ceiling did not fit in what is left of the
+    request's `max_cost_usd`. A stage's failure (the seat, judge or synthesis degrades), not
+    a client's answer by itself; a 400 if it ever were one (the cap is the client's)."""
+
+    code = "cost_limit"
+
+
 class InvalidJurisdiction(InvalidRequest):
     """`X-Router-Jurisdiction` names no loaded jurisdiction, or is malformed."""
 
@@ -502,14 +510,6 @@ class BreakerOpen(ProviderError):
 
 
 # --- the request as a whole ----------------------------------------------------
-
-
-class CostLimitReached(RouterError):
-    """A fusion stage's call was not made: its cost ceiling did not fit in what is left of the
-    request's `max_cost_usd`. A stage's failure (the seat, judge or synthesis degrades); never
-    a client's answer by itself."""
-
-    code = "cost_limit"
 
 
 class ServiceError(RouterError):

@@ -9,7 +9,7 @@ from typing import Any
 from router.catalog import FUSION_PREFIX, Catalog, CatalogModel
 from router.errors import InvalidRequest, MissingCapability, UnknownModel
 from router.fusion.plan import plan_panel
-from router.fusion.resolve import availability_for, resolve_panel
+from router.fusion.resolve import availability_for, research_of, research_plan, resolve_panel
 from router.policy_view import PolicyView
 from router.protocol_support import CAPABILITIES
 
@@ -72,13 +72,16 @@ def explain(
     if model == "fusion" or model.startswith(FUSION_PREFIX):
         panel = resolve_panel(model, None, catalog)
         availability = availability_for(catalog.models, view.gate, unavailable)
-        plan = plan_panel(panel, catalog.models, availability)
+        seat_needs = needs | ({"web_search"} if research_of(panel) else set())
+        seat_availability = availability_for(catalog.models, view.gate, unavailable, seat_needs)
+        plan = plan_panel(panel, catalog.models, availability, seat_availability)
         roles = (
             set(panel.panelists) | set(panel.judges) | set(panel.synthesizers) | set(plan.seated)
         )
         head.update(
             kind="fusion",
             plan=plan.as_dict(),
+            research=research_plan(panel, plan.seated, catalog.models),
             decisions=[
                 _decision(view, catalog.models[m], unavailable, needs)
                 for m in sorted(roles)
@@ -138,6 +141,18 @@ def render_text(result: dict[str, Any]) -> str:
             r = plan[role]
             excluded = ", ".join(f"{e['model']} ({e['reason']})" for e in r["excluded"]) or "none"
             lines.append(f"  {role}: {', '.join(r['candidates']) or 'NONE'}; excluded: {excluded}")
+        research = result.get("research")
+        if research:
+            blocked = ", ".join(research["blocked_domains"]) or "none"
+            lines.append(
+                f"  research: {', '.join(research['tools'])}, up to {research['max_searches']} "
+                f"searches a panelist; blocked domains: {blocked}"
+            )
+            for seat in research["seats"]:
+                lines.append(
+                    f"    {seat['model']} ({seat['protocol']}): blocked domains "
+                    f"{seat['blocked_domains']}"
+                )
         lines.append("decisions:")
     else:
         if result["needs"]:

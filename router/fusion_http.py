@@ -31,7 +31,7 @@ from router.fusion.cost import Costing, estimate_fusion, fitting_max_tokens, sol
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
 from router.fusion.plan import FusionPlan, plan_panel
-from router.fusion.resolve import availability_for, resolve_panel
+from router.fusion.resolve import availability_for, research_of, research_plan, resolve_panel
 from router.fusion.spend import COST_EPSILON, CostBudget
 from router.fusion.synthesize import synthesis_request
 from router.fusion.views import deliberation_view, fusion_refusal, panelist_view
@@ -43,7 +43,7 @@ from router.request_scope import RequestScope
 from router.routing import Gate, Router, lacking_capability
 from router.sse_response import event_stream
 from router.token_estimate import estimate_input_tokens
-from router.types import ChatRequest, Completion, Usage, WebSearch
+from router.types import ChatRequest, Completion, Usage
 from router.wire_out import json_bytes
 
 
@@ -112,7 +112,14 @@ async def serve_fusion(
     with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
         outcome = await run_fusion(fusion, deps)
         answer = _Answer(
-            scope, outcome, caller, f"{FUSION_PREFIX}{panel.name}", started, dialect, costing
+            scope,
+            outcome,
+            caller,
+            f"{FUSION_PREFIX}{panel.name}",
+            started,
+            dialect,
+            costing,
+            research_plan(panel, plan.seated, catalog.models),
         )
         if outcome.exhausted:
             services.metrics.quorum_failures.labels(panel.name).inc()
@@ -139,10 +146,12 @@ class _Answer:
         started: float,
         dialect: Dialect,
         costing: Costing,
+        research: dict[str, Any] | None,
     ) -> None:
         self.scope, self.outcome, self.caller = scope, outcome, caller
         self.model_name, self.started, self.dialect = model_name, started, dialect
         self.costing = costing
+        self.research = research  # the panel's research plan, if it researches
 
     def fusion_object(self) -> dict[str, Any]:
         view, outcome = self.scope.view, self.outcome
@@ -158,6 +167,7 @@ class _Answer:
             upstream_calls=self.caller.calls,
             total_ms=(time.monotonic() - self.started) * 1000,
             cost=self.costing.report(outcome.cost, answer_tokens),
+            **({"research": self.research} if self.research else {}),
         )
 
     def headers(self) -> dict[str, str]:
@@ -248,13 +258,6 @@ class _Answer:
         finally:
             if opened is not None:
                 await opened.aclose()
-
-
-def research_of(panel: Panel) -> WebSearch | None:
-    """The panelists' web search, when the panel turns it on (`panelist_tools`)."""
-    if "web_search" not in panel.panelist_tools:
-        return None
-    return WebSearch(blocked_domains=panel.blocked_domains, max_uses=panel.max_searches)
 
 
 def _costing(

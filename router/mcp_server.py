@@ -59,7 +59,8 @@ class FusionResearch(BaseModel):
     agreements: list[str] = Field(description="what the panel's answers agree on")
     contradictions: list[str] = Field(description="where the panel's answers disagree")
     sources: list[dict[str, Any]] = Field(
-        description="sources the panelists found (empty unless the panel researches)"
+        description="pages the panelists' web searches found and cited (url, title, the model "
+        "that found it); empty unless the panel researches"
     )
     cost_usd: float = Field(description="what the whole fusion cost, in US dollars")
     degraded: list[str] = Field(description="stages that fell short (empty when all went well)")
@@ -166,7 +167,7 @@ def research_result(completion: Mapping[str, Any]) -> FusionResearch:
     choices = completion.get("choices") or [{}]
     answer = str((choices[0].get("message") or {}).get("content") or "")
     seats = []
-    sources: list[dict[str, Any]] = [s for s in fusion.get("sources") or [] if isinstance(s, dict)]
+    sources: dict[str, dict[str, Any]] = {}  # by URL: each page once, with who found it first
     for seat in fusion.get("seats") or []:
         served = seat.get("served") or seat.get("seated") or seat.get("planned")
         planned = seat.get("planned")
@@ -178,8 +179,8 @@ def research_result(completion: Mapping[str, Any]) -> FusionResearch:
             )
         )
         for source in seat.get("sources") or []:
-            if isinstance(source, dict) and source not in sources:
-                sources.append({**source, "model": source.get("model", served)})
+            if isinstance(source, dict) and isinstance(source.get("url"), str):
+                sources.setdefault(source["url"], {**source, "model": served})
     findings = (fusion.get("judge") or {}).get("findings") or {}
     return FusionResearch(
         answer=answer,
@@ -187,7 +188,7 @@ def research_result(completion: Mapping[str, Any]) -> FusionResearch:
         seats=seats,
         agreements=[str(a) for a in findings.get("agreements") or []],
         contradictions=[str(c) for c in findings.get("contradictions") or []],
-        sources=sources,
+        sources=list(sources.values()),
         cost_usd=float(fusion.get("cost_usd") or 0.0),
         degraded=[str(d) for d in fusion.get("degraded") or []],
     )

@@ -79,7 +79,23 @@ async def test_mcp_tools_against_the_embedded_default() -> None:
             assert isinstance(data["degraded"], list)
             assert isinstance(data["agreements"], list)
             assert isinstance(data["contradictions"], list)
-            assert isinstance(data["sources"], list)
+            assert data["sources"] == []  # the budget panel does not research
+
+            # the research panel's panelists search: their pages come back, each once, with
+            # the model that found it
+            found = await session.call_tool(
+                "fusion_research", {"question": "Which river is longer?", "panel": "research"}
+            )
+            assert not found.is_error, text_of(found)
+            assert found.structured_content is not None
+            sources = found.structured_content["sources"]
+            assert sources
+            assert len({s["url"] for s in sources}) == len(sources)
+            seated = {seat["model"] for seat in found.structured_content["seats"]}
+            for source in sources:
+                assert source["url"].startswith("https://")
+                assert source["title"].startswith("SIMULATED")
+                assert source["model"] in seated
 
             failed = await session.call_tool(
                 "fusion_research", {"question": "anything", "panel": "no-such-panel"}

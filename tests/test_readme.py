@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+OBSERVABILITY = ROOT / "ops" / "observability" / "README.md"  # the log-event table's home
 CI_RUN = ROOT / ".ci" / "run"
 
 MAX_README_BYTES = 20480
@@ -58,14 +59,19 @@ def split_row(line: str) -> list[str]:
 
 
 def documented_events() -> dict[str, int]:
-    """Every event named in the first column of the README's log-event table, with its row."""
+    """Every event named in the first column of the log-event table (ops/observability/README.md), with its row."""
     events: dict[str, int] = {}
-    for number, row in enumerate(table_after_header(readme_text(), "event"), start=1):
+    page = OBSERVABILITY.read_text(encoding="utf-8")
+    for number, row in enumerate(table_after_header(page, "event"), start=1):
         names = re.findall(r"`([^`]+)`", row[0])
-        assert names, f"row {number} of the README's log-event table names no `event`: {row}"
+        assert names, (
+            f"row {number} of the log-event table (ops/observability/README.md) names no `event`: {row}"
+        )
         for name in names:
             assert EVENT_NAME.match(name), f"{name!r} (row {number}) is not a dotted event name"
-            assert name not in events, f"{name!r} is listed twice in the README's log-event table"
+            assert name not in events, (
+                f"{name!r} is listed twice in the log-event table (ops/observability/README.md)"
+            )
             events[name] = number
     return events
 
@@ -200,12 +206,12 @@ def test_log_event_table_matches_the_events_the_code_emits() -> None:
     message = []
     if missing:
         message.append(
-            "logged by router/ but missing from the README's log-event table:\n"
+            "logged by router/ but missing from the log-event table (ops/observability/README.md):\n"
             + "\n".join(f"  `{name}` ({', '.join(emitted[name])})" for name in missing)
         )
     if extra:
         message.append(
-            "in the README's log-event table but logged nowhere in router/:\n"
+            "in the log-event table (ops/observability/README.md) but logged nowhere in router/:\n"
             + "\n".join(f"  `{name}` (row {documented[name]})" for name in extra)
         )
     assert not message, "\n".join(message)

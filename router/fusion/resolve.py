@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,7 +11,9 @@ from router.catalog import Catalog, CatalogModel, Panel
 from router.config import PanelConfig
 from router.errors import InvalidRequest, UnknownModel, UnsupportedParameter, WrongModelKind
 from router.fusion.plan import Availability
+from router.providers.web_search import blocked_domains_reason
 from router.routing import Gate
+from router.types import WebSearch
 
 # every panel field a request may set in its `fusion` object (checked as the config is)
 OVERRIDABLE = (
@@ -87,6 +89,40 @@ def resolve_panel(model: str, options: Mapping[str, Any] | None, catalog: Catalo
     if config.quorum is not None and config.quorum > len(config.panelists):
         raise InvalidRequest("fusion.quorum is larger than the panel", param="fusion.quorum")
     return Panel.from_config(name, config)
+
+
+def research_of(panel: Panel) -> WebSearch | None:
+    """The panelists' web search, when the panel turns it on (`panelist_tools`)."""
+    if "web_search" not in panel.panelist_tools:
+        return None
+    return WebSearch(blocked_domains=panel.blocked_domains, max_uses=panel.max_searches)
+
+
+def research_plan(
+    panel: Panel, seated: Iterable[str], models: Mapping[str, CatalogModel]
+) -> dict[str, Any] | None:
+    """What `explain` and the `fusion` object say of a panel's research: its tools, blocked
+    domains, and per seated model whether its protocol applies the block (and why not)."""
+    if research_of(panel) is None:
+        return None
+    seats = []
+    for model_id in seated:
+        protocol = models[model_id].protocol
+        why_not = blocked_domains_reason(protocol)
+        applied = "applied" if why_not is None else f"not applied: {why_not}"
+        seats.append(
+            {
+                "model": model_id,
+                "protocol": protocol,
+                "blocked_domains": applied if panel.blocked_domains else "none listed",
+            }
+        )
+    return {
+        "tools": list(panel.panelist_tools),
+        "blocked_domains": list(panel.blocked_domains),
+        "max_searches": panel.max_searches,
+        "seats": seats,
+    }
 
 
 def availability_for(

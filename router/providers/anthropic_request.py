@@ -52,6 +52,11 @@ compatibility table):
   the answer tool is forced; with `required` or a named tool this turn is a tool call, and
   the answer tool is not offered.
 - `response_format: json_object`: an instruction appended to the system prompt.
+- Web search (`ChatRequest.web_search`, set by fusion, never by a client): Anthropic's server
+  tool `{"type": "web_search_20250305", "name": "web_search", "max_uses": N}`, with
+  `blocked_domains` when there are any (`web_search_tool()`), after the function tools. A
+  forced tool choice (`required`, a named tool, json_schema in tool mode) leaves the model no
+  turn to search in.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from typing import Any, Literal
 
 from router.protocol_support import arguments_object
 from router.providers.anthropic_response import thinking_block
-from router.types import ChatRequest, ImagePart, Message
+from router.types import ChatRequest, ImagePart, Message, WebSearch
 
 DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1, OpenAI's 0..2
@@ -93,6 +98,8 @@ ADAPTIVE_EFFORT: dict[str, str] = {
 }
 ADAPTIVE_THINKING: dict[str, Any] = {"type": "adaptive", "display": "summarized"}
 ANSWER_TOOL_DESCRIPTION = "Give your answer: call this tool with the answer as its input."
+
+WEB_SEARCH_TOOL = "web_search_20250305"  # the server tool's version (`type`)
 
 StructuredOutput = Literal["native", "tool"]
 ThinkingMode = Literal["budget", "adaptive"]
@@ -272,6 +279,19 @@ def tool_fields(request: ChatRequest, structured_output: StructuredOutput) -> di
     return fields
 
 
+def web_search_tool(search: WebSearch) -> dict[str, Any]:
+    """Anthropic's web search server tool for `search`: its limit, and its blocked domains
+    when there are any."""
+    tool: dict[str, Any] = {
+        "type": WEB_SEARCH_TOOL,
+        "name": "web_search",
+        "max_uses": search.max_uses,
+    }
+    if search.blocked_domains:
+        tool["blocked_domains"] = list(search.blocked_domains)
+    return tool
+
+
 def thinking_budget(request: ChatRequest) -> int | None:
     """The `budget_tokens` for the request's `reasoning_effort` (`THINKING_BUDGET`), or None
     when the cap asked is too small for the minimum."""
@@ -322,6 +342,8 @@ def to_wire(
         if request.json_schema is not None and structured_output == "native":
             schema = request.json_schema.get("schema") or any_object()
             output_config["format"] = {"type": "json_schema", "schema": schema}
+    if request.web_search is not None:
+        body["tools"] = [*body.get("tools", ()), web_search_tool(request.web_search)]
     choice = body.get("tool_choice")
     forced = choice is not None and choice["type"] in ("any", "tool")
     config = thinking_config(request, thinking, forced=forced)

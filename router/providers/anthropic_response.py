@@ -9,7 +9,20 @@ Pure translations: `from_wire()` makes a `Completion` from a message body, and
   text, finish reason `stop`.
 - `thinking` blocks → `reasoning_content`, and `thinking_blocks` with their signatures
   (`redacted_thinking` blocks kept), whole and streamed (a streamed thinking block goes out
-  whole once it closes). Other block types (server tools) and unknown events are skipped.
+  whole once it closes). Other block types and unknown events are skipped.
+- Web search (the `web_search` server tool): `server_tool_use` blocks are skipped;
+  `web_search_tool_result` blocks hold the results (`web_search_result`: url, title...) or an
+  error object (`web_search_tool_result_error`, skipped: the model answers without). The
+  answer's sources are the pages its text blocks cite (`web_search_result_location`
+  citations, in order, deduplicated by URL); an answer that cites nothing gets every result
+  found instead. `usage.server_tool_use.web_search_requests` is `Usage.web_searches` (where
+  usage has no count, the `server_tool_use` blocks named `web_search` are counted). Sources
+  are read from whole answers only: a stream's `server_tool_use` and `web_search_tool_result`
+  blocks and its `citations_delta` deltas are skipped (its text is relayed, and its searches
+  counted from the usage of `message_start` / `message_delta`).
+- `pause_turn` (the API paused a long server-tool turn, e.g. after `max_uses` or its own
+  iteration limit): finish `stop` with the text so far. The turn is not resumed (resuming
+  would send the paused content, encrypted search results included, back as a prefill).
 - Usage: input tokens are uncached plus cache writes and reads; an in-band `error` (a 200
   body or a stream event) is classified by its type's HTTP status; anything off-shape is
   `ProviderMalformed`.
@@ -24,11 +37,13 @@ from typing import Any
 
 from router.errors import ProviderError, ProviderMalformed
 from router.providers.base import error_for_status, estimate_tokens
+from router.providers.web_search import dedupe_sources, source
 from router.types import (
     ChatRequest,
     Completion,
     FinishReason,
     ReasoningDelta,
+    Source,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -85,6 +100,12 @@ def output_tokens(usage: Any) -> int | None:
     return _count(usage.get("output_tokens")) if isinstance(usage, dict) else None
 
 
+def web_searches(usage: Any) -> int | None:
+    """`usage.server_tool_use.web_search_requests`, if the usage has a sane one."""
+    tool_use = usage.get("server_tool_use") if isinstance(usage, dict) else None
+    return _count(tool_use.get("web_search_requests")) if isinstance(tool_use, dict) else None
+
+
 def finish_reason(stop_reason: Any, *, calls: int = 0) -> FinishReason:
     """The router's finish reason for an Anthropic `stop_reason` (unknown ones end normally);
     `tool_use` with no call for the caller (json_schema's answer tool) is a normal end."""
@@ -117,12 +138,44 @@ def thinking_block(block: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Content:
-    """What a message's `content` blocks say; other block types (server tools) are skipped."""
+    """What a message's `content` blocks say; other block types are skipped."""
 
     text: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    cited: list[Source | None] = field(default_factory=list)  # web search citations, in order
+    found: list[Source | None] = field(default_factory=list)  # web search results, in order
+    searches: int = 0  # `server_tool_use` blocks of the web search tool
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The pages cited, or, with no citation, every page found (deduplicated by URL)."""
+        return dedupe_sources(self.cited) or dedupe_sources(self.found)
+
+
+def _citations(block: Mapping[str, Any]) -> list[Source | None]:
+    """A text block's web search citations (other kinds of citation are skipped)."""
+    citations = block.get("citations") or []
+    if not isinstance(citations, list):
+        raise TypeError("citations is not a list")
+    return [
+        source(c.get("url"), c.get("title"))
+        for c in citations
+        if isinstance(c, dict) and c.get("type") == "web_search_result_location"
+    ]
+
+
+def _results(block: Mapping[str, Any]) -> list[Source | None]:
+    """A `web_search_tool_result` block's pages; none for its error object."""
+    results = block.get("content")
+    if not isinstance(results, list):  # `web_search_tool_result_error`: nothing found
+        return []
+    return [
+        source(r.get("url"), r.get("title"))
+        for r in results
+        if isinstance(r, dict) and r.get("type") == "web_search_result"
+    ]
 
 
 def read_content(content: Any, answer: str | None) -> Content:
@@ -135,6 +188,11 @@ def read_content(content: Any, answer: str | None) -> Content:
         kind = block["type"]
         if kind == "text":
             out.text.append(_text(block["text"]))
+            out.cited.extend(_citations(block))
+        elif kind == "web_search_tool_result":
+            out.found.extend(_results(block))
+        elif kind == "server_tool_use":
+            out.searches += block.get("name") == "web_search"
         elif kind == "tool_use":
             arguments = input_json(block.get("input", {}))
             if block["name"] == answer:
@@ -177,18 +235,21 @@ def from_wire(
         raise ProviderMalformed(f"{provider}: body is not a message", provider=provider) from None
     text = "".join(content.text)
     in_tokens, out_tokens = input_tokens(usage), output_tokens(usage)
+    searches = web_searches(usage)
     return Completion(
         text=text,
         finish_reason=finish,
         usage=Usage(
             in_tokens if in_tokens is not None else _prompt_estimate(request),
             out_tokens if out_tokens is not None else estimate_tokens(text),
+            searches if searches is not None else content.searches,
         ),
         response_model=model if isinstance(model, str) else "",
         response_id=response_id if isinstance(response_id, str) else None,
         tool_calls=tuple(content.calls),
         reasoning="".join(content.reasoning),
         thinking_blocks=tuple(content.blocks),
+        sources=content.sources,
     )
 
 
@@ -221,6 +282,7 @@ class StreamState:
     response_id: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    web_searches: int | None = None  # the usage's count, as last reported
     stop_reason: Any = None
     out_chars: int = 0
     answer: str | None = None  # json_schema's answer tool, whose input is streamed as text
@@ -234,6 +296,7 @@ class StreamState:
             usage=Usage(
                 self.input_tokens if self.input_tokens is not None else _prompt_estimate(request),
                 self.output_tokens if self.output_tokens is not None else estimate_out,
+                self.web_searches or 0,
             ),
             response_model=self.model,
             response_id=self.response_id,
@@ -337,6 +400,7 @@ def apply_event(state: StreamState, event: dict[str, Any], provider: str) -> Str
             usage = message.get("usage")
             state.input_tokens = input_tokens(usage)
             state.output_tokens = output_tokens(usage)
+            state.web_searches = web_searches(usage)
         elif kind == "message_delta":
             delta = event.get("delta") or {}
             if delta.get("stop_reason") is not None:
@@ -346,6 +410,8 @@ def apply_event(state: StreamState, event: dict[str, Any], provider: str) -> Str
                 state.input_tokens = input_tokens(usage)
             if output_tokens(usage) is not None:
                 state.output_tokens = output_tokens(usage)
+            if web_searches(usage) is not None:
+                state.web_searches = web_searches(usage)
         elif kind == "error":
             raise error_from_body(event, provider)
     except (KeyError, IndexError, TypeError, AttributeError):

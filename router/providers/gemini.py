@@ -38,6 +38,16 @@ How OpenAI's fields map (the README's compatibility table says the same):
   as output; `functionCall` parts are `tool_calls`, and the finish reason `tool_calls` where
   Gemini says `STOP`. A thought signature on a text part is not kept (only function calling
   needs it back).
+- Web search (`ChatRequest.web_search`, set by fusion, never by a client): the tool
+  `{"googleSearch": {}}` (Grounding with Google Search) in `tools`, after any
+  `functionDeclarations` entry (Gemini 3 takes the two together; older models may refuse
+  function calling beside a built-in tool). `blocked_domains` is not sent: the Gemini API does
+  not support `googleSearch.excludeDomains` (Vertex AI only); `max_uses` has no counterpart.
+  Back: sources from `candidates[0].groundingMetadata.groundingChunks[].web` (`uri`, `title`;
+  Gemini's `uri` is a redirect link through Google, its `title` usually the site's domain),
+  deduplicated by URI, in order, on whole answers only; `Usage.web_searches` is the number of
+  `groundingMetadata.webSearchQueries` (whole and streamed). Off-shape grounding metadata is
+  skipped, never fails an answer.
 
 Embeddings (`POST /v1/embeddings` to a Gemini model of `kind: embedding`) are
 `batchEmbedContents`: one `requests[]` entry `{model, content: {parts: [{text}]},
@@ -69,6 +79,7 @@ from router.providers.base import (
     read_json,
     send,
 )
+from router.providers.web_search import dedupe_sources, source
 from router.types import (
     ChatRequest,
     Completion,
@@ -80,6 +91,7 @@ from router.types import (
     Part,
     ProviderCall,
     ReasoningDelta,
+    Source,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -135,11 +147,16 @@ def to_wire(request: ChatRequest, provider: str = "gemini") -> dict[str, Any]:
     body: dict[str, Any] = {"contents": _contents(request, provider)}
     if request.system_text:
         body["systemInstruction"] = {"parts": [{"text": request.system_text}]}
+    tools: list[dict[str, Any]] = []
     if request.tools:
-        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+        tools.append({"functionDeclarations": [_declaration(t) for t in request.tools]})
         choice = request.option("tool_choice")
         if choice is not None:
             body["toolConfig"] = {"functionCallingConfig": _calling_config(choice)}
+    if request.web_search is not None:  # (no excludeDomains: not in the Gemini API)
+        tools.append({"googleSearch": {}})
+    if tools:
+        body["tools"] = tools
     config = _generation_config(request)
     if config:
         body["generationConfig"] = config
@@ -330,17 +347,34 @@ def _count(data: Mapping[str, Any], key: str) -> int | None:
     return None
 
 
-def _usage(data: Any, fallback_in: int, fallback_out: int) -> Usage:
-    """Usage from `usageMetadata`; thinking tokens are billed as output, so they count."""
+def _usage(data: Any, fallback_in: int, fallback_out: int, searches: int = 0) -> Usage:
+    """Usage from `usageMetadata`; thinking tokens are billed as output, so they count.
+    `searches`: the grounding metadata's search queries."""
     if not isinstance(data, dict):
-        return Usage(fallback_in, fallback_out)
+        return Usage(fallback_in, fallback_out, searches)
     prompt = _count(data, "promptTokenCount")
     answer, thoughts = _count(data, "candidatesTokenCount"), _count(data, "thoughtsTokenCount")
     if answer is None and thoughts is None:
         output = fallback_out
     else:
         output = (answer or 0) + (thoughts or 0)
-    return Usage(fallback_in if prompt is None else prompt, output)
+    return Usage(fallback_in if prompt is None else prompt, output, searches)
+
+
+def _grounding(candidate: Any) -> tuple[tuple[Source, ...], int | None]:
+    """A candidate's Google Search grounding: the web pages of its `groundingChunks`
+    (deduplicated by URI, in order) and the number of its `webSearchQueries` (None without
+    grounding metadata). Off-shape entries are skipped."""
+    metadata = candidate.get("groundingMetadata") if isinstance(candidate, dict) else None
+    if not isinstance(metadata, dict):
+        return (), None
+    chunks = metadata.get("groundingChunks")
+    webs = [c.get("web") for c in chunks if isinstance(c, dict)] if isinstance(chunks, list) else []
+    sources = dedupe_sources(
+        source(web.get("uri"), web.get("title")) for web in webs if isinstance(web, dict)
+    )
+    queries = metadata.get("webSearchQueries")
+    return sources, len(queries) if isinstance(queries, list) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +400,8 @@ class _Chunk:
     usage: Any
     model: str
     response_id: str | None
+    sources: tuple[Source, ...] = ()  # the pages Google Search grounded the answer in
+    searches: int | None = None  # its search queries (None: no grounding metadata)
 
 
 def _in_band_error(data: Mapping[str, Any], provider: str) -> ProviderError:
@@ -404,6 +440,7 @@ def _parse(data: Any, provider: str) -> _Chunk:
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _malformed(provider) from None
     model, response_id = data.get("modelVersion"), data.get("responseId")
+    sources, searches = _grounding(candidates[0]) if candidates else ((), None)
     return _Chunk(
         has_candidate=bool(candidates),
         text=text,
@@ -413,6 +450,8 @@ def _parse(data: Any, provider: str) -> _Chunk:
         usage=data.get("usageMetadata"),
         model=model if isinstance(model, str) else "",
         response_id=response_id if isinstance(response_id, str) else None,
+        sources=sources,
+        searches=searches,
     )
 
 
@@ -501,11 +540,14 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
     return Completion(
         text=chunk.text,
         finish_reason=finish,
-        usage=_usage(chunk.usage, _prompt_estimate(request), estimate_tokens(said)),
+        usage=_usage(
+            chunk.usage, _prompt_estimate(request), estimate_tokens(said), chunk.searches or 0
+        ),
         response_model=chunk.model,
         response_id=chunk.response_id,
         tool_calls=calls,
         reasoning=chunk.thoughts,
+        sources=chunk.sources,
     )
 
 
@@ -564,6 +606,7 @@ class GeminiStream:
         "_provider",
         "_request",
         "_response_id",
+        "_searches",
         "_usage",
     )
 
@@ -577,6 +620,7 @@ class GeminiStream:
         self._model = ""
         self._response_id: str | None = None
         self._out_chars = 0
+        self._searches = 0  # the search queries of the latest grounding metadata
 
     def read(self, data: Any) -> list[StreamEvent]:
         """The events of one chunk (a `GenerateContentResponse`); raises as `from_wire` does."""
@@ -587,6 +631,8 @@ class GeminiStream:
             self._usage = chunk.usage
         if chunk.finish is not None:
             self._finish = chunk.finish
+        if chunk.searches is not None:
+            self._searches = chunk.searches
         events: list[StreamEvent] = []
         if chunk.thoughts:
             self._out_chars += len(chunk.thoughts)
@@ -617,7 +663,9 @@ class GeminiStream:
         out_estimate = max(1, self._out_chars // 4) if self._out_chars else 0
         return StreamEnd(
             finish_reason=finish,
-            usage=_usage(self._usage, _prompt_estimate(self._request), out_estimate),
+            usage=_usage(
+                self._usage, _prompt_estimate(self._request), out_estimate, self._searches
+            ),
             response_model=self._model,
             response_id=self._response_id,
         )

@@ -1,5 +1,15 @@
 """Adapter for the OpenAI chat-completions wire format (OpenAI, OpenRouter, DeepSeek, vLLM, Ollama…),
-and its embeddings endpoint (`POST {base_url}/embeddings`)."""
+and its embeddings endpoint (`POST {base_url}/embeddings`).
+
+Web search (`ChatRequest.web_search`, set by fusion): the body gets `web_search_options: {}`,
+Chat Completions' switch for it. Real OpenAI answers it only with a search model upstream
+(`gpt-5-search-api`, `gpt-4o-search-preview`: the catalog's `upstream_id`); other models refuse
+the field. `blocked_domains` cannot be applied (Chat Completions has no domain filter) and
+`max_uses` has no counterpart either. Sources come back as the message's `annotations` of type
+`url_citation` (deduplicated by URL, in order), on whole answers only (a streamed answer's
+annotations are not read). OpenAI bills per search call and reports no count: a call with web
+search on counts 1 search, unless its usage says `server_tool_use.web_search_requests`.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from router.providers.base import (
     read_json,
     send,
 )
+from router.providers.web_search import dedupe_sources, source
 from router.types import (
     ChatRequest,
     Completion,
@@ -31,6 +42,7 @@ from router.types import (
     Part,
     ProviderCall,
     ReasoningDelta,
+    Source,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -107,16 +119,44 @@ def to_wire(request: ChatRequest, upstream_model: str, *, stream: bool) -> dict[
         body["response_format"] = {"type": "json_object"}
     if request.reasoning_effort is not None:
         body["reasoning_effort"] = request.reasoning_effort
+    if request.web_search is not None:  # (no domain filter, no limit: Chat Completions has none)
+        body["web_search_options"] = {}
     body.update(request.passthrough)  # as the caller sent them
     return body
 
 
-def _usage(data: Any, fallback_in: int, fallback_out: int) -> Usage:
+def _usage(data: Any, fallback_in: int, fallback_out: int, request: ChatRequest) -> Usage:
+    searches = _web_searches(data, request)
     if isinstance(data, dict):
         pt, ct = data.get("prompt_tokens"), data.get("completion_tokens")
         if isinstance(pt, int) and isinstance(ct, int) and pt >= 0 and ct >= 0:
-            return Usage(pt, ct)
-    return Usage(fallback_in, fallback_out)
+            return Usage(pt, ct, searches)
+    return Usage(fallback_in, fallback_out, searches)
+
+
+def _web_searches(usage: Any, request: ChatRequest) -> int:
+    """The searches a call ran: the usage's `server_tool_use.web_search_requests` where it
+    says, else 1 with web search on (OpenAI bills per search call), else none."""
+    tool_use = usage.get("server_tool_use") if isinstance(usage, dict) else None
+    count = tool_use.get("web_search_requests") if isinstance(tool_use, dict) else None
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    return 1 if request.web_search is not None else 0
+
+
+def _sources(message: Mapping[str, Any]) -> tuple[Source, ...]:
+    """The pages a message cites: its `url_citation` annotations, by URL, in order (entries
+    of other types, or off-shape, are left out)."""
+    annotations = message.get("annotations")
+    if not isinstance(annotations, list):
+        return ()
+    return dedupe_sources(
+        source(citation.get("url"), citation.get("title"))
+        for entry in annotations
+        if isinstance(entry, dict) and entry.get("type") == "url_citation"
+        for citation in (entry.get("url_citation"),)
+        if isinstance(citation, dict)
+    )
 
 
 def _prompt_estimate(request: ChatRequest) -> int:
@@ -153,7 +193,7 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
     return Completion(
         text=text,
         finish_reason=finish,
-        usage=_usage(data.get("usage"), _prompt_estimate(request), estimate_tokens(text)),
+        usage=_usage(data.get("usage"), _prompt_estimate(request), estimate_tokens(text), request),
         response_model=model if isinstance(model, str) else "",
         response_id=response_id if isinstance(response_id, str) else None,
         tool_calls=calls,
@@ -161,6 +201,7 @@ def from_wire(data: Any, request: ChatRequest, provider: str) -> Completion:
         logprobs=choice.get("logprobs"),
         more_choices=tuple(more),
         echo=_echo(data),
+        sources=_sources(message),
     )
 
 
@@ -385,6 +426,7 @@ class OpenAIProvider:
                     usage_data,
                     _prompt_estimate(call.request),
                     (out_chars + 3) // 4,
+                    call.request,
                 ),
                 response_model=str(model or ""),
                 response_id=response_id if isinstance(response_id, str) else None,

@@ -17,6 +17,15 @@ rules are in `router.providers.sim_content`:
 - `json_object`: a judge's findings object (what fusion's judge asks for);
 - else prose, opened by a note on the last user message's images, if any.
 
+With web search on (`ChatRequest.web_search`, set by fusion) an answer other
+than a tool call "searches" once (`usage.web_searches` 1): it cites 1-3 made-up
+pages named after the last user message (`https://sim.example/<slug>`, titles
+opening "SIMULATED:"), on reserved `.example` domains only and never on one that
+`blocked_domains` covers (`sim.example` blocked: `sim-research.example`, and so
+on; all blocked: none). Prose names them at its end; a JSON answer carries them
+as sources only. Whole answers carry them as `Completion.sources`; a stream
+relays the text naming them.
+
 With `reasoning_effort` (not "none") the answer carries reasoning text (more
 steps for more effort), streamed as reasoning deltas before the answer. A
 stream sends text word by word and a tool call as OpenAI does: its id and name
@@ -55,8 +64,10 @@ from router.providers.sim_content import (
     chosen_tools,
     images_note,
     reasoning_text,
+    sources_note,
     tool_results_text,
     value_for,
+    web_sources,
 )
 from router.types import (
     ChatRequest,
@@ -67,6 +78,7 @@ from router.types import (
     Message,
     ProviderCall,
     ReasoningDelta,
+    Source,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -155,6 +167,8 @@ class SimAnswer:
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""
+    sources: tuple[Source, ...] = ()  # the pages a simulated web search found
+    searches: int = 0  # simulated web searches run
 
     @property
     def finish_reason(self) -> FinishReason:
@@ -189,19 +203,31 @@ def answer(request: ChatRequest, model: str, seed: int) -> SimAnswer:
         )
         plan = "It needs " + " and ".join(f"{c.name}({c.arguments})" for c in calls) + "."
         return SimAnswer("", calls, _reasoning(request, model, seed, words, plan))
+    search = request.web_search
+    sources = (
+        ()
+        if search is None
+        else web_sources(words, _digest(model, words.text, str(seed)), search.blocked_domains)
+    )
+    # what prose says of them (a JSON answer cannot)
+    cited = sources_note(sources) if search is not None and not request.json_output else ""
     if isinstance(request.json_schema, dict):
         prose = answer_text(request, model, seed)
         schema = request.json_schema.get("schema") or {"type": "object"}
         text = json.dumps(value_for(schema, Words(words.text, prose)))
         plan = f"The answer is a {request.json_schema.get('name', 'JSON')} object."
     elif ends_in_results:
-        text = _cut(request, tool_results_text(request.messages, words))
+        text = _cut(
+            request, " ".join(filter(None, (tool_results_text(request.messages, words), cited)))
+        )
         plan = "The tool results answer it."
     else:
         note = images_note(last_user.images) if last_user else ""
-        text = _cut(request, " ".join(filter(None, (note, answer_text(request, model, seed)))))
+        prose = answer_text(request, model, seed)
+        text = _cut(request, " ".join(filter(None, (note, prose, cited))))
         plan = "The answer follows."
-    return SimAnswer(text, (), _reasoning(request, model, seed, words, plan))
+    reasoning = _reasoning(request, model, seed, words, plan)
+    return SimAnswer(text, (), reasoning, sources, 0 if search is None else 1)
 
 
 def _reasoning(request: ChatRequest, model: str, seed: int, words: Words, plan: str) -> str:
@@ -317,7 +343,9 @@ class SimProvider:
         """Estimated tokens: the messages in; text, reasoning and arguments out."""
         out = reply.text + reply.reasoning + "".join(c.arguments for c in reply.tool_calls)
         return Usage(
-            sum(estimate_tokens(m.content) for m in request.messages), estimate_tokens(out)
+            sum(estimate_tokens(m.content) for m in request.messages),
+            estimate_tokens(out),
+            reply.searches,
         )
 
     def _answer(self, call: ProviderCall) -> SimAnswer:
@@ -344,6 +372,7 @@ class SimProvider:
             response_id=self._response_id(reply),
             tool_calls=reply.tool_calls,
             reasoning=reply.reasoning,
+            sources=reply.sources,
         )
 
     async def embed(self, call: EmbeddingCall, /) -> Embeddings:

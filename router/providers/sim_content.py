@@ -19,6 +19,11 @@ The rules (`router.providers.sim` decides which applies to a request):
   the message where a match is sensible: the word after the property's name ("order 1234"), a
   capitalised name for a place or a person, the question itself for a query, the simulator's
   prose for a summary or an answer; else a placeholder ("example unit").
+- **Web search** (`web_sources`): 1-3 made-up pages named after the question
+  (`https://sim.example/<slug>`, titles opening "SIMULATED:"), on the `.example` domains of
+  `SIM_SEARCH_DOMAINS` only (reserved: never a real site), skipping any a blocked domain
+  covers (`sim.example` blocked: `sim-research.example`...; all blocked: none). The answer
+  names them (`sources_note`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.types import ImagePart, Message, ReasoningEffort
+from router.providers.web_search import host_blocked
+from router.types import ImagePart, Message, ReasoningEffort, Source
 
 
 def _wordset(words: str) -> frozenset[str]:
@@ -263,6 +269,44 @@ def reasoning_text(effort: ReasoningEffort | None, topic: str, plan: str, n: int
         return ""
     steps = [_FILLERS[(n + i) % len(_FILLERS)] for i in range(_STEPS[effort])]
     return " ".join([f"The question is about \u201c{topic}\u201d.", *steps, plan])
+
+
+# --- web search --------------------------------------------------------------------------
+
+# The made-up domains a simulated search finds pages on, in order of preference (`.example`
+# is reserved: never a real site).
+SIM_SEARCH_DOMAINS = ("sim.example", "sim-research.example", "sim-archive.example")
+_PAGES = (("", "overview"), ("/background", "background"), ("/figures", "figures and data"))
+_SLUG_WORDS = 6
+
+
+def _slug(words: Words) -> str:
+    """The question's first content words, lowercase, joined by hyphens ("answer" if none)."""
+    kept = [w.lower() for w in words.tokens if w.lower() not in _STOP and w.isascii()]
+    kept = ["".join(c for c in w if c.isalnum() or c == "-").strip("-") for w in kept]
+    return "-".join([w for w in kept if w][:_SLUG_WORDS]) or "answer"
+
+
+def web_sources(words: Words, n: int, blocked_domains: Sequence[str] = ()) -> tuple[Source, ...]:
+    """The pages a simulated search finds for the question in `words`: 1-3 (by `n`), on the
+    first of `SIM_SEARCH_DOMAINS` no blocked domain covers (none if every one is blocked)."""
+    allowed = [d for d in SIM_SEARCH_DOMAINS if not host_blocked(d, blocked_domains)]
+    if not allowed:
+        return ()
+    slug, topic = _slug(words), words.topic or "the question"
+    return tuple(
+        Source(f"https://{allowed[0]}/{slug}{path}", f"SIMULATED: {topic} \u2014 {what}")
+        for path, what in _PAGES[: 1 + n % len(_PAGES)]
+    )
+
+
+def sources_note(sources: Sequence[Source]) -> str:
+    """A sentence naming the pages a simulated search found, numbered as the answer cites
+    them."""
+    if not sources:
+        return "A simulated web search found no page outside the blocked domains."
+    listed = "; ".join(f"[{i}] {s.title} <{s.url}>" for i, s in enumerate(sources, 1))
+    return f"Sources (simulated web search): {listed}."
 
 
 # --- values for a JSON schema ------------------------------------------------------------

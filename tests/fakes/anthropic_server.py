@@ -1,7 +1,10 @@
 """A fake Anthropic Messages API server; bodies and events are built from `anthropic` types.
 
 It refuses what the real API refuses in the features the router translates (tool use and
-results, images, thinking, structured output), so a test passing here sent a valid request.
+results, images, thinking, structured output, the web search server tool), so a test passing
+here sent a valid request. `Researched` answers as the web search tool does: `server_tool_use`
+and `web_search_tool_result` blocks, then text citing the pages, and the searches counted in
+`usage.server_tool_use`.
 Models of Claude 4.7 and later (`ADAPTIVE_ONLY`, by upstream id) hold their own rules: adaptive
 thinking only, no sampling parameters, no prefill, and thinking text omitted unless
 `display: summarized` asks for it.
@@ -37,6 +40,7 @@ from tests.fakes.script import (
     InBandError,
     Malformed,
     Reasoned,
+    Researched,
     Reset,
     StallStream,
     Status,
@@ -106,11 +110,60 @@ def tool_use(call: tuple[str, str, str]) -> dict[str, Any]:
     }
 
 
-Acted = Answer | ToolCalls | Reasoned  # what the fake answers with content
+Acted = Answer | ToolCalls | Reasoned | Researched  # what the fake answers with content
+
+
+def search_blocks(behaviour: Researched, search: int) -> list[dict[str, Any]]:
+    """One search's `server_tool_use` block and its `web_search_tool_result` (the pages on the
+    first search, none on later ones; or the script's error object)."""
+    tool_id = f"srvtoolu_fake{search:02d}"
+    results: Any = [
+        {
+            "type": "web_search_result",
+            "url": url,
+            "title": title,
+            "encrypted_content": f"enc-fake-{i}",
+            "page_age": "2 days ago",
+        }
+        for i, (url, title) in enumerate(behaviour.sources if search == 0 else ())
+    ]
+    if behaviour.error is not None:
+        results = {"type": "web_search_tool_result_error", "error_code": behaviour.error}
+    return [
+        {
+            "type": "server_tool_use",
+            "id": tool_id,
+            "name": "web_search",
+            "input": {"query": behaviour.text[:40]},
+        },
+        {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": results},
+    ]
+
+
+def citations(behaviour: Researched) -> list[dict[str, Any]]:
+    """The text's `web_search_result_location` citations, one per source (none uncited)."""
+    if not behaviour.cited or behaviour.error is not None:
+        return []
+    return [
+        {
+            "type": "web_search_result_location",
+            "url": url,
+            "title": title,
+            "cited_text": behaviour.text[:20],
+            "encrypted_index": f"idx-fake-{i}",
+        }
+        for i, (url, title) in enumerate(behaviour.sources)
+    ]
 
 
 def content(behaviour: Acted) -> list[dict[str, Any]]:
     """The content blocks of a whole answer."""
+    if isinstance(behaviour, Researched):
+        blocks = [b for n in range(behaviour.searches) for b in search_blocks(behaviour, n)]
+        text: dict[str, Any] = {"type": "text", "text": behaviour.text}
+        if citations(behaviour):
+            text["citations"] = citations(behaviour)
+        return [*blocks, text]
     if isinstance(behaviour, Reasoned):
         thinking = {
             "type": "thinking",
@@ -128,10 +181,21 @@ def outcome(behaviour: Acted) -> tuple[str, int, int]:
     """(stop reason, input tokens, output tokens) of an answer."""
     if isinstance(behaviour, Reasoned):
         return outcome(behaviour.then)
+    if isinstance(behaviour, Researched):
+        stop = "pause_turn" if behaviour.paused else "end_turn"
+        return stop, behaviour.input_tokens, behaviour.output_tokens
     if isinstance(behaviour, ToolCalls):
         return "tool_use", 20, 9
     stop = STOP_REASONS.get(behaviour.finish_reason, behaviour.finish_reason)
     return stop, behaviour.input_tokens, behaviour.output_tokens
+
+
+def server_tool_use(behaviour: Acted) -> dict[str, Any]:
+    """`usage.server_tool_use` of a researched answer (empty when the script sends none)."""
+    if not isinstance(behaviour, Researched) or not behaviour.usage_count:
+        return {}
+    count = {"web_search_requests": behaviour.searches, "web_fetch_requests": 0}
+    return {"server_tool_use": count}
 
 
 def message_json(model: str, behaviour: Acted) -> str:
@@ -145,7 +209,7 @@ def message_json(model: str, behaviour: Acted) -> str:
             "content": content(behaviour),
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": usage(input_tokens, output_tokens),
+            "usage": usage(input_tokens, output_tokens) | server_tool_use(behaviour),
         }
     ).model_dump_json(exclude_unset=True)
 
@@ -207,6 +271,8 @@ def block_events(behaviour: Acted, first: int = 0) -> list[tuple[str, str]]:
     (id, name, an empty input), an empty `input_json_delta` as the API sends first, then its
     arguments in fragments."""
     out: list[tuple[str, str]] = []
+    if isinstance(behaviour, Researched):
+        return researched_events(behaviour, first)
     if isinstance(behaviour, Reasoned):
         start = {"type": "thinking", "thinking": "", "signature": ""}
         out.append(("content_block_start", block_start(first, start)))
@@ -242,12 +308,39 @@ def block_events(behaviour: Acted, first: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def message_delta(stop_reason: str, output_tokens: int) -> str:
+def researched_events(behaviour: Researched, first: int) -> list[tuple[str, str]]:
+    """A researched answer streamed: per search, a `server_tool_use` block (its input as one
+    `input_json_delta`) and its whole `web_search_tool_result` block; then the text block,
+    word by word, with a `citations_delta` per citation."""
+    out: list[tuple[str, str]] = []
+    index = first
+    for n in range(behaviour.searches):
+        use, result = search_blocks(behaviour, n)
+        out.append(("content_block_start", block_start(index, {**use, "input": {}})))
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(use["input"])}
+        out.append(("content_block_delta", block_delta(index, delta)))
+        out.append(("content_block_stop", block_stop(index)))
+        out.append(("content_block_start", block_start(index + 1, result)))
+        out.append(("content_block_stop", block_stop(index + 1)))
+        index += 2
+    out.append(("content_block_start", block_start(index, {"type": "text", "text": ""})))
+    words = behaviour.text.split(" ")
+    for i, word in enumerate(words):
+        out.append(("content_block_delta", text_delta(word if i == 0 else " " + word, index)))
+    for citation in citations(behaviour):
+        delta = {"type": "citations_delta", "citation": citation}
+        out.append(("content_block_delta", block_delta(index, delta)))
+    out.append(("content_block_stop", block_stop(index)))
+    return out
+
+
+def message_delta(stop_reason: str, output_tokens: int, behaviour: Acted | None = None) -> str:
+    counts = server_tool_use(behaviour) if behaviour is not None else {}
     return RawMessageDeltaEvent.model_validate(
         {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": output_tokens},
+            "usage": {"output_tokens": output_tokens, **counts},
         }
     ).model_dump_json(exclude_unset=True)
 
@@ -318,6 +411,12 @@ def tools_problem(body: dict[str, Any]) -> str | None:
     tools = body.get("tools")
     names = []
     for i, tool in enumerate(tools or []):
+        if isinstance(tool, dict) and tool.get("type", "custom") != "custom":
+            problem = server_tool_problem(i, tool)
+            if problem:
+                return problem
+            names.append(tool["name"])
+            continue
         schema = tool.get("input_schema") if isinstance(tool, dict) else None
         if not isinstance(schema, dict) or schema.get("type") != "object":
             return f"tools.{i}.input_schema: must be a JSON schema of type object"
@@ -338,6 +437,45 @@ def tools_problem(body: dict[str, Any]) -> str | None:
         return "tool_choice.name: no tool of that name"
     if kind == "none" and "disable_parallel_tool_use" in choice:
         return "tool_choice.disable_parallel_tool_use: Extra inputs are not permitted"
+    return None
+
+
+WEB_SEARCH_FIELDS = {
+    "type",
+    "name",
+    "max_uses",
+    "allowed_domains",
+    "blocked_domains",
+    "user_location",
+    "cache_control",
+    "allowed_callers",
+    "defer_loading",
+    "strict",
+}
+
+
+def server_tool_problem(i: int, tool: dict[str, Any]) -> str | None:
+    """A server tool (a `tools` entry with a `type`): only the web search tool here, checked
+    as the API checks `web_search_20250305`."""
+    kind = tool["type"]
+    if kind != "web_search_20250305":
+        return f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+    if tool.get("name") != "web_search":
+        return f"tools.{i}.web_search_20250305.name: Input should be 'web_search'"
+    extra = sorted(set(tool) - WEB_SEARCH_FIELDS)
+    if extra:
+        return f"tools.{i}.web_search_20250305.{extra[0]}: Extra inputs are not permitted"
+    uses = tool.get("max_uses")
+    if uses is not None and (not isinstance(uses, int) or isinstance(uses, bool) or uses < 1):
+        return f"tools.{i}.web_search_20250305.max_uses: Input should be greater than 0"
+    for key in ("allowed_domains", "blocked_domains"):
+        domains = tool.get(key)
+        if domains is not None and not (
+            isinstance(domains, list) and all(isinstance(d, str) and d for d in domains)
+        ):
+            return f"tools.{i}.web_search_20250305.{key}: Input should be a list of domains"
+    if tool.get("allowed_domains") is not None and tool.get("blocked_domains") is not None:
+        return "Cannot specify both allowed_domains and blocked_domains in the web search tool."
     return None
 
 
@@ -554,7 +692,7 @@ def make_app(wall: Wall) -> web.Application:
                 await _send(response, "message_start", "{not json")
                 return response
             return web.Response(status=200, text="{not json", content_type="application/json")
-        if isinstance(behaviour, ToolCalls | Reasoned):
+        if isinstance(behaviour, ToolCalls | Reasoned | Researched):
             if not stream:
                 return web.Response(
                     status=200, text=message_json(model, behaviour), content_type="application/json"
@@ -564,7 +702,9 @@ def make_app(wall: Wall) -> web.Application:
             await _send(response, "message_start", message_start(model, input_tokens))
             for event, data in block_events(behaviour):
                 await _send(response, event, data)
-            await _send(response, "message_delta", message_delta(stop_reason, output_tokens))
+            await _send(
+                response, "message_delta", message_delta(stop_reason, output_tokens, behaviour)
+            )
             await _send(response, "message_stop", message_stop())
             return response
         if isinstance(behaviour, Answer):

@@ -14,7 +14,11 @@ in one chunk; streamed, the answer's parts (the text word by word, then the call
 `pieces` chunks. `Reasoned` is thought parts (`thought: true`; streamed, the thinking in
 `pieces` chunks) before its `then`, its `signature` as the `thoughtSignature` of the first
 function call (or of the last part, for an answer without calls), and the thinking's word
-count as `thoughtsTokenCount`.
+count as `thoughtsTokenCount`. `Researched` is its text grounded in Google Search: the last
+(or only) chunk's candidate carries `groundingMetadata` with a `webSearchQueries` entry per
+search and a `groundingChunks[].web` per source (`uri`, `title`, `domain`), as
+`google-genai`'s `GroundingMetadata`; a `googleSearch` tool with `excludeDomains` is refused,
+as the Gemini API refuses it (Vertex AI only).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tests.fakes.script import (
     InBandError,
     Malformed,
     Reasoned,
+    Researched,
     Reset,
     StallStream,
     Status,
@@ -80,6 +85,7 @@ def response_dict(
     usage: tuple[int, int | None] | None = None,
     parts: list[types.Part] | None = None,
     thoughts: int | None = None,
+    grounding: types.GroundingMetadata | None = None,
 ) -> dict[str, Any]:
     """One `GenerateContentResponse` (a whole answer or a stream chunk) as wire JSON: `text`,
     or any `parts`; `thoughts` is the usage's `thoughtsTokenCount`."""
@@ -89,6 +95,7 @@ def response_dict(
         content=types.Content(role="model", parts=parts) if parts else None,
         finish_reason=_FINISH.get(finish, types.FinishReason.STOP) if finish is not None else None,
         index=0,
+        grounding_metadata=grounding,
     )
     usage_metadata = None
     if usage is not None:
@@ -154,6 +161,23 @@ def reasoned_chunks(behaviour: Reasoned, *, stream: bool) -> list[list[types.Par
     return thoughts + answer_chunks(behaviour.then, stream=stream, signature=behaviour.signature)
 
 
+def grounding_metadata(behaviour: Researched) -> types.GroundingMetadata:
+    """The Google Search grounding of a researched answer: a query per search, a web chunk per
+    source (repeats included)."""
+    return types.GroundingMetadata(
+        web_search_queries=[f"{behaviour.text[:30]} {n}" for n in range(behaviour.searches)],
+        grounding_chunks=[
+            types.GroundingChunk(
+                web=types.GroundingChunkWeb(
+                    uri=url, title=title, domain=url.split("/")[2] if "//" in url else None
+                )
+            )
+            for url, title in behaviour.sources
+        ],
+        search_entry_point=types.SearchEntryPoint(rendered_content="<div>fake</div>"),
+    )
+
+
 def _checked(kind: type[pydantic.BaseModel], value: Any) -> Any:
     """`value` read as `kind` from its JSON, as the API reads it (base64 bytes included)."""
     return kind.model_validate_json(json.dumps(value))
@@ -182,6 +206,8 @@ def request_problem(body: Any) -> str | None:
         if "systemInstruction" in body:
             _checked(types.Content, body["systemInstruction"])
         for tool in body.get("tools") or []:
+            if isinstance(tool, dict) and (tool.get("googleSearch") or {}).get("excludeDomains"):
+                return "excludeDomains parameter is not supported in Gemini API."
             _checked(types.Tool, tool)
         if "toolConfig" in body:
             _checked(types.ToolConfig, body["toolConfig"])
@@ -389,6 +415,29 @@ def make_app(wall: Wall) -> web.Application:
                         text=word if i == 0 else " " + word,
                         finish=behaviour.finish_reason if last else None,
                         usage=usage if last else (behaviour.input_tokens, None),
+                    ),
+                )
+            return response
+        if isinstance(behaviour, Researched):
+            usage = (behaviour.input_tokens, behaviour.output_tokens)
+            grounding = grounding_metadata(behaviour)
+            if not stream:
+                data = response_dict(
+                    model, text=behaviour.text, finish="stop", usage=usage, grounding=grounding
+                )
+                return _json_response(200, data)
+            response = await _sse(request)
+            words = _words(behaviour.text)
+            for i, word in enumerate(words):
+                last = i == len(words) - 1
+                await _send(
+                    response,
+                    response_dict(
+                        model,
+                        text=word,
+                        finish="stop" if last else None,
+                        usage=usage if last else (usage[0], None),
+                        grounding=grounding if last else None,
                     ),
                 )
             return response

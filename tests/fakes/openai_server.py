@@ -36,6 +36,7 @@ from tests.fakes.script import (
     OddShape,
     Reasoned,
     Redirect,
+    Researched,
     Reset,
     StallStream,
     Status,
@@ -125,6 +126,26 @@ def reasoned_json(model: str, behaviour: Reasoned) -> str:
         return tool_calls_json(model, then, behaviour.thinking)
     message = {"role": "assistant", "content": then.text, "reasoning_content": behaviour.thinking}
     return _completion(model, message, then.finish_reason, (then.input_tokens, then.output_tokens))
+
+
+def researched_json(model: str, behaviour: Researched) -> str:
+    """A whole answer of a search model: the text, and a `url_citation` annotation per source
+    (repeats included), each spanning the text."""
+    annotations = [
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "url": url,
+                "title": title,
+                "start_index": 0,
+                "end_index": len(behaviour.text),
+            },
+        }
+        for url, title in behaviour.sources
+    ]
+    message = {"role": "assistant", "content": behaviour.text, "annotations": annotations}
+    usage = (behaviour.input_tokens, behaviour.output_tokens)
+    return _completion(model, message, "stop", usage)
 
 
 def chunk_data(model: str, choices: list[dict[str, object]]) -> dict[str, object]:
@@ -315,6 +336,10 @@ def make_app(wall: Wall) -> web.Application:
                 request.query_string,
             )
         )
+        options = body.get("web_search_options") if isinstance(body, dict) else None
+        if options is not None and not isinstance(options, dict):
+            bad = Status(400, "Invalid type for 'web_search_options': expected an object")
+            return web.Response(status=400, text=error_json(bad), content_type="application/json")
         behaviour = wall.next_for(model)
         response = web.StreamResponse()  # (prepared by a stream that goes on in another shape)
         if isinstance(behaviour, Flaky):
@@ -407,6 +432,16 @@ def make_app(wall: Wall) -> web.Application:
                 await _send(response, data)
             await _send(response, "[DONE]")
             return response
+        if isinstance(behaviour, Researched):
+            if not stream:
+                return web.Response(
+                    status=200,
+                    text=researched_json(model, behaviour),
+                    content_type="application/json",
+                )
+            behaviour = Answer(  # (streamed: the text, without annotations)
+                behaviour.text, behaviour.input_tokens, behaviour.output_tokens
+            )
         if isinstance(behaviour, OddShape):
             if not stream:
                 return web.Response(

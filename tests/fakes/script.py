@@ -139,6 +139,35 @@ class Reasoned:
 
 
 @dataclass(frozen=True)
+class Researched:
+    """Answer `text` after searching the web, in each protocol's own server-tool format:
+    OpenAI's `url_citation` annotations; Anthropic's `server_tool_use` and
+    `web_search_tool_result` blocks (one pair per search) and a text block citing `sources`
+    (`web_search_result_location`, one citation per entry, repeats included), `searches` in
+    `usage.server_tool_use`; Gemini's `groundingMetadata` (a grounding chunk per source, a
+    query per search). Streamed, the text goes word by word (Anthropic: after the server-tool
+    blocks, then a `citations_delta` per source).
+
+    `cited=False`: the Anthropic text cites nothing (only the search results name the pages);
+    `error`: the Anthropic search result is an error object with this `error_code` instead of
+    the pages; `paused`: the Anthropic answer stops with `pause_turn`; `usage_count=False`: no
+    search count in the usage (OpenAI never sends one; Anthropic then sends none)."""
+
+    text: str = "Oslo has about 700,000 people."
+    sources: tuple[tuple[str, str], ...] = (
+        ("https://www.ssb.no/en/oslo", "Statistics Norway: Oslo"),
+        ("https://en.wikipedia.org/wiki/Oslo", "Oslo - Wikipedia"),
+    )
+    searches: int = 1
+    cited: bool = True
+    error: str | None = None
+    paused: bool = False
+    usage_count: bool = True
+    input_tokens: int = 30
+    output_tokens: int = 12
+
+
+@dataclass(frozen=True)
 class Detailed:
     """Answer `texts` as that many choices (OpenAI's `n`), with per-token log probabilities
     (whole, and per chunk when streamed: the first text only) and a `service_tier`."""
@@ -186,7 +215,8 @@ class Flaky:
 
 
 Behaviour = (
-    ToolCalls
+    Researched
+    | ToolCalls
     | Reasoned
     | Detailed
     | OddShape
