@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import aiohttp
@@ -39,6 +40,25 @@ def with_sim_fault(loaded: LoadedConfig, provider: str, **changes: Any) -> Loade
     providers = dict(config.providers)
     providers[provider] = current.model_copy(update={"sim": profile})
     return loaded.model_copy(update={"config": config.model_copy(update={"providers": providers})})
+
+
+async def start_sidecar(
+    loaded: LoadedConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    span_exporter: InMemorySpanExporter | None = None,
+) -> tuple[web.AppRunner, str]:
+    """The sidecar for `loaded` serving in this process on 127.0.0.1 (a free port), and its
+    base URL (`.../v1`); `environ` (default: none) is where key and token variables are read.
+    The caller ends it with `runner.cleanup()`."""
+    app = create_app(
+        loaded, environ={} if environ is None else environ, span_exporter=span_exporter
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
 
 
 class _Out:
@@ -111,7 +131,28 @@ def _show_fusion(p: _Out, fusion: dict[str, Any], answer: str) -> None:
     p(
         f"upstream calls: {fusion['upstream_calls']}; degraded: {', '.join(fusion['degraded']) or 'no'}"
     )
-    p(f"tokens: {fusion['usage']}; cost ${fusion['cost_usd']:.6f}")
+    p(f"tokens: {fusion['usage']}")
+    _show_cost(p, fusion["cost"])
+
+
+def _show_cost(p: _Out, cost: dict[str, Any]) -> None:
+    """The `cost` object: spend against the estimate, and the same question to one model."""
+    cap = f", cap ${cost['max_cost_usd']}" if cost["max_cost_usd"] is not None else ""
+    p(
+        f"cost: ${cost['spent_usd']:.6f} spent (worst-case estimate ${cost['estimate_usd']:.4f}{cap})"
+    )
+    solo = cost.get("solo")
+    if solo:
+        p(
+            f"      the same question to {solo['model']} alone: ${solo['cost_usd']:.6f} "
+            f"-> this fusion cost {cost['vs_solo']:.0%} of it (example prices)"
+        )
+        per = cost["per_answer_token_usd"]
+        p(
+            f"      as answers grow long, each answer token costs the panel at most "
+            f"${per['fusion'] * 1e6:.2f}/M against {solo['model']}'s ${per['solo'] * 1e6:.2f}/M "
+            f"({cost['long_answers_vs_solo']:.0%})"
+        )
 
 
 def _trace_tree(spans: list[ReadableSpan], trace_id: int) -> list[str]:
@@ -216,18 +257,40 @@ async def _agent_turns(p: _Out, session: aiohttp.ClientSession, url: str) -> Non
     p(f"  image: {data['choices'][0]['message']['content'][:90]}")
 
 
+async def _research(p: _Out, session: aiohttp.ClientSession, url: str) -> None:
+    """A research panel asked with a per-request cap: refused before any call with the
+    `max_tokens` that fits, then answered with the sources each seat found."""
+    ask = [{"role": "user", "content": "Which river is longer, the Nile or the Amazon?"}]
+    capped = {"model": "fusion/research", "messages": ask, "fusion": {"max_cost_usd": 0.25}}
+    status, _h, data, _ms = await _post(session, url, capped)
+    error = data["error"]
+    p(
+        f"  max_cost_usd 0.25, no max_tokens: HTTP {status} {error['code']}; estimate "
+        f"${error['estimate_usd']:.4f}; max_tokens {error['fits_max_tokens']} would fit"
+    )
+    status, _h, data, _ms = await _post(
+        session, url, {**capped, "max_tokens": error["fits_max_tokens"]}
+    )
+    fusion = data["fusion"]
+    p(f"  with max_tokens {error['fits_max_tokens']}: HTTP {status}")
+    research = fusion["research"]
+    p(f"  blocked domains: {', '.join(research['blocked_domains'])} (explain says per seat)")
+    for seat in fusion["seats"]:
+        p(f"  seat {seat['seat']}: {seat['served']}, {seat.get('web_searches', 0)} search(es):")
+        for source in seat.get("sources", []):
+            p(f"      {source['url']}  {source['title']}")
+    p(f"  the judge read each answer with its sources; {len(fusion['sources'])} distinct pages")
+    _show_cost(p, fusion["cost"])
+
+
 async def run_demo(out: TextIO) -> int:
     """Run the whole story; returns the exit code."""
     logs.configure("error")
     p = _Out(out)
     exporter = InMemorySpanExporter()
     loaded = with_sim_fault(load_config(None), DOWN_PROVIDER, down=True)
-    app = create_app(loaded, environ={}, span_exporter=exporter)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    runner, base = await start_sidecar(loaded, span_exporter=exporter)
+    app = runner.app
     url = f"{base}/chat/completions"
     question = [{"role": "user", "content": QUESTION}]
     p("fusion-router demo on the EMBEDDED DEFAULT: simulated providers, example prices, no network")
@@ -274,6 +337,12 @@ async def run_demo(out: TextIO) -> int:
                 f"  fusion/budget    ${budget_cost:.6f}  = {budget_cost / solo['claude-fable-5']:.0%} of Fable 5 solo "
                 "(example prices; the simulated answers are short, so the judge and synthesizer prompts dominate)"
             )
+            p("  the same panel with gpt-5.5 as judge and synthesizer (a per-request override):")
+            cheaper = {"judges": ["gpt-5.5"], "synthesizers": ["gpt-5.5"]}
+            status, _h, data, _ms = await _post(
+                session, url, {"model": "fusion/budget", "messages": question, "fusion": cheaper}
+            )
+            _show_cost(p, data["fusion"]["cost"])
             p(
                 "  published DRACO scores: Fable 5 alone 65.3%, budget panel 64.7% at about half its price, frontier 69.0%"
             )
@@ -312,10 +381,15 @@ async def run_demo(out: TextIO) -> int:
                 f"({headers.get('X-Router-Mapped-Why')}) by model_map"
             )
 
-            p.section("5. an agent's tools, a JSON schema and an image, on gpt-5.5 (simulated)")
+            p.section(
+                "5. fusion/research: panelists search the web (SIMULATED pages), under a cost cap"
+            )
+            await _research(p, session, url)
+
+            p.section("6. an agent's tools, a JSON schema and an image, on gpt-5.5 (simulated)")
             await _agent_turns(p, session, url)
 
-            p.section("6. bad input gets a clear 4xx, never a 5xx")
+            p.section("7. bad input gets a clear 4xx, never a 5xx")
             for body in (
                 {"model": "no-such-model", "messages": question},
                 {"model": "gpt-5.5", "messages": question, "api_base": "http://169.254.169.254"},
@@ -324,7 +398,7 @@ async def run_demo(out: TextIO) -> int:
                 status, _h, data, _ms = await _post(session, url, body)
                 p(f"  HTTP {status}: {data['error']['code']}: {data['error']['message']}")
 
-            p.section("7. trace of request 1 (spans exported by OpenTelemetry)")
+            p.section("8. trace of request 1 (spans exported by OpenTelemetry)")
             app[SERVICES].telemetry.force_flush()
             trace_id = next(
                 (

@@ -27,7 +27,13 @@ from router.errors import (
     UnsupportedParameter,
 )
 from router.fusion.caller import RouterCaller
-from router.fusion.cost import Costing, estimate_fusion, fitting_max_tokens, solo_model
+from router.fusion.cost import (
+    Costing,
+    estimate_fusion,
+    fitting_max_tokens,
+    per_answer_token,
+    solo_model,
+)
 from router.fusion.panel import FusionDeps
 from router.fusion.pipeline import FusionOutcome, FusionRequest, run_fusion
 from router.fusion.plan import FusionPlan, plan_panel
@@ -287,7 +293,8 @@ def _costing(
     needs = required_capabilities(chat)
     allowed = [m.id for m in models.values() if gate(m) is None and not m.lacking(needs)]
     solo = solo_model(models, allowed, panel.compare_with)
-    return Costing(estimate, cap, solo, estimate_input_tokens(chat))
+    per_token = per_answer_token(plan, deliberation, synthesis, models)
+    return Costing(estimate, cap, solo, estimate_input_tokens(chat), per_token)
 
 
 def _check_carried(

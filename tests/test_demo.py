@@ -34,4 +34,11 @@ def test_demo_runs_the_whole_story() -> None:
     assert 'tool call: get_weather({"city": "Oslo"})' in out  # the simulator's agent turns
     assert 'json_schema answer: {"city": "Oslo", "celsius": ' in out
     assert "image: I see 1 image (image/png" in out
+    # cost: the saving against the best solo model, and the per-token price of long answers
+    assert "the same question to claude-fable-5 alone: $" in out
+    assert "as answers grow long, each answer token costs the panel at most $37.50/M" in out
+    # the research panel: refused over its cap with the max_tokens that fits, then sources
+    assert "HTTP 400 cost_limit_exceeded" in out
+    assert "https://sim.example/" in out
+    assert "rubrics.example" in out
     assert "Traceback" not in out + result.stderr

@@ -62,6 +62,12 @@ async def test_the_fusion_object_reports_estimate_spend_and_the_solo_price() -> 
         assert (solo["input_tokens"], solo["output_tokens"]) == (question, 7)
         assert solo["cost_usd"] == pytest.approx((question * 1.0 + 7 * 2.0) / 1e6)
         assert cost["vs_solo"] == pytest.approx(cost["spent_usd"] / solo["cost_usd"], rel=1e-2)
+        # per token of answer length: three seats write it ($2/M each), the judge and the
+        # synthesizer read three ($1/M each), the synthesizer writes it ($2/M): $14/M, against
+        # the solo model's $2/M output price
+        per = cost["per_answer_token_usd"]
+        assert (per["fusion"], per["solo"]) == (pytest.approx(14e-6), pytest.approx(2e-6))
+        assert cost["long_answers_vs_solo"] == pytest.approx(7.0)
 
 
 async def test_compare_with_names_the_solo_model_per_request() -> None:

@@ -83,6 +83,22 @@ def estimate_fusion(
     return CostEstimate(seats, judge, synthesizer)
 
 
+def per_answer_token(
+    plan: FusionPlan,
+    panelist_request: ChatRequest,
+    synthesis_base: ChatRequest,
+    models: Mapping[str, CatalogModel],
+) -> float:
+    """USD the plan adds per token of answer length, when every answer grows alike (each
+    seat writes it, the judge and the synthesizer read every seat's, the synthesizer writes
+    it): the slope of the estimate in `max_tokens`, what decides the price of long answers."""
+
+    def total(tokens: int) -> float:
+        return estimate_fusion(plan, panelist_request, synthesis_base, models, tokens).total
+
+    return (total(1000) - total(0)) / 1000
+
+
 def fitting_max_tokens(
     cap: float,
     plan: FusionPlan,
@@ -93,10 +109,8 @@ def fitting_max_tokens(
     """The largest `max_tokens` whose estimate fits `cap` (the estimate is linear in it below
     every model's own limit), or None when not even a short answer fits."""
 
-    def total(tokens: int) -> float:
-        return estimate_fusion(plan, panelist_request, synthesis_base, models, tokens).total
-
-    base, per_token = total(0), (total(1000) - total(0)) / 1000
+    base = estimate_fusion(plan, panelist_request, synthesis_base, models, 0).total
+    per_token = per_answer_token(plan, panelist_request, synthesis_base, models)
     if per_token <= 0:
         return None
     fits = math.floor((cap + COST_EPSILON - base) / per_token)
@@ -135,6 +149,7 @@ class Costing:
     cap: float | None
     solo: CatalogModel | None
     question_tokens: int  # the client's request, estimated: what a solo model would read
+    per_token: float = 0.0  # USD the plan adds per token of answer length (`per_answer_token`)
 
     def report(self, spent: float, answer_tokens: int) -> dict[str, object]:
         """The `cost` object: estimate, cap, spend, and the same question to the solo model
@@ -154,4 +169,13 @@ class Costing:
                 "output_tokens": answer_tokens,
             }
             report["vs_solo"] = round(spent / solo, 3) if solo > 0 else None
+            # long answers: what each answer token costs the panel against the solo model
+            solo_per_token = self.solo.price.output_per_mtok / 1e6
+            report["per_answer_token_usd"] = {
+                "fusion": round(self.per_token, 10),
+                "solo": round(solo_per_token, 10),
+            }
+            report["long_answers_vs_solo"] = (
+                round(self.per_token / solo_per_token, 3) if solo_per_token > 0 else None
+            )
         return report
