@@ -1,4 +1,4 @@
-"""The command line: `serve`, `check`, `explain`, `demo`, `mcp` (and `python -m router` is the same program)."""
+"""The command line: `serve`, `check`, `explain`, `demo`, `mcp`, `eval` (and `python -m router` is the same program)."""
 
 from __future__ import annotations
 
@@ -269,6 +269,34 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Ask a dataset of the targets through a sidecar (in-process, or `--url`); grade, report."""
+    from router.eval.command import EvalOptions, run_eval  # deferred: matplotlib loads here only
+
+    options = EvalOptions(
+        dataset=args.dataset,
+        example=args.example,
+        targets=args.targets,
+        grader=args.grader,
+        url=args.url,
+        config=args.config,
+        out=args.out,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        repeats=args.repeats,
+    )
+
+    def load() -> LoadedConfig:  # for the in-process sidecar, which logs errors only, on stderr
+        logs.configure("error", json=True, stream=sys.stderr)
+        return _load(_config_path(args.config))
+
+    try:
+        return run_eval(options, load, sys.stdout, sys.stderr)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion-router", description="An OpenAI-compatible LLM routing sidecar."
@@ -315,6 +343,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sidecar's base URL (default http://127.0.0.1:8080); token from $ROUTER_TOKEN",
     )
     mcp.set_defaults(func=cmd_mcp)
+    eval_cmd = sub.add_parser(
+        "eval",
+        help="ask a JSONL dataset of models, routes and panels; grade; report score and cost",
+        description="Every call goes through the sidecar's POST /v1/chat/completions. Targets: "
+        "catalog models, routes, fusion/<panel>, or inline panels fusion:{JSON} "
+        "(NAME=TARGET labels one). See docs/eval.md.",
+    )
+    eval_cmd.add_argument("dataset", nargs="?", help="JSONL dataset (or --example)")
+    eval_cmd.add_argument(
+        "--example", action="store_true", help="the shipped example dataset (research questions)"
+    )
+    eval_cmd.add_argument(
+        "--targets", required=True, help="comma-separated targets, e.g. gpt-5.5,fusion/budget"
+    )
+    eval_cmd.add_argument(
+        "--grader",
+        default="claude-opus-4.8",
+        help="the model that grades rubric items (default claude-opus-4.8)",
+    )
+    eval_cmd.add_argument(
+        "--url",
+        help="a running sidecar's base URL (token from $ROUTER_TOKEN); default: start one "
+        "in this process",
+    )
+    eval_cmd.add_argument(
+        "--config",
+        help="config for the in-process sidecar (default: $ROUTER_CONFIG, else the embedded "
+        "default); with --url, the sidecar's config, to tell simulated providers",
+    )
+    eval_cmd.add_argument(
+        "--out", help="output folder (default eval-<UTC timestamp>); reused: resume"
+    )
+    eval_cmd.add_argument("--concurrency", type=int, default=4, help="calls at a time (default 4)")
+    eval_cmd.add_argument("--limit", type=int, help="the first N items only")
+    eval_cmd.add_argument(
+        "--repeats", type=int, default=1, help="ask each item N times (default 1)"
+    )
+    eval_cmd.set_defaults(func=cmd_eval)
     return parser
 
 

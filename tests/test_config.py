@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_embedded_default_is_the_seed() -> None:
-    """With no file, the seed's seven chat models, two embedding models and two panels load
+    """With no file, the seed's seven chat models, two embedding models and three panels load
     on simulated providers."""
     loaded = load_config(None)
     assert loaded.embedded
@@ -37,7 +37,8 @@ def test_embedded_default_is_the_seed() -> None:
         "kimi-k2.6",
         "deepseek-v4-pro",
     }
-    assert set(catalog.panels) == {"budget", "frontier"}
+    assert set(catalog.panels) == {"budget", "frontier", "research"}
+    assert catalog.panels["research"].panelist_tools == ("web_search",)
     assert catalog.panels["budget"].panelists == ("gemini-3-flash", "kimi-k2.6", "deepseek-v4-pro")
     assert catalog.panels["frontier"].synthesizers[0] == "claude-opus-4.8"
     assert {m.protocol for m in catalog.models.values()} == {"sim"}
