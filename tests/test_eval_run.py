@@ -36,6 +36,18 @@ class Bed:
     wall: Wall
     config: Path
 
+    def options(self, dataset: Path, targets: str, out: Path, **more: Any) -> EvalOptions:
+        """The eval's options against this sidecar (`--url`, `--config`) for `targets`."""
+        return EvalOptions(
+            dataset=str(dataset),
+            example=False,
+            targets=targets,
+            url=self.url,
+            config=str(self.config),
+            out=str(out),
+            **more,
+        )
+
 
 @asynccontextmanager
 async def bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bed]:
@@ -87,7 +99,7 @@ def by_target(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["target"]: t for t in summary["targets"]}
 
 
-MIXED = [
+MIXED: list[dict[str, Any]] = [
     {"id": "q1", "prompt": "Capital of France?", "answer": "Paris"},
     {"id": "q2", "prompt": "Capital of the UK?", "answer": "London"},
     {"id": "q3", "prompt": "Which?", "choices": ["red", "blue", "green"], "answer": "B"},
@@ -109,14 +121,11 @@ async def test_exact_choice_and_rubric_grades_through_a_fake_grader(
             ],
         )
         out = tmp_path / "out"
-        options = EvalOptions(
-            dataset=str(write_dataset(tmp_path / "d.jsonl", MIXED)),
-            example=False,
-            targets="m1,m2",
+        options = b.options(
+            write_dataset(tmp_path / "d.jsonl", MIXED),
+            "m1,m2",
+            out,
             grader="sub2",
-            url=b.url,
-            config=str(b.config),
-            out=str(out),
             concurrency=1,  # in order: q4 to m1 is graded first
         )
         code, stdout, _err = await run(options)
@@ -160,14 +169,7 @@ async def test_cost_and_latency_are_the_sums_of_the_calls_fusion_included(
         b.wall.script("up-sub1", Delay(0.06, Answer("y")))
         out = tmp_path / "out"
         code, _o, _e = await run(
-            EvalOptions(
-                dataset=str(write_dataset(tmp_path / "d.jsonl", items)),
-                example=False,
-                targets="sub1,fusion/trio",
-                url=b.url,
-                config=str(b.config),
-                out=str(out),
-            )
+            b.options(write_dataset(tmp_path / "d.jsonl", items), "sub1,fusion/trio", out)
         )
         calls = list(b.wall.calls)
     assert code == 0
@@ -216,14 +218,7 @@ async def test_failures_are_errors_not_zeros(
         b.wall.script("up-m3", Answer("Paris"))
         out = tmp_path / "out"
         code, stdout, _e = await run(
-            EvalOptions(
-                dataset=str(write_dataset(tmp_path / "d.jsonl", items)),
-                example=False,
-                targets="m1,m2",
-                url=b.url,
-                config=str(b.config),
-                out=str(out),
-            )
+            b.options(write_dataset(tmp_path / "d.jsonl", items), "m1,m2", out)
         )
     assert code == 0
     summary = by_target(summary_of(out))
@@ -253,15 +248,7 @@ async def test_one_failed_item_leaves_the_mean_over_the_graded_ones(
         b.wall.script("up-m1", [Answer("Paris"), *[Status(500)] * 3, Answer("Paris")])
         out = tmp_path / "out"
         code, _o, _e = await run(
-            EvalOptions(
-                dataset=str(write_dataset(tmp_path / "d.jsonl", items)),
-                example=False,
-                targets="m1",
-                url=b.url,
-                config=str(b.config),
-                out=str(out),
-                concurrency=1,
-            )
+            b.options(write_dataset(tmp_path / "d.jsonl", items), "m1", out, concurrency=1)
         )
         attempts = len(b.wall.calls_to("up-m1"))
     assert code == 0
