@@ -21,6 +21,7 @@ from router.catalog import Catalog
 from router.config import LoadedConfig, load_config
 from router.demo import run_demo
 from router.errors import ConfigError, RouterError, ShuttingDown
+from router.eval.dataset import DEFAULT_GRADER
 from router.explain import explain, render_text
 from router.policy_loader import PolicyStore, check_policy_dir
 from router.policy_view import PolicyView
@@ -359,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_cmd.add_argument(
         "--grader",
-        default="claude-opus-4.8",
-        help="the model that grades rubric items (default claude-opus-4.8)",
+        default=DEFAULT_GRADER,
+        help=f"the model that grades rubric items (default {DEFAULT_GRADER})",
     )
     eval_cmd.add_argument(
         "--url",

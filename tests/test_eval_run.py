@@ -346,27 +346,54 @@ async def test_an_inline_panel_is_a_target(tmp_path: Path, monkeypatch: pytest.M
     assert "simulated: unknown" in stdout
 
 
-async def test_a_wrong_token_is_an_error_per_call(
+async def test_a_setup_that_cannot_work_is_refused_before_any_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    items = [{"id": "q1", "prompt": "Q?", "answer": "a"}]
+    """A wrong token, a target or grader the sidecar does not serve, an unreachable sidecar
+    and an unusable `--out`: exit 2 with the reason, no upstream call, nothing recorded."""
+    items = [
+        {"id": "q1", "prompt": "Q?", "answer": "a"},
+        {"id": "q2", "prompt": "Explain.", "rubric": "mentions x"},
+    ]
     async with bed(tmp_path, monkeypatch) as b:
-        monkeypatch.setenv("ROUTER_TOKEN", "wrong")
-        out = tmp_path / "out"
-        code, _o, _e = await run(
-            EvalOptions(
-                dataset=str(write_dataset(tmp_path / "d.jsonl", items)),
-                example=False,
-                targets="m1",
-                url=b.url,
-                out=str(out),
-            )
-        )
+        dataset = write_dataset(tmp_path / "d.jsonl", items)
+        cases = [
+            ("ROUTER_TOKEN", "wrong", "m1", "sub2", "refused the token (HTTP 401)"),
+            ("ROUTER_TOKEN", TOKEN, "m1,ghost", "sub2", "target 'ghost'"),
+            ("ROUTER_TOKEN", TOKEN, "m1", "no-grader", "grader 'no-grader'"),
+        ]
+        for i, (env, value, targets, grader, said) in enumerate(cases):
+            monkeypatch.setenv(env, value)
+            out = tmp_path / f"out{i}"
+            code, _o, err = await run(b.options(dataset, targets, out, grader=grader))
+            assert (code, said in err) == (2, True), err
+            assert not (out / RESULTS).exists() or not read_rows(out)
         assert b.wall.calls == []
-    assert code == 0
-    (row,) = read_rows(out)
-    assert row["error"]["status"] == 401
-    assert by_target(summary_of(out))["m1"]["errors"] == 1
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x")
+        code, _o, err = await run(b.options(dataset, "m1", blocker, grader="sub2"))
+        assert (code, "--out" in err) == (2, True), err
+    code, _o, err = await run(
+        EvalOptions(dataset=str(dataset), example=False, targets="m1", url="http://127.0.0.1:9")
+    )
+    assert (code, "cannot reach the sidecar" in err) == (2, True), err
+
+
+async def test_a_rerun_retries_the_calls_that_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [{"id": f"q{i}", "prompt": f"Question {i}?", "answer": "Paris"} for i in range(2)]
+    async with bed(tmp_path, monkeypatch) as b:
+        dataset, out = write_dataset(tmp_path / "d.jsonl", items), tmp_path / "out"
+        b.wall.script("up-m1", Status(500))
+        assert (await run(b.options(dataset, "m1", out)))[0] == 0
+        assert by_target(summary_of(out))["m1"]["errors"] == 2
+        b.wall.script("up-m1", Answer("Paris"))
+        b.wall.calls.clear()
+        assert (await run(b.options(dataset, "m1", out)))[0] == 0
+        assert len(b.wall.calls) == 2  # only the two that failed, asked again
+    summary = by_target(summary_of(out))["m1"]
+    assert (summary["errors"], summary["score"]) == (0, 1.0)
 
 
 def test_a_bad_dataset_line_is_named_by_the_cli(

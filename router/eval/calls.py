@@ -1,4 +1,4 @@
-"""One chat call to the sidecar over HTTP, and what the eval keeps of its reply (pure)."""
+"""One chat call to the sidecar over HTTP, and what the eval keeps of its reply."""
 
 from __future__ import annotations
 

@@ -13,14 +13,19 @@ import aiohttp
 
 from router.config import LoadedConfig
 from router.eval import report
-from router.eval.dataset import EXAMPLE, DatasetError, Item, example_path, load_dataset
+from router.eval.dataset import (
+    DEFAULT_GRADER,
+    EXAMPLE,
+    DatasetError,
+    Item,
+    example_path,
+    load_dataset,
+)
 from router.eval.progress import Progress
 from router.eval.results import RESULTS, Result, ResultsFile, read_results
 from router.eval.runner import Job, plan_jobs, run_jobs
-from router.eval.sidecar import in_process, remote
-from router.eval.targets import Target, TargetError, parse_target, parse_targets
-
-DEFAULT_GRADER = "claude-opus-4.8"  # the embedded default's strong model with native json_schema
+from router.eval.sidecar import TOKEN_ENV, Connection, in_process, remote
+from router.eval.targets import FUSION, Target, TargetError, parse_target, parse_targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +71,62 @@ def _prepare(options: EvalOptions) -> _Run:
     return _Run(items, targets, grader, EXAMPLE if options.example else str(path), out)
 
 
+class PreflightError(Exception):
+    """The sidecar cannot run this eval: unreachable, refusing the token, or not serving a
+    target or the grader. Found before any call is paid for."""
+
+
+async def preflight(connection: Connection, run: _Run) -> None:
+    """`GET /v1/models` once: the sidecar answers, takes the token, and serves every target
+    and the grader (by name; inline panels are checked by the calls themselves)."""
+    headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{connection.base_url}/models", headers=headers) as response,
+        ):
+            if response.status in (401, 403):
+                raise PreflightError(
+                    f"the sidecar at {connection.base_url} refused the token "
+                    f"(HTTP {response.status}): set ${TOKEN_ENV}"
+                )
+            listed = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise PreflightError(f"cannot reach the sidecar at {connection.base_url}: {exc}") from exc
+    served = {str(m.get("id")) for m in listed.get("data") or [] if isinstance(m, dict)}
+    for target in [*run.targets, *([run.grader] if run.grader else [])]:
+        model = str(target.fields["model"])
+        if model != FUSION and model not in served:
+            role = "grader" if target is run.grader else "target"
+            raise PreflightError(
+                f"{role} {target.label!r}: the sidecar does not serve {model!r} here "
+                "(GET /v1/models lists what it serves under its policy)"
+            )
+
+
 async def _drive(
     run: _Run, options: EvalOptions, jobs: list[Job], loaded: LoadedConfig | None, sink: _Sink
 ) -> None:
     if options.url is not None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             connection = await remote(session, options.url, options.config)
-        sink.source = connection.source
-        await run_jobs(connection, jobs, run.grader, sink, concurrency=options.concurrency)
+        await _run_on(connection, run, options, jobs, sink)
         return
     assert loaded is not None  # noqa: S101  # the CLI loads it when there is no --url
     async with in_process(loaded) as local:
-        sink.source = local.source
-        await run_jobs(local, jobs, run.grader, sink, concurrency=options.concurrency)
+        await _run_on(local, run, options, jobs, sink)
+
+
+async def _run_on(
+    connection: Connection, run: _Run, options: EvalOptions, jobs: list[Job], sink: _Sink
+) -> None:
+    sink.source = connection.source
+    sink.simulated = (
+        None if connection.simulation is None else bool(connection.simulation.sim_providers)
+    )
+    await preflight(connection, run)
+    await run_jobs(connection, jobs, run.grader, sink, concurrency=options.concurrency)
 
 
 class _Sink:
@@ -87,6 +135,7 @@ class _Sink:
     def __init__(self, file: ResultsFile, progress: Progress) -> None:
         self.file, self.progress = file, progress
         self.source = "sidecar (not reached)"
+        self.simulated: bool | None = None  # the sidecar has simulated providers (None: unknown)
 
     def __call__(self, result: Result) -> None:
         self.file.append(result)
@@ -108,8 +157,12 @@ def run_eval(
         print(f"error: {exc}", file=stderr)
         return 2
     loaded = load() if options.url is None else None
-    done, skipped = read_results(run.out / RESULTS)
-    done_keys = {r.key for r in done}
+    try:
+        done, skipped = read_results(run.out / RESULTS)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: --out {run.out}: cannot read {RESULTS}: {exc}", file=stderr)
+        return 2
+    done_keys = {r.key for r in done if r.error is None}  # a rerun retries what failed
     jobs = plan_jobs(run.items, run.targets, options.repeats, done_keys)
     total = len(run.items) * len(run.targets) * options.repeats
     if done:
@@ -120,7 +173,11 @@ def run_eval(
         )
     per_target = {t.label: sum(1 for j in jobs if j.target is t) for t in run.targets}
     progress = Progress(stderr, per_target, tty=stderr.isatty())
-    file = ResultsFile(run.out / RESULTS)
+    try:
+        file = ResultsFile(run.out / RESULTS)
+    except OSError as exc:
+        print(f"error: --out {run.out}: cannot write {RESULTS} there: {exc}", file=stderr)
+        return 2
     sink = _Sink(file, progress)
     interrupted = False
     try:
@@ -128,6 +185,9 @@ def run_eval(
             asyncio.run(_drive(run, options, jobs, loaded, sink))
     except KeyboardInterrupt:
         interrupted = True
+    except PreflightError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 2
     finally:
         progress.close()
         file.close()
@@ -141,6 +201,7 @@ def run_eval(
         grader=run.grader.label if run.grader else None,
         sidecar=sink.source,
         interrupted=interrupted,
+        simulated_setup=sink.simulated,
     )
     report.write_all(summary, run.out)
     print(report.table(summary), file=stdout)

@@ -17,6 +17,10 @@ _KEYS = {"id", "prompt", "messages", "answer", "choices", "grading", "rubric", "
 _ROLES = {"system", "user", "assistant"}
 
 
+# the grader of rubric items: the embedded default's strong model with native json_schema
+DEFAULT_GRADER = "claude-opus-4.8"
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message names the file and line."""
 
@@ -55,6 +59,8 @@ def load_dataset(path: Path, *, limit: int | None = None) -> list[Item]:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read the dataset: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     return parse_dataset(text.splitlines(), str(path), limit=limit)
 
 

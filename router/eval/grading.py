@@ -16,7 +16,8 @@ from typing import Any
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _ARTICLES = re.compile(r"^(?:the|a|an)\s+")
-_ANSWER_MARK = re.compile(r"(?:final\s+)?answer\s*(?:is)?\s*[:=\-]?\s*", re.IGNORECASE)
+_ANSWER_MARK = re.compile(r"\b(?:final\s+)?answer\b\s*(?:is\b)?\s*[:=\-]?\s*", re.IGNORECASE)
+_CHOICE_JOINERS = frozenset({"or", "and", "nor", "vs", "versus"})  # "A or C": letters, not prose
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
@@ -66,7 +67,8 @@ def grade_exact(answer: str, accepted: Iterable[str]) -> Grade:
 def extract_choice(answer: str, letters: str) -> str | None:
     """The choice letter `answer` gives, or None: an "answer: X" mark first, then a text that
     is only a letter ("B", "(B)", "B."), then a letter opening the text ("B. Because..."),
-    then the only standalone letter of `letters` in it."""
+    then the only standalone letter of `letters` in it ("A" or "I" followed by a lowercase
+    word, as in "A helicase..." or "I am...", is prose, not a choice; "A or C" is not)."""
     allowed = "".join(sorted(set(letters.upper())))
     letter = rf"\(?([{allowed}])\)?"
     for mark in reversed(list(_ANSWER_MARK.finditer(answer))):
@@ -80,7 +82,11 @@ def extract_choice(answer: str, letters: str) -> str | None:
     opening = re.match(letter + r"[.):](?:\s|$)", stripped)
     if opening:
         return opening.group(1)
-    alone = set(re.findall(rf"(?<![\w'])([{allowed}])(?![\w'])", answer))
+    alone = {
+        m.group(1)
+        for m in re.finditer(rf"(?<![\w'])([{allowed}])(?![\w'])(?:\s+([a-z]+))?", answer)
+        if not (m.group(1) in "AI" and m.group(2) and m.group(2) not in _CHOICE_JOINERS)
+    }
     return alone.pop() if len(alone) == 1 else None
 
 

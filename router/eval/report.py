@@ -54,10 +54,13 @@ def target_summary(label: str, results: Sequence[Result], expected: int) -> dict
     }
 
 
-def simulated_of(results: Iterable[Result]) -> bool | None:
+def simulated_of(results: Iterable[Result], setup: bool | None = None) -> bool | None:
     """True if any answer came from a simulated provider; None if that is unknown for some
-    and none is known simulated; else False."""
+    and none is known simulated; else False. With no answer at all: `setup`, whether the
+    sidecar has simulated providers (None: unknown)."""
     flags = [r.simulated for r in results if r.answered]
+    if not flags:
+        return setup
     if any(f is True for f in flags):
         return True
     return None if any(f is None for f in flags) else False
@@ -73,6 +76,7 @@ def summarize(
     grader: str | None,
     sidecar: str,
     interrupted: bool = False,
+    simulated_setup: bool | None = None,
 ) -> dict[str, Any]:
     """`summary.json`: the run's results for these `targets` and items (others in the file,
     from an earlier run's other items, are left out)."""
@@ -85,7 +89,7 @@ def summarize(
     return {
         "dataset": dataset,
         "grader": grader,
-        "simulated": simulated_of(mine),
+        "simulated": simulated_of(mine, simulated_setup),
         "sidecar": sidecar,
         "items": len(wanted),
         "repeats": repeats,
