@@ -374,9 +374,16 @@ async def test_a_setup_that_cannot_work_is_refused_before_any_call(
         code, _o, err = await run(b.options(dataset, "m1", blocker, grader="sub2"))
         assert (code, "--out" in err) == (2, True), err
     code, _o, err = await run(
-        EvalOptions(dataset=str(dataset), example=False, targets="m1", url="http://127.0.0.1:9")
+        EvalOptions(
+            dataset=str(dataset),
+            example=False,
+            targets="m1",
+            url="http://127.0.0.1:9",
+            out=str(tmp_path / "unreached"),
+        )
     )
     assert (code, "cannot reach the sidecar" in err) == (2, True), err
+    assert not (tmp_path / "unreached").exists()  # a refused run leaves nothing behind
 
 
 async def test_a_rerun_retries_the_calls_that_failed(

@@ -186,6 +186,8 @@ def run_eval(
     except KeyboardInterrupt:
         interrupted = True
     except PreflightError as exc:
+        file.close()
+        file.discard_if_empty()  # a run refused before any call leaves nothing behind
         print(f"error: {exc}", file=stderr)
         return 2
     finally:

@@ -3,6 +3,7 @@ to resume and to report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -108,6 +109,14 @@ class ResultsFile:
 
     def close(self) -> None:
         self._file.close()
+
+    def discard_if_empty(self) -> None:
+        """Remove the file if nothing was ever written to it, and its folder if that leaves
+        it empty (a run refused before its first call)."""
+        if self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # only if empty
 
 
 def _ends_with_newline(path: Path) -> bool:
