@@ -4,4 +4,5 @@ import sys
 
 from router.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned child (the span exporter) imports this module
+    sys.exit(main())

@@ -49,6 +49,7 @@ from router.request_scope import RequestScope
 from router.routing import Gate, Router, lacking_capability
 from router.sse_response import event_stream
 from router.token_estimate import estimate_input_tokens
+from router.tracing import child_span
 from router.types import ChatRequest, Completion, Usage
 from router.wire_out import json_bytes
 
@@ -115,7 +116,7 @@ async def serve_fusion(
         semconv.ROUTER_FUSION_PANEL: panel.name,
         semconv.ROUTER_FUSION_PLANNED_SUBSTITUTIONS: sum(1 for s in plan.seats if s.substituted),
     }
-    with tracer.start_as_current_span(semconv.SPAN_FUSION, attributes=attributes):
+    with child_span(tracer, semconv.SPAN_FUSION, attributes=attributes):
         outcome = await run_fusion(fusion, deps)
         answer = _Answer(
             scope,

@@ -79,7 +79,7 @@ from router.protocol_support import (
 )
 from router.providers.base import EmbeddingProvider, Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
-from router.tracing import current_event
+from router.tracing import child_span, current_event
 from router.types import (
     ChatRequest,
     Completion,
@@ -812,7 +812,8 @@ class Router:
     ) -> tuple[Answer, Permit | None]:
         """One upstream call, in its CLIENT span when spans are exported."""
         provider = self._providers[model.provider]
-        if not self._tracing:  # nothing exports CLIENT spans: no span object at all
+        if not self._tracing or not trace.get_current_span().is_recording():
+            # nothing exports CLIENT spans, or this request is not sampled: no span at all
             return await self._call(job, model, remaining, provider, None)
         attributes: dict[str, str | int] = {
             semconv.GEN_AI_OPERATION_NAME: job.operation,
@@ -824,7 +825,8 @@ class Router:
             semconv.ROUTER_MODEL: model.id,
             semconv.ROUTER_ATTEMPT: number,
         }
-        with self._tracer.start_as_current_span(
+        with child_span(
+            self._tracer,
             f"{job.operation} {model.upstream_id}",
             kind=trace.SpanKind.CLIENT,
             attributes=attributes,

@@ -16,6 +16,13 @@ GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content only
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # opt-in content only
 ERROR_TYPE = "error.type"
+# An exception recorded on a span (the `exception` event and its attributes: OpenTelemetry's
+# exception semantic conventions, as the SDK records them)
+EVENT_EXCEPTION = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
+EXCEPTION_ESCAPED = "exception.escaped"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 HTTP_REQUEST_METHOD = "http.request.method"

@@ -3,14 +3,17 @@
 Spans are exported only when an OTLP endpoint is configured. When nothing is
 exported, a request makes no span at all unless it arrives with a W3C
 `traceparent`: then its SERVER span (unsampled, never recorded) carries the
-caller's trace id into the log lines. Export runs on the SDK's
-background thread with a bounded queue, so an unreachable collector never
-slows or fails a request. Prompt and completion text are never recorded.
+caller's trace id into the log lines. With OTLP, spans are recorded lean
+(`router.span_recorder`) and exported by a process of its own
+(`router.span_shipping`) behind a bounded buffer, so neither encoding nor an
+unreachable collector slows or fails a request. Prompt and completion text are
+never recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__
+from router.span_recorder import SpanRecorder
+from router.span_shipping import SpanShipper
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -39,14 +44,19 @@ class Telemetry:
     tracer: trace.Tracer
     provider: TracerProvider | None
     exporting: bool
+    shipper: SpanShipper | None = None  # OTLP: the exporter process's feed
 
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+        if self.shipper is not None:
+            self.shipper.shutdown()
 
     def force_flush(self, timeout_ms: int = 5000) -> None:
         if self.provider is not None:
             self.provider.force_flush(timeout_ms)
+        if self.shipper is not None:
+            self.shipper.force_flush(timeout_ms)
 
 
 def _wants_export(environ: Mapping[str, str]) -> bool:
@@ -93,21 +103,20 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
             "service.version": __version__,
         }
     )
-    wants = exporter is not None or _wants_export(environ)
+    if exporter is None and _wants_export(environ):
+        # OTLP: spans recorded lean (`span_recorder`), encoded and sent by a process of its
+        # own (`span_shipping`), off this one's GIL
+        otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
+        shipper = SpanShipper(otel, resource, ("router", __version__))
+        recorder = SpanRecorder(sampler_from(environ), shipper.ship)
+        return Telemetry(recorder, None, exporting=True, shipper=shipper)
+    # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.
     # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not
     # recorded, which keeps the hot path cheap.
     provider = TracerProvider(
-        resource=resource, sampler=sampler_from(environ) if wants else ALWAYS_OFF
+        resource=resource, sampler=sampler_from(environ) if exporter is not None else ALWAYS_OFF
     )
     exporting = False
-    if exporter is None and wants:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
-            environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/") + "/v1/traces"
-        )
-        timeout = float(environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10") or 10)
-        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
     if exporter is not None:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=500)
@@ -150,6 +159,26 @@ def add_trace_ids(
         event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
         event_dict.setdefault("span_id", format(context.span_id, "016x"))
     return event_dict
+
+
+@contextmanager
+def child_span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[trace.Span]:
+    """A span under the current one, made current; none at all under a span that is not
+    recorded (an unsampled request's: every sampler we offer decides a trace's children as its
+    root), whose non-recording span is yielded instead. The tree of a sampled request is the
+    same either way."""
+    parent = trace.get_current_span()
+    if not parent.is_recording():
+        yield parent
+        return
+    with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
+        yield span
 
 
 def current_attributes(attributes: Mapping[str, Any]) -> None:

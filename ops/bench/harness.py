@@ -243,7 +243,13 @@ def _merge(samples: list[Sample]) -> Sample:
 
 
 async def phase_one_in_flight(
-    s: Settings, report: Report, cores: Cores, up: Proc, floor: Proc, side: Proc, tel: Proc
+    s: Settings,
+    report: Report,
+    cores: Cores,
+    up: Proc,
+    floor: Proc,
+    side: Proc,
+    traced: dict[str, Proc],
 ) -> None:
     """Per-request overhead: one request in flight, direct, floor and sidecar interleaved."""
     payload = client.body(MODEL)
@@ -272,22 +278,40 @@ async def phase_one_in_flight(
         )
     if s.use_wrk:
         await _one_in_flight_wrk(s, report, cores, up, floor, side)
-    # telemetry on: its own interleaved run, so its export thread never steals from the others
+    # telemetry on: its own interleaved run, so its export never steals from the others
     tel_samples = await client.interleaved(
-        {"direct": (up.chat_url, payload), "sidecar_telemetry": (tel.chat_url, payload)},
+        {"direct": (up.chat_url, payload)}
+        | {name: (proc.chat_url, payload) for name, proc in traced.items()},
         s.seconds,
     )
     report.check("phase 1 (telemetry on)", tel_samples)
-    td, tt = tel_samples["direct"], tel_samples["sidecar_telemetry"]
-    report.add(
-        1,
-        "1 in flight, telemetry on (info logs + OTLP spans): added p50 over direct",
-        "ms",
-        direct=td.p(0.5),
-        floor=f.p(0.5) - d.p(0.5),
-        sidecar=tt.p(0.5) - td.p(0.5),
-        kind="diff",
-    )
+    td = tel_samples["direct"]
+    for name, label, limit in (
+        ("sidecar_telemetry", "every span exported", 3.0),
+        ("sidecar_telemetry_10", "10% of traces sampled", 2.0),
+    ):
+        tt = tel_samples[name]
+        report.add(
+            1,
+            f"1 in flight, {label} (info logs + OTLP): added p50 over direct",
+            "ms",
+            direct=td.p(0.5),
+            floor=f.p(0.5) - d.p(0.5),
+            sidecar=tt.p(0.5) - td.p(0.5),
+            kind="diff",
+        )
+        added_p99 = tt.p(0.99) - td.p(0.99)
+        report.add(
+            1,
+            f"1 in flight, {label}: added p99 over direct",
+            "ms",
+            direct=td.p(0.99),
+            floor=f.p(0.99) - d.p(0.99),
+            sidecar=added_p99,
+            kind="diff",
+            target=f"< {limit:g} ms",
+            passed=added_p99 < limit,
+        )
     report.details["phase1"] = {k: v.summary() for k, v in {**samples, **tel_samples}.items()}
 
 
@@ -422,14 +446,20 @@ async def _max_rps(s: Settings, cores: Cores, proc: Proc | None, url: str) -> Th
 
 
 async def phase_max_throughput(
-    s: Settings, report: Report, cores: Cores, up: Proc, floor: Proc, side: Proc, tel: Proc
+    s: Settings,
+    report: Report,
+    cores: Cores,
+    up: Proc,
+    floor: Proc,
+    side: Proc,
+    traced: dict[str, Proc],
 ) -> None:
     """128 in flight against the zero-latency upstream: the most each can do on its core."""
     order: list[tuple[str, Proc | None, str]] = [
         ("direct", None, up.chat_url),
         ("floor", floor, floor.chat_url),
         ("sidecar", side, side.chat_url),
-        ("sidecar_telemetry", tel, tel.chat_url),
+        *((name, proc, proc.chat_url) for name, proc in traced.items()),
     ]
     runs: dict[str, list[Throughput]] = {name: [] for name, _, _ in order}
     for r in range(s.rounds):
@@ -443,7 +473,8 @@ async def phase_max_throughput(
             report.notes.append(
                 f"phase 3: {name} had {result.errors} non-2xx/socket errors of {result.requests}"
             )
-    d, f, c, t = out["direct"], out["floor"], out["sidecar"], out["sidecar_telemetry"]
+    d, f, c = out["direct"], out["floor"], out["sidecar"]
+    t, t10 = out["sidecar_telemetry"], out["sidecar_telemetry_10"]
 
     def paired_ratio(name: str) -> float:
         """Each round's runs are adjacent in time: the median of the per-round ratios is steadier
@@ -482,19 +513,35 @@ async def phase_max_throughput(
         sidecar=c.p99_ms,
         kind="ratio",
     )
+    traced_ratio = paired_ratio("sidecar_telemetry")
     report.add(
         3,
-        "128 in flight, telemetry on (info logs + OTLP spans): max requests/s",
+        "128 in flight, every span exported (info logs + OTLP): max requests/s",
         "req/s",
         direct=d.rps,
         floor=f.rps,
         sidecar=t.rps,
-        versus=paired_ratio("sidecar_telemetry"),
+        versus=traced_ratio,
         kind="ratio",
+        target="sidecar/floor >= 0.50",
+        passed=traced_ratio >= 0.5 and t.errors == 0,
+    )
+    sampled_ratio = paired_ratio("sidecar_telemetry_10")
+    report.add(
+        3,
+        "128 in flight, 10% of traces sampled: max requests/s (vs floor)",
+        "req/s",
+        direct=d.rps,
+        floor=f.rps,
+        sidecar=t10.rps,
+        versus=sampled_ratio,
+        kind="ratio",
+        target="within 10% of untraced",
+        passed=sampled_ratio >= 0.9 * ratio and t10.errors == 0,
     )
     report.add(
         3,
-        "128 in flight, telemetry on: CPU per request",
+        "128 in flight, every span exported: CPU per request (with the exporter process)",
         "ms",
         floor=f.cpu_ms_per_request,
         sidecar=t.cpu_ms_per_request,
@@ -549,6 +596,16 @@ def phase_memory(report: Report, idle: dict[str, float], peak: dict[str, float])
         kind="diff",
         target="< 60 MiB",
         passed=idle["sidecar"] < 60,
+    )
+    report.add(
+        5,
+        "idle RSS, every span exported (the sidecar and its span exporter process)",
+        "MiB",
+        floor=idle["floor"],
+        sidecar=idle["sidecar_telemetry"],
+        kind="diff",
+        target="< 70 MiB",
+        passed=idle["sidecar_telemetry"] < 70,
     )
     report.add(
         5,
@@ -942,7 +999,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         dead_port = dead_socket.getsockname()[1]
         config.write_text(sidecar_yaml(up, slow, fusion_up, dead_port, ROOT / "policies"))
         serve = ("serve", "--config", str(config), "--port", "0")
-        floor, floor_slow, side, tel = ready(
+        floor, floor_slow, side, tel, tel10 = ready(
             launch("floor", "ops.bench.floor", cores.server, "--upstream", up.base),
             launch("floor-slow", "ops.bench.floor", cores.server, "--upstream", slow.base),
             launch("sidecar", "router", cores.server, *serve, ROUTER_LOG_LEVEL="info"),
@@ -955,14 +1012,30 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
                 OTEL_EXPORTER_OTLP_ENDPOINT=up.base,  # the fake upstream is also an OTLP sink
                 OTEL_SERVICE_NAME="fusion-router-bench",
             ),
+            launch(
+                "sidecar-telemetry-10",
+                "router",
+                cores.server,
+                *serve,
+                ROUTER_LOG_LEVEL="info",
+                OTEL_EXPORTER_OTLP_ENDPOINT=up.base,
+                OTEL_SERVICE_NAME="fusion-router-bench",
+                OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                OTEL_TRACES_SAMPLER_ARG="0.1",
+            ),
         )
-        for proc in (side, tel):
+        traced = {"sidecar_telemetry": tel, "sidecar_telemetry_10": tel10}
+        for proc in (side, tel, tel10):
             await _wait_ready(proc, "/readyz")
         await asyncio.sleep(0.3 if s.quick else 1.0)
-        idle = {"floor": floor.rss_mib(), "sidecar": side.rss_mib()}
+        idle = {
+            "floor": floor.rss_mib(),
+            "sidecar": side.rss_mib(),
+            "sidecar_telemetry": tel.rss_mib(),  # with its span exporter process
+        }
 
         warm = 0.3 if s.quick else 1.0
-        for proc in (up, floor, side, tel):
+        for proc in (up, floor, side, tel, tel10):
             await client.closed_loop(proc.chat_url, client.body(MODEL), 8, warm)
         for url in (floor_slow.chat_url, side.chat_url):
             await client.closed_loop(url, client.body(SLOW_MODEL), 8, warm)
@@ -980,15 +1053,15 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
                 rss_trace[key].append(round(rss, 2))
                 peak[key] = max(peak[key], rss)
 
-        await timed("1", phase_one_in_flight(s, report, cores, up, floor, side, tel))
+        await timed("1", phase_one_in_flight(s, report, cores, up, floor, side, traced))
         await timed("2", phase_realistic(s, report, slow, floor_slow, side))
-        await timed("3", phase_max_throughput(s, report, cores, up, floor, side, tel))
+        await timed("3", phase_max_throughput(s, report, cores, up, floor, side, traced))
         await timed("4", phase_streaming(s, report, up, floor, side))
         phase_memory(report, idle, peak)
         await timed("6", phase_fusion(s, report, fusion_up, side))
         await timed("7", phase_failover(s, report, side))
         await timed("8", phase_soak(s, report, up, side))
-        for proc in (side, tel):
+        for proc in (side, tel, tel10):
             await _check_healthy_attempts(report, proc)
         report.details["rss_mib_after_each_phase"] = rss_trace
         report.details["phase_seconds"] = phase_seconds

@@ -109,21 +109,40 @@ class Proc:
     def chat_url(self) -> str:
         return f"{self.base}/v1/chat/completions"
 
+    def pids(self) -> list[int]:
+        """This process and its live descendants (the sidecar's span exporter process)."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        return found
+
     def rss_mib(self) -> float:
-        """Resident set size now, in MiB (NaN where /proc is missing)."""
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident set size now, in MiB, of the process and its descendants (NaN where /proc
+        is missing)."""
+        total, seen = 0.0, False
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+                        seen = True
+        return total if seen else float("nan")
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds used so far (all threads), NaN where /proc is missing."""
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        return float("nan")
+        """User + system CPU seconds used so far (all threads, and the live descendants'),
+        NaN where /proc is missing."""
+        total, seen = 0.0, False
+        for pid in self.pids():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+                seen = True
+        return total if seen else float("nan")
 
     def stop(self) -> None:
         if self.process.poll() is None:

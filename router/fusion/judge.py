@@ -21,6 +21,7 @@ from router.errors import AllProvidersFailed, AttemptRecord, RouterError
 from router.fusion.caller import failure_code
 from router.fusion.panel import FusionDeps, SeatResult
 from router.fusion.prompts import JUDGE_SYSTEM, JUDGE_TEMPLATE, answers_block
+from router.tracing import child_span
 from router.types import ChatRequest, Message, Usage
 
 MAX_JUDGE_TOKENS = 2000
@@ -189,8 +190,8 @@ async def run_judge(
         return JudgeResult("failed", None, None, error="no judge candidate is available")
     started = deps.clock()
     labelled = label_answers(answers, rng)
-    with deps.tracer.start_as_current_span(
-        semconv.SPAN_FUSION_JUDGE, attributes={semconv.ROUTER_FUSION_ROLE: "judge"}
+    with child_span(
+        deps.tracer, semconv.SPAN_FUSION_JUDGE, attributes={semconv.ROUTER_FUSION_ROLE: "judge"}
     ) as span:
         result = await _judge(request, labelled, usable, deps, deadline, template, started)
         span.set_attribute(semconv.ROUTER_FUSION_STATUS, result.status)

@@ -33,6 +33,7 @@ from router.fusion.plan import (
     pick_substitute,
 )
 from router.routing import OpenedStream, Routed
+from router.tracing import child_span
 from router.types import ChatRequest, Completion, Source, Usage
 
 MIN_SEAT_S = 0.05
@@ -320,7 +321,7 @@ async def fill_seat(
     }
     if seat.substituted:
         attributes[semconv.ROUTER_SUBSTITUTE_FOR] = seat.wanted
-    with deps.tracer.start_as_current_span(semconv.SPAN_FUSION_SEAT, attributes=attributes) as span:
+    with child_span(deps.tracer, semconv.SPAN_FUSION_SEAT, attributes=attributes) as span:
         result = await _fill_seat(seat, request, deps, state, deadline, hedge_after_s, span)
         span.set_attribute(semconv.ROUTER_FUSION_STATUS, result.status)
         if result.served:
@@ -486,8 +487,8 @@ async def gather_panel(
 ) -> PanelResult:
     """All seats in parallel; a failing seat never cancels its siblings."""
     started = deps.clock()
-    with deps.tracer.start_as_current_span(
-        semconv.SPAN_FUSION_PANEL, attributes={semconv.ROUTER_FUSION_PANEL: plan.panel}
+    with child_span(
+        deps.tracer, semconv.SPAN_FUSION_PANEL, attributes={semconv.ROUTER_FUSION_PANEL: plan.panel}
     ):
         return await _gather(plan, request, deps, deadline, hedge_after_s, started)
 

@@ -28,6 +28,7 @@ from router.fusion.prompts import (
 )
 from router.fusion.views import deliberation_view, in_conversation
 from router.routing import OpenedStream
+from router.tracing import child_span
 from router.types import ChatRequest, Completion, Message, StreamEnd, Usage
 
 SYNTHESIZER = "synthesizer"  # the synthesizer's role, and the name its reserved call is held under
@@ -164,8 +165,10 @@ async def synthesize(
     started = deps.clock()
     candidates = [c for c in plan.synthesizers.candidates if deps.availability(c) is None]
     prompt = synthesis_request(request, answers, findings, template)
-    with deps.tracer.start_as_current_span(
-        semconv.SPAN_FUSION_SYNTHESIZE, attributes={semconv.ROUTER_FUSION_ROLE: "synthesizer"}
+    with child_span(
+        deps.tracer,
+        semconv.SPAN_FUSION_SYNTHESIZE,
+        attributes={semconv.ROUTER_FUSION_ROLE: "synthesizer"},
     ):
         try:
             if not candidates:

@@ -1,0 +1,255 @@
+"""A lean span recorder for OTLP export: the OpenTelemetry API's spans, without the SDK's costs.
+
+The SDK's spans guard every attribute behind a lock and validate every value through abstract
+base class checks (`BoundedAttributes`): with every span exported, that is most of what tracing
+costs a request (about 25 attribute writes a routed request). Every attribute the sidecar
+sets is already a plain `str`, `int`, `float`, `bool` or a tuple of them, and each span lives
+on one task of the event loop, so `RecordedSpan` keeps a plain dict and list. It is the API's
+`Span` (so `trace.get_current_span`, `use_span`, log correlation and propagation work as
+before); sampling is the SDK's own sampler, ids are drawn as the SDK draws them, exceptions
+and statuses are recorded by the SDK's rules, and an ended span goes to the exporter process
+as `span_shipping.compact` would flatten the SDK's (`tests/test_span_recorder.py` records the
+same requests both ways and compares every span).
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+from router import semconv
+from router.span_shipping import Compact
+
+
+def _value(value: Any) -> Any:
+    """An attribute value as the SDK keeps it (a list becomes a tuple; None stays None)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _cleaned(attributes: Attributes) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    return {k: _value(v) for k, v in attributes.items()}
+
+
+class RecordedSpan(trace.Span):
+    """A sampled span: name, ids, kind, times, attributes, events, links and status."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_on_end",
+        "_parent",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        start: int,
+        on_end: Callable[[Compact], None],
+    ) -> None:
+        self._name, self._context, self._parent, self._kind = name, context, parent, kind
+        self._attributes = attributes
+        self._links = tuple(links)
+        self._events: list[tuple[str, int, tuple[tuple[str, Any], ...]]] = []
+        self._status = Status(StatusCode.UNSET)
+        self._start, self._end = start, 0
+        self._on_end = on_end
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._end
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if not self._end:
+            self._attributes.update(_cleaned(attributes))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not self._end:
+            self._attributes[key] = _value(value)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if not self._end:
+            items = tuple(_cleaned(attributes).items())
+            self._events.append((name, timestamp if timestamp is not None else time_ns(), items))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if not self._end and context.is_valid:
+            self._links += (Link(context, _cleaned(attributes)),)
+
+    def update_name(self, name: str) -> None:
+        if not self._end:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """The SDK's rule: OK is final, UNSET is ignored."""
+        if self._end or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+        elif status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An `exception` event with the SDK's attributes."""
+        module, qualname = type(exception).__module__, type(exception).__qualname__
+        recorded: dict[str, Any] = {
+            semconv.EXCEPTION_TYPE: f"{module}.{qualname}"
+            if module and module != "builtins"
+            else qualname,
+            semconv.EXCEPTION_MESSAGE: str(exception),
+            semconv.EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exception)),
+            semconv.EXCEPTION_ESCAPED: str(escaped),
+        }
+        recorded.update(attributes or {})
+        self.add_event(semconv.EVENT_EXCEPTION, recorded, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end:
+            return
+        self._end = end_time if end_time is not None else time_ns()
+        self._on_end(self.compact())
+
+    def compact(self) -> Compact:
+        """This span as `span_shipping.compact` flattens an SDK span."""
+        context, parent = self._context, self._parent
+        return (
+            self._name,
+            context.trace_id,
+            context.span_id,
+            int(context.trace_flags),
+            context.trace_state.to_header(),
+            (parent.span_id, parent.is_remote, int(parent.trace_flags)) if parent else None,
+            self._kind.value,
+            self._start,
+            self._end,
+            self._status.status_code.value,
+            self._status.description,
+            tuple(self._attributes.items()),
+            tuple(self._events),
+            tuple(
+                (
+                    link.context.trace_id,
+                    link.context.span_id,
+                    int(link.context.trace_flags),
+                    tuple((link.attributes or {}).items()),
+                )
+                for link in self._links
+            ),
+        )
+
+
+def _span_id() -> int:
+    span_id = random.getrandbits(64)
+    while not span_id:
+        span_id = random.getrandbits(64)
+    return span_id
+
+
+def _trace_id() -> int:
+    trace_id = random.getrandbits(128)
+    while not trace_id:
+        trace_id = random.getrandbits(128)
+    return trace_id
+
+
+class SpanRecorder(trace.Tracer):
+    """The tracer of `RecordedSpan`s: the SDK's sampling decision, then a plain span (or the
+    API's non-recording one); each ended span to `on_end`."""
+
+    def __init__(self, sampler: Sampler, on_end: Callable[[Compact], None]) -> None:
+        self._sampler, self._on_end = sampler, on_end
+
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        valid = parent.is_valid
+        trace_id = parent.trace_id if valid else _trace_id()
+        links = links or ()
+        decision = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        sampled = decision.decision.is_sampled()  # type: ignore[no-untyped-call]
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        if parent.trace_flags.random_trace_id if valid else True:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        span_context = SpanContext(
+            trace_id, _span_id(), False, TraceFlags(flags), decision.trace_state
+        )
+        if not decision.decision.is_recording():  # type: ignore[no-untyped-call]
+            return trace.NonRecordingSpan(span_context)
+        recorded = _cleaned(decision.attributes)
+        recorded.update(_cleaned(attributes))
+        return RecordedSpan(
+            name,
+            span_context,
+            parent if valid else None,
+            kind,
+            recorded,
+            links,
+            start_time if start_time is not None else time_ns(),
+            self._on_end,
+        )
+
+    @contextmanager  # the API's own decorator is private; this one behaves the same here
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
