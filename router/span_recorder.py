@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import random
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -232,7 +231,6 @@ class SpanRecorder(trace.Tracer):
             self._on_end,
         )
 
-    @contextmanager  # the API's own decorator is private; this one behaves the same here
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
@@ -244,12 +242,36 @@ class SpanRecorder(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
+    ) -> Current:
         span = self.start_span(name, context, kind, attributes, links, start_time)
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
+        return Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class Current:
+    """`span` made the current span for a `with` block, as the API's `use_span` does it
+    (exceptions recorded and the status set by the same rules), in one object instead of a
+    generator under a generator."""
+
+    __slots__ = ("_end", "_record", "_set_status", "_token", "span")
+
+    def __init__(
+        self, span: trace.Span, end_on_exit: bool, record_exception: bool, set_status: bool
+    ) -> None:
+        self.span, self._end = span, end_on_exit
+        self._record, self._set_status = record_exception, set_status
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self._token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: Any, error: BaseException | None, _tb: Any) -> None:
+        context_api.detach(self._token)  # type: ignore[arg-type]
+        span = self.span
+        if isinstance(error, Exception) and span.is_recording():
+            if self._record:
+                span.record_exception(error)
+            if self._set_status:
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        if self._end:
+            span.end()

@@ -37,6 +37,7 @@ from opentelemetry.trace.status import Status, StatusCode
 MAX_QUEUE = 2048  # spans buffered before new ones are dropped (the SDK's default)
 CHUNK = 64  # spans per message: one marshal holds the GIL for a fraction of a millisecond
 FLUSH_EVERY_S = 0.2  # how often the flusher sends what has ended
+EXPORT_AT_MOST = 512  # spans in one export request
 FLUSH = b"flush"  # parent -> child: export what you have, then answer DONE
 DONE = b"done"
 
@@ -122,41 +123,77 @@ def rebuild(item: Compact, resource: Resource, scope: InstrumentationScope) -> R
     )
 
 
-def _read_exactly(stream: Any, size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if data is not None and len(data) == size else None
-
-
-def read_frame(stream: Any) -> bytes | None:
-    """One length-prefixed frame from `stream`, or None at its end."""
-    head = _read_exactly(stream, 4)
-    if head is None:
-        return None
-    return _read_exactly(stream, int.from_bytes(head, "big"))
-
-
 def frame(payload: bytes) -> bytes:
+    """`payload` with its length in front (four bytes, big-endian)."""
     return len(payload).to_bytes(4, "big") + payload
+
+
+class FrameReader:
+    """Length-prefixed frames from a file descriptor: blocking for the first, then whatever
+    else has already arrived (so the exporter sends what queued up as one request)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._buffer, self.closed = fd, bytearray(), False
+
+    def _fill(self, wait: bool) -> bool:
+        if self.closed or (not wait and not select.select([self._fd], [], [], 0)[0]):
+            return False
+        data = os.read(self._fd, 1 << 20)
+        if not data:
+            self.closed = True
+            return False
+        self._buffer += data
+        return True
+
+    def _complete(self) -> list[bytes]:
+        frames, at = [], 0
+        while len(self._buffer) - at >= 4:
+            size = int.from_bytes(self._buffer[at : at + 4], "big")
+            if len(self._buffer) - at - 4 < size:
+                break
+            frames.append(bytes(self._buffer[at + 4 : at + 4 + size]))
+            at += 4 + size
+        del self._buffer[:at]
+        return frames
+
+    def batch(self) -> list[bytes] | None:
+        """The next frames (at least one), or None once the writer closed and all is read."""
+        frames = self._complete()
+        while not frames:
+            if not self._fill(wait=True):
+                return None
+            frames = self._complete()
+        while self._fill(wait=False):
+            frames += self._complete()
+        return frames
+
+
+def _sender(exporter: Any, encoder: Any, resource: Resource, scope: InstrumentationScope) -> Any:
+    """How the exporter process sends a batch: our encoding (`otlp_encoding`, the SDK's bytes)
+    through the SDK exporter's own HTTP client (its headers, compression, retries); or, should
+    a later SDK not have that client, the SDK's exporter on rebuilt spans."""
+    client = getattr(exporter, "_client", None)
+    if client is None or not hasattr(client, "export"):
+        return lambda items: exporter.export([rebuild(i, resource, scope) for i in items])
+    return lambda items: client.export(encoder.request(items))
 
 
 def child_main() -> None:
     """The exporter process: its settings in the first frame on stdin, then chunks of spans
-    to export with the SDK's OTLP/HTTP exporter and flush requests, each answered on the
-    acknowledgement pipe (the fd in `ROUTER_SPAN_ACK_FD`); it ends when stdin closes (the
-    sidecar shut down or died)."""
-    import os
-    import sys
-
-    stdin = sys.stdin.buffer
-    first = read_frame(stdin)
-    if first is None:
+    and flush requests; what queued up is sent as one export, and a flush is answered on the
+    acknowledgement pipe (the fd in `ROUTER_SPAN_ACK_FD`) once everything before it is sent;
+    it ends when stdin closes (the sidecar shut down or died)."""
+    frames = FrameReader(sys.stdin.fileno())
+    first = frames.batch()
+    if not first:
         return
-    settings = marshal.loads(first)  # noqa: S302  # our parent's, on a pipe of our own
+    settings = marshal.loads(first[0])  # noqa: S302  # our parent's, on a pipe of our own
     environ: dict[str, str] = settings["environ"]
     os.environ.update(environ)  # the exporter reads its other OTEL_* settings itself
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     from router import logs
+    from router.otlp_encoding import Encoder
 
     logs.configure(environ.get("ROUTER_LOG_LEVEL", "warning"), json=True)
     ack = os.fdopen(int(os.environ["ROUTER_SPAN_ACK_FD"]), "wb", buffering=0)
@@ -165,14 +202,29 @@ def child_main() -> None:
     )
     timeout = float(environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10") or 10)
     exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
-    resource = Resource.create(settings["resource"])
-    scope = InstrumentationScope(settings["scope"], settings["version"])
-    while (message := read_frame(stdin)) is not None:
-        if message == FLUSH:
-            ack.write(DONE)
-            continue
-        chunk = marshal.loads(message)  # noqa: S302  # our parent's, on a pipe of our own
-        exporter.export([rebuild(item, resource, scope) for item in chunk])
+    encoder = Encoder(settings["resource"], settings["scope"], settings["version"])
+    resource = Resource(settings["resource"])
+    send = _sender(
+        exporter, encoder, resource, InstrumentationScope(settings["scope"], settings["version"])
+    )
+    pending: list[Compact] = []
+    batch: list[bytes] | None = first[1:]  # what came with the settings
+    while batch is not None:
+        for message in batch:
+            if message == FLUSH:
+                if pending:
+                    send(pending)
+                    pending = []
+                ack.write(DONE)
+                continue
+            pending += marshal.loads(message)  # noqa: S302  # our parent's, on our own pipe
+            if len(pending) >= EXPORT_AT_MOST:
+                send(pending)
+                pending = []
+        if pending:
+            send(pending)
+            pending = []
+        batch = frames.batch()
     exporter.shutdown()  # type: ignore[no-untyped-call]
 
 

@@ -12,8 +12,8 @@ never recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,24 +161,21 @@ def add_trace_ids(
     return event_dict
 
 
-@contextmanager
 def child_span(
     tracer: trace.Tracer,
     name: str,
     *,
     kind: trace.SpanKind = trace.SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[trace.Span]:
+) -> AbstractContextManager[trace.Span]:
     """A span under the current one, made current; none at all under a span that is not
     recorded (an unsampled request's: every sampler we offer decides a trace's children as its
     root), whose non-recording span is yielded instead. The tree of a sampled request is the
     same either way."""
     parent = trace.get_current_span()
     if not parent.is_recording():
-        yield parent
-        return
-    with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
-        yield span
+        return nullcontext(parent)
+    return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def current_attributes(attributes: Mapping[str, Any]) -> None:
