@@ -24,7 +24,8 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,14 +169,42 @@ class FrameReader:
         return frames
 
 
-def _sender(exporter: Any, encoder: Any, resource: Resource, scope: InstrumentationScope) -> Any:
-    """How the exporter process sends a batch: our encoding (`otlp_encoding`, the SDK's bytes)
-    through the SDK exporter's own HTTP client (its headers, compression, retries); or, should
-    a later SDK not have that client, the SDK's exporter on rebuilt spans."""
+def otlp_exporter(environ: Mapping[str, str]) -> Any:
+    """The SDK's OTLP/HTTP span exporter for these settings (the endpoint and timeout from
+    `environ`; headers, compression and certificates from the process's `OTEL_*` variables)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/") + "/v1/traces"
+    )
+    timeout = float(environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10") or 10)
+    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+
+
+def sender(
+    exporter: Any, resource: Mapping[str, Any], scope: tuple[str, str | None]
+) -> Callable[[Sequence[Compact]], None]:
+    """How a batch of spans is sent: encoded by `otlp_encoding` (the SDK's bytes) a chunk at a
+    time, the GIL offered between chunks (`time.sleep(0)`), the chunks' requests concatenated
+    (protobuf merges them into one) and sent by the SDK exporter's own HTTP client (its
+    headers, compression, retries); or, should a later SDK not have that client, the SDK's
+    exporter on rebuilt spans."""
+    from router.otlp_encoding import Encoder
+
     client = getattr(exporter, "_client", None)
     if client is None or not hasattr(client, "export"):
-        return lambda items: exporter.export([rebuild(i, resource, scope) for i in items])
-    return lambda items: client.export(encoder.request(items))
+        sdk_resource, sdk_scope = Resource(dict(resource)), InstrumentationScope(*scope)
+        return lambda items: exporter.export([rebuild(i, sdk_resource, sdk_scope) for i in items])
+    encoder = Encoder(resource, scope[0], scope[1])
+
+    def send(items: Sequence[Compact]) -> None:
+        parts = []
+        for start in range(0, len(items), CHUNK):
+            parts.append(encoder.request(items[start : start + CHUNK]))
+            time.sleep(0)
+        client.export(b"".join(parts))
+
+    return send
 
 
 def child_main() -> None:
@@ -190,23 +219,12 @@ def child_main() -> None:
     settings = marshal.loads(first[0])  # noqa: S302  # our parent's, on a pipe of our own
     environ: dict[str, str] = settings["environ"]
     os.environ.update(environ)  # the exporter reads its other OTEL_* settings itself
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
     from router import logs
-    from router.otlp_encoding import Encoder
 
     logs.configure(environ.get("ROUTER_LOG_LEVEL", "warning"), json=True)
     ack = os.fdopen(int(os.environ["ROUTER_SPAN_ACK_FD"]), "wb", buffering=0)
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
-        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/") + "/v1/traces"
-    )
-    timeout = float(environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "10") or 10)
-    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
-    encoder = Encoder(settings["resource"], settings["scope"], settings["version"])
-    resource = Resource(settings["resource"])
-    send = _sender(
-        exporter, encoder, resource, InstrumentationScope(settings["scope"], settings["version"])
-    )
+    exporter = otlp_exporter(environ)
+    send = sender(exporter, settings["resource"], (settings["scope"], settings["version"]))
     pending: list[Compact] = []
     batch: list[bytes] | None = first[1:]  # what came with the settings
     while batch is not None:
@@ -225,11 +243,89 @@ def child_main() -> None:
             send(pending)
             pending = []
         batch = frames.batch()
-    exporter.shutdown()  # type: ignore[no-untyped-call]
+    exporter.shutdown()
 
 
-class SpanShipper:
-    """Ended spans (`compact` tuples) to the exporter process (see the module docstring)."""
+class _Buffered:
+    """Ended spans buffered (bounded: beyond `MAX_QUEUE` new ones are dropped and counted),
+    handed on by a flusher thread every `FLUSH_EVERY_S` or when half full (`_deliver`)."""
+
+    def __init__(self) -> None:
+        self._buffer: list[Compact] = []
+        self._lock = threading.Lock()  # the flusher's against flush/shutdown callers
+        self._wake = threading.Event()
+        self._stopped = False
+        self.dropped = 0
+        self._flusher = threading.Thread(
+            target=self._run, name="fusion-router-span-export", daemon=True
+        )
+
+    def ship(self, span: Compact) -> None:
+        """Buffer one ended span (dropped, and counted, when the buffer is full)."""
+        if len(self._buffer) >= MAX_QUEUE:
+            self.dropped += 1
+            return
+        self._buffer.append(span)
+        if len(self._buffer) >= MAX_QUEUE // 2:
+            self._wake.set()
+
+    def _deliver(self, spans: list[Compact]) -> bool:
+        raise NotImplementedError
+
+    def _hand_on(self) -> bool:
+        """Deliver what is buffered; False when delivery is no longer possible."""
+        with self._lock:
+            taken, self._buffer = self._buffer, []
+            if not taken:
+                return True
+            if self._deliver(taken):
+                return True
+            self.dropped += len(taken)
+            return False
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(FLUSH_EVERY_S)
+            self._wake.clear()
+            if self._buffer and not self._hand_on():
+                return
+
+
+class SpanSender(_Buffered):
+    """Spans encoded and sent by a thread of this process (`ROUTER_SPAN_EXPORT=thread`, the
+    default): no second process, and the encoding offers the GIL back every `CHUNK` spans."""
+
+    def __init__(
+        self, environ: Mapping[str, str], resource: Resource, scope: tuple[str, str | None]
+    ) -> None:
+        super().__init__()
+        self._exporter = otlp_exporter(environ)
+        self._send = sender(self._exporter, dict(resource.attributes), scope)
+        self._flusher.start()
+
+    def _deliver(self, spans: list[Compact]) -> bool:
+        """Send `spans`; a failed export drops them (the SDK's client logs why) and never
+        stops the next ones."""
+        with contextlib.suppress(Exception):
+            self._send(spans)
+        return True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._hand_on()
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._hand_on()
+        self._stopped = True
+        self._wake.set()
+        self._flusher.join(timeout=2)
+        self._exporter.shutdown()
+
+
+class SpanShipper(_Buffered):
+    """Spans marshalled down a pipe to an exporter process (`ROUTER_SPAN_EXPORT=process`):
+    encoding and sending never hold this process's GIL, for a second process's memory."""
 
     def __init__(
         self,
@@ -237,6 +333,7 @@ class SpanShipper:
         resource: Resource,
         scope: tuple[str, str | None],
     ) -> None:
+        super().__init__()
         ack_read, ack_write = os.pipe()
         package_root = str(Path(__file__).resolve().parent.parent)
         python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -262,48 +359,20 @@ class SpanShipper:
         }
         self._pipe.write(frame(marshal.dumps(settings)))
         self._pipe.flush()
-        self._buffer: list[Compact] = []
-        self._lock = threading.Lock()  # the flusher's against flush/shutdown callers
-        self._wake = threading.Event()
-        self._stopped = False
-        self.dropped = 0
-        self._flusher = threading.Thread(
-            target=self._run, name="fusion-router-span-shipper", daemon=True
-        )
         self._flusher.start()
 
-    def ship(self, span: Compact) -> None:
-        """Buffer one ended span (dropped, and counted, when the buffer is full)."""
-        if len(self._buffer) >= MAX_QUEUE:
-            self.dropped += 1
-            return
-        self._buffer.append(span)
-        if len(self._buffer) >= MAX_QUEUE // 2:
-            self._wake.set()
-
-    def _send(self) -> bool:
-        """Send what is buffered, a chunk at a time; False when the child is gone."""
-        with self._lock:
-            taken, self._buffer = self._buffer, []
-            try:
-                for start in range(0, len(taken), CHUNK):
-                    self._pipe.write(frame(marshal.dumps(taken[start : start + CHUNK])))
-                self._pipe.flush()
-            except (OSError, ValueError):
-                self.dropped += len(taken)
-                return False
-            return True
-
-    def _run(self) -> None:
-        while not self._stopped:
-            self._wake.wait(FLUSH_EVERY_S)
-            self._wake.clear()
-            if self._buffer and not self._send():
-                return
+    def _deliver(self, spans: list[Compact]) -> bool:
+        try:
+            for start in range(0, len(spans), CHUNK):
+                self._pipe.write(frame(marshal.dumps(spans[start : start + CHUNK])))
+            self._pipe.flush()
+        except (OSError, ValueError):
+            return False
+        return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything ended so far and wait until the child has exported it."""
-        if not self._send():
+        if not self._hand_on():
             return False
         with self._lock:
             try:
@@ -332,4 +401,4 @@ class SpanShipper:
         self._ack.close()
 
 
-__all__: Sequence[str] = ("SpanShipper", "child_main", "compact", "rebuild")
+__all__: Sequence[str] = ("SpanSender", "SpanShipper", "child_main", "compact", "rebuild")

@@ -32,7 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from router import __version__
 from router.span_recorder import SpanRecorder
-from router.span_shipping import SpanShipper
+from router.span_shipping import SpanSender, SpanShipper
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -44,7 +44,7 @@ class Telemetry:
     tracer: trace.Tracer
     provider: TracerProvider | None
     exporting: bool
-    shipper: SpanShipper | None = None  # OTLP: the exporter process's feed
+    shipper: SpanSender | SpanShipper | None = None  # OTLP: where ended spans go
 
     def shutdown(self) -> None:
         if self.provider is not None:
@@ -107,7 +107,9 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
         # OTLP: spans recorded lean (`span_recorder`), encoded and sent by a process of its
         # own (`span_shipping`), off this one's GIL
         otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
-        shipper = SpanShipper(otel, resource, ("router", __version__))
+        process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
+        kind = SpanShipper if process else SpanSender
+        shipper = kind(otel, resource, ("router", __version__))
         recorder = SpanRecorder(sampler_from(environ), shipper.ship)
         return Telemetry(recorder, None, exporting=True, shipper=shipper)
     # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.

@@ -1,13 +1,13 @@
-"""Spans shipped to the exporter process (issue 20) are the spans the SDK would have exported:
-flattened, written down a pipe and rebuilt, they encode to the same OTLP bytes; and the
-exporter process delivers every span of a request to a real OTLP/HTTP receiver, at shutdown
-too."""
+"""Span export (issue 20): a flattened span, written down a pipe and rebuilt, encodes to the
+SDK's OTLP bytes; and both ways of exporting (a thread of the sidecar, or the exporter
+process) deliver every span to a real OTLP/HTTP receiver, at shutdown too."""
 
 from __future__ import annotations
 
 import marshal
 from typing import Any
 
+import pytest
 from aiohttp import web
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -43,9 +43,10 @@ async def test_a_shipped_span_encodes_to_the_same_otlp_bytes() -> None:
     assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
 
 
-async def test_the_exporter_process_delivers_every_span_even_at_shutdown() -> None:
-    """No flush asked for: closing the app sends what is buffered, and the exporter process
-    exports it before it exits."""
+@pytest.mark.parametrize("export", ["thread", "process"])
+async def test_every_span_is_delivered_even_at_shutdown(export: str) -> None:
+    """No flush asked for: closing the app sends what is buffered, and the exporter (a thread,
+    or the exporter process) exports it before it ends."""
     received: list[Any] = []
 
     async def traces(request: web.Request) -> web.Response:
@@ -62,8 +63,13 @@ async def test_the_exporter_process_delivers_every_span_even_at_shutdown() -> No
     collector = web.Application()
     collector.router.add_post("/v1/traces", traces)
     async with serve(collector) as otlp:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/")}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
+            "ROUTER_SPAN_EXPORT": export,
+        }
         async with fusion_sidecar(environ=env) as s:
+            kind = type(s.app[SERVICES].telemetry.shipper).__name__
+            assert kind == {"thread": "SpanSender", "process": "SpanShipper"}[export]
             for _ in range(3):
                 await s.openai().chat.completions.create(model="m1", messages=QUESTION)
             telemetry = s.app[SERVICES].telemetry
