@@ -1,18 +1,25 @@
-"""Finished spans shipped to an exporter process, so OTLP encoding and sending never hold our GIL.
+"""Ended spans to the OTLP collector: encoded cheaply, by a thread of the sidecar or a process of its own.
 
-The SDK's `BatchSpanProcessor` encodes protobuf and sends HTTP on a thread of this process:
-pure-Python work that holds the GIL the event loop needs (about a tenth of the process's CPU
-with every span exported, in bursts that stretch the tail). Here an ended span is a flat
-tuple of plain values (`compact` for an SDK span; `span_recorder.RecordedSpan.compact`),
-buffered (`SpanShipper.ship`); a flusher thread marshals the
-buffer in small chunks (each a fraction of a millisecond) down a pipe to a child process that
-rebuilds each span exactly (`rebuild`) and exports it with the SDK's own OTLP/HTTP exporter,
-configured by the same `OTEL_*` variables. What is exported is what the SDK would have
-exported: `tests/test_span_shipping.py` encodes both and compares the bytes.
+The SDK's `BatchSpanProcessor` encodes protobuf through a Python object per span, attribute
+and value, then sends HTTP, on a thread of this process: work that holds the GIL the event
+loop needs (about a tenth of the process's CPU with every span exported, in bursts that
+stretch the tail). Here an ended span is a flat tuple of plain values (`compact` for an SDK
+span; `span_recorder.RecordedSpan.compact`), buffered (`ship`, bounded like the SDK's
+processor: past `MAX_QUEUE` new spans are dropped and counted), and a flusher thread hands the
+buffer on every `FLUSH_EVERY_S`:
 
-Bounded like the SDK's processor: past `MAX_QUEUE` buffered spans, new ones are dropped and
-counted. A dead or slow collector only fills the child's side; a dead child drops spans, never
-a request. `force_flush` and `shutdown` wait for the child to have exported what was sent.
+- `SpanSender` (the default, `ROUTER_SPAN_EXPORT=thread`) encodes it itself with
+  `otlp_encoding` (the SDK encoder's bytes, several times faster), `CHUNK` spans at a time with
+  the GIL offered between chunks, and sends it through the SDK exporter's own HTTP client.
+- `SpanShipper` (`ROUTER_SPAN_EXPORT=process`) marshals it in chunks down a pipe to an
+  exporter process (`child_main`) that does the same there, so nothing of the export holds
+  this process's GIL, for a second interpreter's memory (about 40 MiB).
+
+Measured on a 2-core VM (`ops/bench/README.md`): with every span exported both reach
+the same throughput on one core; the thread costs 38 MiB less. The spans are what the SDK
+would have exported: `tests/test_span_shipping.py` and `tests/test_otlp_encoding.py` compare
+the bytes. A dead or slow collector only delays the flusher; `force_flush` and `shutdown`
+hand on what is buffered and wait for it to be sent.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Spans are exported only when an OTLP endpoint is configured. When nothing is
 exported, a request makes no span at all unless it arrives with a W3C
 `traceparent`: then its SERVER span (unsampled, never recorded) carries the
 caller's trace id into the log lines. With OTLP, spans are recorded lean
-(`router.span_recorder`) and exported by a process of its own
-(`router.span_shipping`) behind a bounded buffer, so neither encoding nor an
-unreachable collector slows or fails a request. Prompt and completion text are
-never recorded.
+(`router.span_recorder`) and exported behind a bounded buffer by a thread that
+encodes them cheaply, or by a process of its own (`router.span_shipping`), so
+neither encoding nor an unreachable collector holds up a request. Prompt and
+completion text are never recorded.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
         }
     )
     if exporter is None and _wants_export(environ):
-        # OTLP: spans recorded lean (`span_recorder`), encoded and sent by a process of its
-        # own (`span_shipping`), off this one's GIL
+        # OTLP: spans recorded lean (`span_recorder`), encoded and sent by a thread of ours
+        # or, with ROUTER_SPAN_EXPORT=process, a process of their own (`span_shipping`)
         otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
         process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
         kind = SpanShipper if process else SpanSender
