@@ -25,7 +25,12 @@ _IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _CACHE_LIMIT = 4096  # remembered KeyValue encodings (cleared when full)
 
 
+_SMALL = [bytes((n,)) for n in range(128)]  # a varint below 128 is its own byte
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL[value]
     if value < 0:
         value += 1 << 64  # int64: two's complement, ten bytes
     out = bytearray()
@@ -36,13 +41,22 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_TAGS = {(field, wire): bytes((field << 3 | wire,)) for field in range(1, 16) for wire in range(6)}
+
+
 def _tag(field: int, wire: int) -> bytes:
-    return _varint((field << 3) | wire)
+    tag = _TAGS.get((field, wire))
+    return tag if tag is not None else _varint((field << 3) | wire)
+
+
+_LENGTH_DELIMITED = [b"", *(_TAGS[(field, 2)] for field in range(1, 16))]
 
 
 def _bytes_field(field: int, payload: bytes) -> bytes:
     """A length-delimited field (string, bytes, message), always written."""
-    return _tag(field, 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    head = _LENGTH_DELIMITED[field] if field < 16 else _tag(field, 2)
+    return head + (_SMALL[size] if size < 128 else _varint(size)) + payload
 
 
 def _string(field: int, text: str | None) -> bytes:
@@ -111,27 +125,23 @@ class Encoder:
             + self._attributes(3, (scope_attributes or {}).items()),
         )
 
-    def _attribute(self, field: int, key: str, value: Any) -> bytes:
-        """The `KeyValue` as field `field` of its message, remembered by (field, key, value)
-        (`True` and `1` are told apart: the value's type is part of the key)."""
-        cacheable = not isinstance(value, (list, dict))
-        memo = (field, key, type(value), value)
-        if cacheable:
-            try:
-                cached = self._cache.get(memo)
-            except TypeError:  # an unhashable value inside a tuple
-                cached, cacheable = None, False
-            if cached is not None:
-                return cached
-        encoded = _bytes_field(field, key_value(key, value))
-        if cacheable:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[memo] = encoded
-        return encoded
-
     def _attributes(self, field: int, items: Iterable[tuple[str, Any]]) -> bytes:
-        return b"".join(self._attribute(field, k, v) for k, v in items)
+        """Each `KeyValue` as field `field` of its message, remembered by (field, key, type,
+        value): the type too, so `True` and `1` are told apart."""
+        cache, out = self._cache, []
+        for key, value in items:
+            memo = (field, key, value.__class__, value)
+            try:
+                encoded = cache[memo]
+            except KeyError:
+                encoded = _bytes_field(field, key_value(key, value))
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[memo] = encoded
+            except TypeError:  # an unhashable value (a list, a dict): encoded every time
+                encoded = _bytes_field(field, key_value(key, value))
+            out.append(encoded)
+        return b"".join(out)
 
     def span(self, item: Compact) -> bytes:
         """One `Span` message's bytes."""
