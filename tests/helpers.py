@@ -11,6 +11,7 @@ from typing import Any
 import openai
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from router import yaml12
 from router.app import create_app
@@ -134,3 +135,32 @@ async def sidecar(
             finally:
                 for c in s.clients:
                     await c.close()
+
+
+@asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[tuple[str, list[ExportTraceServiceRequest]]]:
+    """A local OTLP/HTTP trace receiver: its base URL (for `OTEL_EXPORTER_OTLP_ENDPOINT`) and
+    every export request it decoded, in order (`spans_of` flattens them)."""
+    received: list[ExportTraceServiceRequest] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        received.append(message)
+        return web.Response(status=200)
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", traces)
+    async with serve(collector) as server:
+        yield str(server.make_url("")).rstrip("/"), received
+
+
+def spans_of(requests: list[ExportTraceServiceRequest]) -> list[Any]:
+    """Every span of these export requests, in order."""
+    return [
+        span
+        for message in requests
+        for resource_spans in message.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]

@@ -8,10 +8,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import web
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
@@ -23,7 +21,7 @@ from router.state import SERVICES
 from router.tracing import extract_context, sampler_from
 from tests.fakes.script import Status as Fail
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import serve
+from tests.helpers import otlp_receiver, spans_of
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -136,22 +134,11 @@ async def _ask_fusion(environ: dict[str, str] | None, exporter: Any = None) -> N
 async def test_a_fusion_request_gives_the_same_tree_through_otlp() -> None:
     """The SDK's in-process spans and the recorder's, exported through OTLP, for the same
     fusion request: the same span names, kinds, attribute keys and event names."""
-    received: list[Any] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        for resource_spans in message.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                received.extend(scope_spans.spans)
-        return web.Response(status=200)
-
     memory = InMemorySpanExporter()
     await _ask_fusion(None, memory)
-    collector = web.Application()
-    collector.router.add_post("/v1/traces", traces)
-    async with serve(collector) as otlp:
-        await _ask_fusion({"OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/")})
+    async with otlp_receiver() as (url, requests):
+        await _ask_fusion({"OTEL_EXPORTER_OTLP_ENDPOINT": url})
+    received = spans_of(requests)
     kinds = {k: v for v, k in enumerate(("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"))}
     sdk = sorted(
         (

@@ -10,15 +10,13 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from router.state import SERVICES
 from router.tracing import add_trace_ids, sampler_from
 from tests.fakes.script import Answer, CutStream, InBandError, Malformed, Reset, StallStream, Status
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import KEYS, serve, sidecar
+from tests.helpers import KEYS, otlp_receiver, sidecar, spans_of
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -37,28 +35,18 @@ def _attrs(span: Any) -> dict[str, Any]:
 async def test_otlp_export_shows_the_fusion_span_tree_with_substitution() -> None:
     """A local OTLP/HTTP receiver gets one trace: parented on the inbound traceparent, a CLIENT
     span per upstream attempt, and the substitution on the seat's span."""
-    received: list[Any] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        for resource_spans in message.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                received.extend(scope_spans.spans)
-        return web.Response(status=200)
-
-    collector = web.Application()
-    collector.router.add_post("/v1/traces", traces)
-    async with serve(collector) as otlp:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/")}
-        async with fusion_sidecar(environ=env) as s:
-            s.wall.script("up-m2", Status(503))
-            await s.openai().chat.completions.create(
-                model="fusion/trio",
-                messages=QUESTION,  # type: ignore[arg-type]
-                extra_headers={"traceparent": TRACEPARENT},
-            )
-            await asyncio.to_thread(s.app[SERVICES].telemetry.force_flush)
+    async with (
+        otlp_receiver() as (url, requests),
+        fusion_sidecar(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": url}) as s,
+    ):
+        s.wall.script("up-m2", Status(503))
+        await s.openai().chat.completions.create(
+            model="fusion/trio",
+            messages=QUESTION,  # type: ignore[arg-type]
+            extra_headers={"traceparent": TRACEPARENT},
+        )
+        await asyncio.to_thread(s.app[SERVICES].telemetry.force_flush)
+    received = spans_of(requests)
     by_id = {span.span_id: span for span in received}
     assert received, "nothing was exported"
     assert all(span.trace_id.hex() == TRACE_ID for span in received)
