@@ -24,6 +24,7 @@ hand on what is buffered and wait for it to be sent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import marshal
 import os
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,11 +257,14 @@ def child_main() -> None:
 
 class _Buffered:
     """Ended spans buffered (bounded: beyond `MAX_QUEUE` new ones are dropped and counted),
-    handed on by a flusher thread every `FLUSH_EVERY_S` or when half full (`_deliver`)."""
+    handed on by a flusher thread every `FLUSH_EVERY_S` or when half full (`_deliver`). The
+    buffer is a deque (appends and pops are atomic), so `ship` takes no lock; `_taking`
+    orders the takers, `_delivering` the deliveries."""
 
     def __init__(self) -> None:
-        self._buffer: list[Compact] = []
-        self._lock = threading.Lock()  # the flusher's against flush/shutdown callers
+        self._buffer: deque[Compact] = deque()
+        self._taking = threading.Lock()
+        self._delivering = threading.Lock()  # the flusher's against flush/shutdown callers
         self._wake = threading.Event()
         self._stopped = False
         self.dropped = 0
@@ -276,15 +281,20 @@ class _Buffered:
         if len(self._buffer) >= MAX_QUEUE // 2:
             self._wake.set()
 
+    def _take(self, limit: int | None = None) -> list[Compact]:
+        """Up to `limit` buffered spans (all, by default), oldest first."""
+        with self._taking:
+            count = len(self._buffer) if limit is None else min(limit, len(self._buffer))
+            pop = self._buffer.popleft
+            return [pop() for _ in range(count)]
+
     def _deliver(self, spans: list[Compact]) -> bool:
         raise NotImplementedError
 
     def _hand_on(self) -> bool:
         """Deliver what is buffered; False when delivery is no longer possible."""
-        with self._lock:
-            taken, self._buffer = self._buffer, []
-            if not taken:
-                return True
+        with self._delivering:
+            taken = self._take()
             if self._deliver(taken):
                 return True
             self.dropped += len(taken)
@@ -294,27 +304,66 @@ class _Buffered:
         while not self._stopped:
             self._wake.wait(FLUSH_EVERY_S)
             self._wake.clear()
-            if self._buffer and not self._hand_on():
+            if not self._hand_on():
                 return
 
 
 class SpanSender(_Buffered):
-    """Spans encoded and sent by a thread of this process (`ROUTER_SPAN_EXPORT=thread`, the
-    default): no second process, and the encoding offers the GIL back every `CHUNK` spans."""
+    """Spans encoded on the event loop and sent by a thread of this process
+    (`ROUTER_SPAN_EXPORT=thread`, the default): every `CHUNK` ended spans, a callback between
+    the loop's other work encodes them (a fraction of a millisecond); the flusher thread only
+    joins the encoded chunks and sends them, which is I/O. No second process, and no thread
+    competing with the loop for the GIL while it encodes."""
 
     def __init__(
         self, environ: Mapping[str, str], resource: Resource, scope: tuple[str, str | None]
     ) -> None:
         super().__init__()
+        from router.otlp_encoding import Encoder
+
         self._exporter = otlp_exporter(environ)
-        self._send = sender(self._exporter, dict(resource.attributes), scope)
+        self._encoder = Encoder(dict(resource.attributes), scope[0], scope[1])
+        self._encoded: deque[bytes] = deque()
+        self._scheduled = False
+        client = getattr(self._exporter, "_client", None)
+        self._post = client.export if client is not None and hasattr(client, "export") else None
+        self._fallback = sender(self._exporter, dict(resource.attributes), scope)
         self._flusher.start()
 
+    def ship(self, span: Compact) -> None:
+        super().ship(span)
+        if self._scheduled or self._post is None or len(self._buffer) < CHUNK:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop: the flusher encodes it
+            return
+        self._scheduled = True
+        loop.call_soon(self._encode_chunk)
+
+    def _encode_chunk(self) -> None:
+        """One chunk encoded on the loop; another callback if a full chunk is waiting."""
+        chunk = self._take(CHUNK)
+        if chunk:
+            self._encoded.append(self._encoder.request(chunk))
+        self._scheduled = False
+        if len(self._buffer) >= CHUNK:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._encode_chunk)
+
     def _deliver(self, spans: list[Compact]) -> bool:
-        """Send `spans`; a failed export drops them (the SDK's client logs why) and never
-        stops the next ones."""
-        with contextlib.suppress(Exception):
-            self._send(spans)
+        """Send what is encoded and `spans` (the rest); a failed export drops them (the SDK's
+        client logs why) and never stops the next ones."""
+        if self._post is None:
+            with contextlib.suppress(Exception):
+                self._fallback(spans)
+            return True
+        parts = [self._encoded.popleft() for _ in range(len(self._encoded))]
+        if spans:
+            parts.append(self._encoder.request(spans))
+        if parts:
+            with contextlib.suppress(Exception):
+                self._post(b"".join(parts))
         return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -381,7 +430,7 @@ class SpanShipper(_Buffered):
         """Send everything ended so far and wait until the child has exported it."""
         if not self._hand_on():
             return False
-        with self._lock:
+        with self._delivering:
             try:
                 self._pipe.write(frame(FLUSH))
                 self._pipe.flush()
