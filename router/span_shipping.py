@@ -1,4 +1,4 @@
-"""Ended spans to the OTLP collector: encoded cheaply, by a thread of the sidecar or a process of its own.
+"""Ended spans to the OTLP collector: encoded cheaply between requests, or in a process of their own.
 
 The SDK's `BatchSpanProcessor` encodes protobuf through a Python object per span, attribute
 and value, then sends HTTP, on a thread of this process: work that holds the GIL the event
@@ -8,17 +8,18 @@ span; `span_recorder.RecordedSpan.compact`), buffered (`ship`, bounded like the 
 processor: past `MAX_QUEUE` new spans are dropped and counted), and a flusher thread hands the
 buffer on every `FLUSH_EVERY_S`:
 
-- `SpanSender` (the default, `ROUTER_SPAN_EXPORT=thread`) encodes it itself with
-  `otlp_encoding` (the SDK encoder's bytes, several times faster), `CHUNK` spans at a time with
-  the GIL offered between chunks, and sends it through the SDK exporter's own HTTP client.
-- `SpanShipper` (`ROUTER_SPAN_EXPORT=process`) marshals it in chunks down a pipe to an
-  exporter process (`child_main`) that does the same there, so nothing of the export holds
-  this process's GIL, for a second interpreter's memory (about 40 MiB).
+- `SpanSender` (the default, `ROUTER_SPAN_EXPORT=thread`): every `CHUNK` ended spans a loop
+  callback encodes them with `otlp_encoding` (the SDK encoder's bytes, several times faster;
+  a fraction of a millisecond between two requests' work), and the flusher thread sends the
+  encoded chunks through the SDK exporter's own HTTP client, which is I/O.
+- `SpanShipper` (`ROUTER_SPAN_EXPORT=process`) marshals the spans in chunks down a pipe to an
+  exporter process (`child_main`) that encodes and sends them there, so nothing of the export
+  runs in this process, for a second interpreter's memory (about 40 MiB).
 
-Measured on a 2-core VM (`ops/bench/README.md`): with every span exported both reach
-the same throughput on one core; the thread costs 38 MiB less. The spans are what the SDK
-would have exported: `tests/test_span_shipping.py` and `tests/test_otlp_encoding.py` compare
-the bytes. A dead or slow collector only delays the flusher; `force_flush` and `shutdown`
+Measured on a 2-core VM (`ops/bench/README.md`): encoding on the loop beats encoding on a
+thread (which competes for the GIL) and matches the process on one core for 38 MiB less.
+The spans are what the SDK would have exported: `tests/test_span_shipping.py` and
+`tests/test_otlp_encoding.py` compare the bytes. A dead or slow collector only delays the flusher; `force_flush` and `shutdown`
 hand on what is buffered and wait for it to be sent.
 """
 

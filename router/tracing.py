@@ -4,9 +4,9 @@ Spans are exported only when an OTLP endpoint is configured. When nothing is
 exported, a request makes no span at all unless it arrives with a W3C
 `traceparent`: then its SERVER span (unsampled, never recorded) carries the
 caller's trace id into the log lines. With OTLP, spans are recorded lean
-(`router.span_recorder`) and exported behind a bounded buffer by a thread that
-encodes them cheaply, or by a process of its own (`router.span_shipping`), so
-neither encoding nor an unreachable collector holds up a request. Prompt and
+(`router.span_recorder`), encoded cheaply in small chunks between requests and
+sent by a thread, or all of it in a process of its own (`router.span_shipping`),
+so neither encoding nor an unreachable collector holds up a request. Prompt and
 completion text are never recorded.
 """
 
@@ -104,8 +104,8 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
         }
     )
     if exporter is None and _wants_export(environ):
-        # OTLP: spans recorded lean (`span_recorder`), encoded and sent by a thread of ours
-        # or, with ROUTER_SPAN_EXPORT=process, a process of their own (`span_shipping`)
+        # OTLP: spans recorded lean (`span_recorder`), encoded on the loop and sent by a thread
+        # or, with ROUTER_SPAN_EXPORT=process, all in a process of their own (`span_shipping`)
         otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
         process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
         kind = SpanShipper if process else SpanSender
