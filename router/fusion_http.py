@@ -280,9 +280,10 @@ def _costing(
     saying which `max_tokens` would fit), and the solo model the answer is priced against: the
     panel's `compare_with`, else the best-ranked model policy allows that can serve `chat`."""
     estimate = estimate_fusion(plan, deliberation, synthesis, models)
+    per_token = per_answer_token(plan, deliberation, synthesis, models)
     cap = panel.max_cost_usd
     if cap is not None and estimate.total > cap + COST_EPSILON:
-        fits = fitting_max_tokens(cap, plan, deliberation, synthesis, models)
+        fits = fitting_max_tokens(cap, per_token, plan, deliberation, synthesis, models)
         advice = f"; max_tokens {fits} would fit" if fits else "; no answer fits"
         raise CostLimitExceeded(
             f"the fusion may cost up to ${estimate.total:.6f}, over max_cost_usd ${cap}"
@@ -294,7 +295,6 @@ def _costing(
     needs = required_capabilities(chat)
     allowed = [m.id for m in models.values() if gate(m) is None and not m.lacking(needs)]
     solo = solo_model(models, allowed, panel.compare_with)
-    per_token = per_answer_token(plan, deliberation, synthesis, models)
     return Costing(estimate, cap, solo, estimate_input_tokens(chat), per_token)
 
 

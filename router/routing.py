@@ -79,7 +79,7 @@ from router.protocol_support import (
 )
 from router.providers.base import EmbeddingProvider, Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
-from router.tracing import child_span, current_event
+from router.tracing import current_event
 from router.types import (
     ChatRequest,
     Completion,
@@ -825,8 +825,7 @@ class Router:
             semconv.ROUTER_MODEL: model.id,
             semconv.ROUTER_ATTEMPT: number,
         }
-        with child_span(
-            self._tracer,
+        with self._tracer.start_as_current_span(  # under a recorded span: checked above
             f"{job.operation} {model.upstream_id}",
             kind=trace.SpanKind.CLIENT,
             attributes=attributes,

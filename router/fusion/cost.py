@@ -65,7 +65,8 @@ def estimate_fusion(
         panelist_request = replace(panelist_request, max_tokens=max_tokens)
         synthesis_base = replace(synthesis_base, max_tokens=max_tokens)
     seated = _members(plan.seated, models)
-    seats = tuple(call_ceiling(m, panelist_request) for m in seated)
+    asked = estimate_input_tokens(panelist_request)  # every seat reads the same request
+    seats = tuple(call_ceiling(m, panelist_request, asked) for m in seated)
     answers = sum(output_ceiling(panelist_request, m) for m in seated)
     judge = 0.0
     if len(seated) > 1 and plan.judges.candidates:
@@ -101,16 +102,16 @@ def per_answer_token(
 
 def fitting_max_tokens(
     cap: float,
+    per_token: float,
     plan: FusionPlan,
     panelist_request: ChatRequest,
     synthesis_base: ChatRequest,
     models: Mapping[str, CatalogModel],
 ) -> int | None:
     """The largest `max_tokens` whose estimate fits `cap` (the estimate is linear in it below
-    every model's own limit), or None when not even a short answer fits."""
-
+    every model's own limit, with slope `per_token`: `per_answer_token`), or None when not
+    even a short answer fits."""
     base = estimate_fusion(plan, panelist_request, synthesis_base, models, 0).total
-    per_token = per_answer_token(plan, panelist_request, synthesis_base, models)
     if per_token <= 0:
         return None
     fits = math.floor((cap + COST_EPSILON - base) / per_token)
