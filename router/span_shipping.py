@@ -33,7 +33,6 @@ import select
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -191,30 +190,27 @@ def otlp_exporter(environ: Mapping[str, str]) -> Any:
     return OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
 
 
+def http_post(exporter: Any) -> Callable[[bytes], Any] | None:
+    """The SDK exporter's own HTTP client's send of encoded bytes (its headers, compression,
+    retries), or None on an SDK whose exporter has no such client."""
+    client = getattr(exporter, "_client", None)
+    return client.export if client is not None and hasattr(client, "export") else None
+
+
 def sender(
     exporter: Any, resource: Mapping[str, Any], scope: tuple[str, str | None]
 ) -> Callable[[Sequence[Compact]], None]:
-    """How a batch of spans is sent: encoded by `otlp_encoding` (the SDK's bytes) a chunk at a
-    time, the GIL offered between chunks (`time.sleep(0)`), the chunks' requests concatenated
-    (protobuf merges them into one) and sent by the SDK exporter's own HTTP client (its
-    headers, compression, retries); or, should a later SDK not have that client, the SDK's
-    exporter on rebuilt spans."""
-    from router.otlp_encoding import Encoder
-
-    client = getattr(exporter, "_client", None)
-    if client is None or not hasattr(client, "export"):
+    """How a batch of spans is sent: encoded by `otlp_encoding` (the SDK's bytes) and sent
+    with `http_post`; or, should a later SDK not have that client, the SDK's exporter on
+    rebuilt spans."""
+    post = http_post(exporter)
+    if post is None:
         sdk_resource, sdk_scope = Resource(dict(resource)), InstrumentationScope(*scope)
         return lambda items: exporter.export([rebuild(i, sdk_resource, sdk_scope) for i in items])
+    from router.otlp_encoding import Encoder
+
     encoder = Encoder(resource, scope[0], scope[1])
-
-    def send(items: Sequence[Compact]) -> None:
-        parts = []
-        for start in range(0, len(items), CHUNK):
-            parts.append(encoder.request(items[start : start + CHUNK]))
-            time.sleep(0)
-        client.export(b"".join(parts))
-
-    return send
+    return lambda items: post(encoder.request(items))
 
 
 def child_main() -> None:
@@ -326,9 +322,11 @@ class SpanSender(_Buffered):
         self._encoder = Encoder(dict(resource.attributes), scope[0], scope[1])
         self._encoded: deque[bytes] = deque()
         self._scheduled = False
-        client = getattr(self._exporter, "_client", None)
-        self._post = client.export if client is not None and hasattr(client, "export") else None
-        self._fallback = sender(self._exporter, dict(resource.attributes), scope)
+        self._post = http_post(self._exporter)
+        # an SDK without the exporter's client: the spans go to its exporter as they are
+        self._fallback = (
+            sender(self._exporter, dict(resource.attributes), scope) if self._post is None else None
+        )
         self._flusher.start()
 
     def ship(self, span: Compact) -> None:
@@ -355,16 +353,18 @@ class SpanSender(_Buffered):
     def _deliver(self, spans: list[Compact]) -> bool:
         """Send what is encoded and `spans` (the rest); a failed export drops them (the SDK's
         client logs why) and never stops the next ones."""
-        if self._post is None:
-            with contextlib.suppress(Exception):
-                self._fallback(spans)
+        post, fallback = self._post, self._fallback
+        if post is None:
+            if fallback is not None:
+                with contextlib.suppress(Exception):
+                    fallback(spans)
             return True
         parts = [self._encoded.popleft() for _ in range(len(self._encoded))]
         if spans:
             parts.append(self._encoder.request(spans))
         if parts:
             with contextlib.suppress(Exception):
-                self._post(b"".join(parts))
+                post(b"".join(parts))
         return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
