@@ -33,6 +33,7 @@ from router.server_limits import (
     is_loopback,
     shutdown_budget,
 )
+from router.sidecar_token import token_from_env
 from router.state import SERVICES
 
 _BACKLOG = 128  # the listener's accept queue (aiohttp's TCPSite default)
@@ -264,7 +265,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from router import mcp_server  # deferred: the MCP SDK is loaded by this command only
 
     try:
-        asyncio.run(mcp_server.serve_stdio(args.url, mcp_server.token_from_env()))
+        asyncio.run(mcp_server.serve_stdio(args.url, token_from_env()))
     except KeyboardInterrupt:
         return 130
     return 0

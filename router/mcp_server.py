@@ -13,7 +13,6 @@ sidecar's code and message; it never ends the server.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,7 +26,6 @@ from pydantic import BaseModel, Field
 from router import __version__
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-TOKEN_ENV = "ROUTER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 PANEL_PREFIX = "fusion/"
 # A fusion runs panel, judge and synthesis in turn, each under the sidecar's own deadlines:
 # this bound only keeps a wedged connection from holding the tool call forever.
@@ -259,7 +257,3 @@ def build_server(url: str = DEFAULT_URL, token: str | None = None) -> MCPServer[
 async def serve_stdio(url: str, token: str | None = None) -> None:
     """Serve MCP on stdin/stdout until the client closes them."""
     await build_server(url, token).run_stdio_async()
-
-
-def token_from_env() -> str | None:
-    return os.environ.get(TOKEN_ENV) or None

@@ -24,8 +24,9 @@ from router.eval.dataset import (
 from router.eval.progress import Progress
 from router.eval.results import RESULTS, Result, ResultsFile, read_results
 from router.eval.runner import Job, plan_jobs, run_jobs
-from router.eval.sidecar import TOKEN_ENV, Connection, in_process, remote
+from router.eval.sidecar import Connection, in_process, remote
 from router.eval.targets import FUSION, Target, TargetError, parse_target, parse_targets
+from router.sidecar_token import TOKEN_ENV
 
 
 @dataclass(frozen=True, slots=True)

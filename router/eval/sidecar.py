@@ -13,8 +13,8 @@ import aiohttp
 from router.config import LoadedConfig, load_config
 from router.demo import start_sidecar
 from router.errors import ConfigError
+from router.sidecar_token import token_from_env
 
-TOKEN_ENV = "ROUTER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 SIM_PROTOCOL = "sim"
 
 
@@ -82,7 +82,7 @@ async def remote(
     from `config_path` if given, else from what its `/readyz` says it loaded (the embedded
     default, or a config file readable from here); else they are unknown."""
     base = api_base(url)
-    token = os.environ.get(TOKEN_ENV) or None
+    token = token_from_env()
     simulation: Simulation | None = None
     try:
         if config_path is not None:
