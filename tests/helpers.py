@@ -137,6 +137,25 @@ async def sidecar(
                     await c.close()
 
 
+async def ask_openai(sidecar: Sidecar, body: Mapping[str, Any]) -> tuple[int, Any]:
+    """`body` (a chat completions request) sent with the `openai` SDK, as an application
+    would: the fields the SDK has a parameter for as parameters, the rest (`fusion`...) in
+    `extra_body`. Returns (200, the completion as JSON, our objects included) or (the HTTP
+    status, `{"error": ...}` as the sidecar answered)."""
+    known = {"model", "messages", "max_tokens"}
+    extra = {k: v for k, v in body.items() if k not in known}
+    try:
+        completion = await sidecar.openai().chat.completions.create(
+            model=body["model"],
+            messages=body["messages"],
+            max_tokens=body.get("max_tokens", openai.NOT_GIVEN),
+            extra_body=extra or None,
+        )
+    except openai.APIStatusError as error:
+        return error.status_code, {"error": error.body}
+    return 200, completion.model_dump()
+
+
 @asynccontextmanager
 async def otlp_receiver() -> AsyncIterator[tuple[str, list[ExportTraceServiceRequest]]]:
     """A local OTLP/HTTP trace receiver: its base URL (for `OTEL_EXPORTER_OTLP_ENDPOINT`) and

@@ -1,4 +1,4 @@
-"""Cost control for fusion (issue 18): the plan's estimate, a panel's `max_cost_usd` checked
+"""Cost control for fusion (issue 18), asked through the `openai` SDK: the plan's estimate, a panel's `max_cost_usd` checked
 before any call and as the stages run, and the `cost` object comparing the answer with the
 best-ranked solo model. On the fusion bed: every model costs $1 / $2 per million tokens."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import pytest
 
 from router.errors import ConfigError
@@ -14,18 +13,10 @@ from router.token_estimate import estimate_input_tokens
 from router.types import ChatRequest, Message
 from tests.fakes.script import Answer, Delay
 from tests.fusion_setup import fusion_sidecar, roles
-from tests.helpers import config_from_yaml
+from tests.helpers import Sidecar, ask_openai, config_from_yaml
 
 QUESTION = "Which river is longer, the Nile or the Amazon?"
 ASK: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
-
-
-async def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{url}/v1/chat/completions", json=body) as resp,
-    ):
-        return resp.status, await resp.json()
 
 
 def trio(**options: Any) -> dict[str, Any]:
@@ -46,7 +37,7 @@ def stage_costs(fusion: dict[str, Any]) -> float:
 
 async def test_the_fusion_object_reports_estimate_spend_and_the_solo_price() -> None:
     async with fusion_sidecar() as s:
-        status, body = await post(s.url, trio())
+        status, body = await ask_openai(s, trio())
         assert status == 200, body
         fusion = body["fusion"]
         cost = fusion["cost"]
@@ -72,10 +63,10 @@ async def test_the_fusion_object_reports_estimate_spend_and_the_solo_price() -> 
 
 async def test_compare_with_names_the_solo_model_per_request() -> None:
     async with fusion_sidecar() as s:
-        status, body = await post(s.url, trio(compare_with="synth-b"))
+        status, body = await ask_openai(s, trio(compare_with="synth-b"))
         assert status == 200, body
         assert body["fusion"]["cost"]["solo"]["model"] == "synth-b"
-        status, body = await post(s.url, trio(compare_with="nope"))
+        status, body = await ask_openai(s, trio(compare_with="nope"))
         assert status == 400, body
         assert body["error"]["param"] == "fusion.compare_with"
 
@@ -96,7 +87,7 @@ async def test_the_estimate_is_every_planned_call_at_its_longest() -> None:
     async with fusion_sidecar() as s:
         estimates = []
         for max_tokens in (100, 200):
-            status, body = await post(s.url, trio(max_tokens=max_tokens))
+            status, body = await ask_openai(s, trio(max_tokens=max_tokens))
             assert status == 200, body
             estimates.append(body["fusion"]["cost"]["estimate_usd"])
         assert estimates[1] - estimates[0] == pytest.approx(100 * 14 / 1e6, abs=2e-6)
@@ -104,7 +95,7 @@ async def test_the_estimate_is_every_planned_call_at_its_longest() -> None:
 
 async def test_an_estimate_over_the_cap_is_refused_before_any_call() -> None:
     async with fusion_sidecar() as s:
-        status, body = await post(s.url, trio(max_cost_usd=0.01))
+        status, body = await ask_openai(s, trio(max_cost_usd=0.01))
         assert status == 400, body
         error = body["error"]
         assert (error["code"], error["param"]) == ("cost_limit_exceeded", "fusion.max_cost_usd")
@@ -116,23 +107,23 @@ async def test_an_estimate_over_the_cap_is_refused_before_any_call() -> None:
         assert isinstance(fits, int)
         assert fits > 16
         # the max_tokens the error names fits; a little more does not
-        status, body = await post(s.url, trio(max_cost_usd=0.01, max_tokens=fits))
+        status, body = await ask_openai(s, trio(max_cost_usd=0.01, max_tokens=fits))
         assert status == 200, body
         assert body["fusion"]["cost"]["estimate_usd"] <= 0.01
         assert body["fusion"]["cost"]["max_cost_usd"] == 0.01
-        status, body = await post(s.url, trio(max_cost_usd=0.01, max_tokens=fits + 10))
+        status, body = await ask_openai(s, trio(max_cost_usd=0.01, max_tokens=fits + 10))
         assert (status, body["error"]["code"]) == (400, "cost_limit_exceeded")
 
 
 async def test_a_cap_no_answer_fits_says_so() -> None:
     async with fusion_sidecar() as s:
-        status, body = await post(s.url, trio(max_cost_usd=0.00001))
+        status, body = await ask_openai(s, trio(max_cost_usd=0.00001))
         assert (status, body["error"]["fits_max_tokens"]) == (400, None)
         assert "no answer fits" in body["error"]["message"]
 
 
-async def _estimate(url: str, max_tokens: int) -> float:
-    status, body = await post(url, trio(max_tokens=max_tokens))
+async def _estimate(sidecar: Sidecar, max_tokens: int) -> float:
+    status, body = await ask_openai(sidecar, trio(max_tokens=max_tokens))
     assert status == 200, body
     return float(body["fusion"]["cost"]["estimate_usd"])
 
@@ -142,12 +133,12 @@ async def test_a_substitute_that_does_not_fit_what_is_left_is_not_called() -> No
     ceilings; with the cap at the estimate, no substitute fits: the seat stays failed and
     says why, and the panel still meets its quorum."""
     async with fusion_sidecar() as s:
-        cap = await _estimate(s.url, 100)
+        cap = await _estimate(s, 100)
         s.wall.calls.clear()
         s.wall.script("up-m1", Answer("", input_tokens=11, output_tokens=50))
         for m in ("m2", "m3"):
             s.wall.script(f"up-{m}", Delay(0.3, Answer(f"answer from {m}")))
-        status, body = await post(s.url, trio(max_tokens=100, max_cost_usd=cap))
+        status, body = await ask_openai(s, trio(max_tokens=100, max_cost_usd=cap))
         assert status == 200, body
         seat = body["fusion"]["seats"][0]
         assert seat["status"] == "failed"
@@ -156,7 +147,7 @@ async def test_a_substitute_that_does_not_fit_what_is_left_is_not_called() -> No
         assert ("panelist", "sub1") not in roles(s.wall)
         # without the cap the same failure is substituted
         s.wall.calls.clear()
-        status, body = await post(s.url, trio(max_tokens=100))
+        status, body = await ask_openai(s, trio(max_tokens=100))
         assert status == 200, body
         assert ("panelist", "sub1") in roles(s.wall)
 
@@ -166,11 +157,11 @@ async def test_when_the_money_runs_out_the_judge_and_synthesizer_give_way() -> N
     money for the judge or the synthesizer: neither is called, the best answer stands, and
     the `fusion` object says so."""
     async with fusion_sidecar() as s:
-        cap = await _estimate(s.url, 100)
+        cap = await _estimate(s, 100)
         s.wall.calls.clear()
         for m in ("m1", "m2", "m3"):
             s.wall.script(f"up-{m}", Answer(f"answer from {m}", output_tokens=200_000))
-        status, body = await post(s.url, trio(max_tokens=100, max_cost_usd=cap))
+        status, body = await ask_openai(s, trio(max_tokens=100, max_cost_usd=cap))
         assert status == 200, body
         fusion = body["fusion"]
         assert [r for r, _m in roles(s.wall)] == ["panelist"] * 3

@@ -1,4 +1,4 @@
-"""Panelists that research (issue 18): `panelist_tools: [web_search]` turns on each seat's
+"""Panelists that research (issue 18), asked through the `openai` SDK: `panelist_tools: [web_search]` turns on each seat's
 provider search, sources come back per seat and in the `fusion` object, the judge and the
 synthesizer read them, blocked domains are dropped where a protocol cannot apply them, and a
 panelist that cannot search is substituted before any call."""
@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
 from router.catalog import Catalog
 from router.fusion.plan import plan_panel
 from router.fusion.resolve import availability_for, research_of, research_plan, resolve_panel
 from tests.fakes.script import Researched
 from tests.fusion_setup import fusion_sidecar, role_of
-from tests.helpers import config_from_yaml
+from tests.helpers import ask_openai, config_from_yaml
 
 ASK = [{"role": "user", "content": "How many people live in Oslo?"}]
 RESEARCH = "    panelist_tools: [web_search]\n    blocked_domains: [blocked.example]"
@@ -25,14 +23,6 @@ PAGES = {
 }
 
 
-async def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{url}/v1/chat/completions", json=body) as resp,
-    ):
-        return resp.status, await resp.json()
-
-
 def script_research(wall: Any) -> None:
     for model, pages in PAGES.items():
         wall.script(f"up-{model}", Researched(f"{model}: about 700,000 people.", sources=pages))
@@ -41,7 +31,7 @@ def script_research(wall: Any) -> None:
 async def test_a_research_panel_searches_and_the_judge_reads_its_sources() -> None:
     async with fusion_sidecar(panel_extra=RESEARCH) as s:
         script_research(s.wall)
-        status, body = await post(s.url, {"model": "fusion/trio", "messages": ASK})
+        status, body = await ask_openai(s, {"model": "fusion/trio", "messages": ASK})
         assert status == 200, body
         fusion = body["fusion"]
         by_role: dict[str, list[dict[str, Any]]] = {}
@@ -77,7 +67,7 @@ async def test_a_research_panel_searches_and_the_judge_reads_its_sources() -> No
 
 async def test_a_panel_that_does_not_research_sends_no_search() -> None:
     async with fusion_sidecar() as s:
-        status, body = await post(s.url, {"model": "fusion/trio", "messages": ASK})
+        status, body = await ask_openai(s, {"model": "fusion/trio", "messages": ASK})
         assert status == 200, body
         assert all("web_search_options" not in c.body for c in s.wall.calls)
         assert body["fusion"]["sources"] == []
@@ -92,13 +82,13 @@ async def test_research_can_be_turned_on_per_request() -> None:
             "messages": ASK,
             "fusion": {"panelist_tools": ["web_search"]},
         }
-        status, answer = await post(s.url, body)
+        status, answer = await ask_openai(s, body)
         assert status == 200, answer
         panelists = [c.body for c in s.wall.calls if role_of(c) == "panelist"]
         assert [b.get("web_search_options") for b in panelists] == [{}] * 3
         assert answer["fusion"]["research"]["blocked_domains"] == []
-        status, refused = await post(
-            s.url, {**body, "fusion": {"panelist_tools": ["code_interpreter"]}}
+        status, refused = await ask_openai(
+            s, {**body, "fusion": {"panelist_tools": ["code_interpreter"]}}
         )
         assert (status, refused["error"]["param"]) == (400, "fusion.panelist_tools.0")
 
