@@ -37,6 +37,13 @@ from router.sidecar_token import token_from_env
 from router.state import SERVICES
 
 _BACKLOG = 128  # the listener's accept queue (aiohttp's TCPSite default)
+# The collector's young-generation threshold while serving (CPython's default is 700). With a
+# hundred requests in flight, their live objects alone pass 700 between two requests, so the
+# collector ran every few requests, traversing all of them each time: 14-52 µs a request at 128
+# in flight, the most with every span exported (each span's objects count too), for no garbage
+# (a served request leaves no reference cycles: `tests/test_gc.py`). At 10,000 it runs a few
+# times a second under that load (ops/bench/README.md, issue 20).
+_GC_YOUNG_THRESHOLD = 10_000
 
 
 def _config_path(arg: str | None) -> str | None:
@@ -165,6 +172,7 @@ async def _serve(app: web.Application, host: str, port: int, loaded: LoadedConfi
         # sight, so a full collection scans only what requests left behind (short pauses).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         log.info(
             "server.listening",
             addresses=[f"{a[0]}:{a[1]}" for a in addresses],
