@@ -4,8 +4,9 @@ The SDK's `encode_spans` builds a protobuf object per span, attribute and value 
 Python calls: about half of what exporting costs. Here the `ExportTraceServiceRequest` is
 written directly from `span_shipping.Compact` tuples, in field-number order with the SDK's
 conventions (an empty `AnyValue` for None, the status always present, span flags from the
-parent's `is_remote`), and each attribute's `KeyValue` bytes are remembered: a sidecar's
-attributes repeat (methods, routes, models, providers), so most cost one dict lookup.
+parent's `is_remote`), the fixed fields from precomputed tags, and attributes' `KeyValue`
+bytes are remembered per key and value: a sidecar's attributes repeat (methods, routes,
+models, providers, statuses), so most cost two dict lookups.
 `tests/test_otlp_encoding.py` compares the bytes with the SDK's for real requests' spans.
 
 Field numbers: opentelemetry-proto `trace/v1/trace.proto`, `common/v1/common.proto`,
@@ -22,7 +23,6 @@ from router.span_shipping import Compact
 
 _HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_CACHE_LIMIT = 4096  # remembered KeyValue encodings (cleared when full)
 
 
 _SMALL = [bytes((n,)) for n in range(128)]  # a varint below 128 is its own byte
@@ -105,9 +105,19 @@ def key_value(key: str, value: Any) -> bytes:
     return _string(1, key) + _bytes_field(2, any_value(value))
 
 
+_TRACE_ID = _TAGS[(1, 2)] + _SMALL[16]  # Span.trace_id: field 1, 16 bytes
+_SPAN_ID = _TAGS[(2, 2)] + _SMALL[8]  # Span.span_id: field 2, 8 bytes
+_PARENT_ID = _TAGS[(4, 2)] + _SMALL[8]  # Span.parent_span_id: field 4, 8 bytes
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (7) and end_time_unix_nano (8), fixed64
+_KINDS = tuple(_uint(6, kind + 1) for kind in range(5))  # the API's SpanKind value + 1
+_LOCAL_FLAGS = _fixed32(16, _HAS_IS_REMOTE)
+_REMOTE_FLAGS = _fixed32(16, _HAS_IS_REMOTE | _IS_REMOTE)
+_VALUES_PER_KEY = 64  # distinct values remembered per attribute key; beyond, encoded each time
+
+
 class Encoder:
     """Encodes export requests for one resource and instrumentation scope, remembering the
-    `KeyValue` bytes of attributes it has seen."""
+    `KeyValue` bytes of attribute values that repeat."""
 
     def __init__(
         self,
@@ -116,7 +126,9 @@ class Encoder:
         version: str | None,
         scope_attributes: Mapping[str, Any] | None = None,
     ) -> None:
-        self._cache: dict[tuple[int, str, type, Any], bytes] = {}
+        # per field, per key: {value: (its type, the field's KeyValue bytes)}
+        self._remembered: dict[int, dict[str, dict[Any, tuple[type, bytes]]]] = {}
+        self._statuses: dict[tuple[int, str | None], bytes] = {}
         self._resource = _bytes_field(1, self._attributes(1, resource.items()))
         self._scope = _bytes_field(
             1,
@@ -126,22 +138,44 @@ class Encoder:
         )
 
     def _attributes(self, field: int, items: Iterable[tuple[str, Any]]) -> bytes:
-        """Each `KeyValue` as field `field` of its message, remembered by (field, key, type,
-        value): the type too, so `True` and `1` are told apart."""
-        cache, out = self._cache, []
+        """Each `KeyValue` as field `field` of its message. A key's first `_VALUES_PER_KEY`
+        strings, integers, booleans, Nones and tuples of strings are remembered with their
+        type (so `True` and `1` are told apart); floats (0.0 equals -0.0) and other tuples
+        (`(0,)` equals `(False,)`) are encoded each time, as are a key's values beyond those
+        (request ids, durations)."""
+        by_key = self._remembered.setdefault(field, {})
+        out = []
         for key, value in items:
-            memo = (field, key, value.__class__, value)
-            try:
-                encoded = cache[memo]
-            except KeyError:
-                encoded = _bytes_field(field, key_value(key, value))
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[memo] = encoded
-            except TypeError:  # an unhashable value (a list, a dict): encoded every time
-                encoded = _bytes_field(field, key_value(key, value))
+            kind = value.__class__
+            if not (
+                kind is str
+                or kind is int
+                or kind is bool
+                or value is None
+                or (kind is tuple and all(v.__class__ is str for v in value))
+            ):
+                out.append(_bytes_field(field, key_value(key, value)))
+                continue
+            values = by_key.get(key)
+            if values is None:
+                values = by_key[key] = {}
+            known = values.get(value)
+            if known is not None and known[0] is kind:
+                out.append(known[1])
+                continue
+            encoded = _bytes_field(field, key_value(key, value))
+            if len(values) < _VALUES_PER_KEY:
+                values[value] = (kind, encoded)
             out.append(encoded)
         return b"".join(out)
+
+    def _status(self, code: int, description: str | None) -> bytes:
+        status = self._statuses.get((code, description))
+        if status is None:
+            status = _bytes_field(15, _string(2, description) + _uint(3, code))
+            if len(self._statuses) < _VALUES_PER_KEY:
+                self._statuses[(code, description)] = status
+        return status
 
     def span(self, item: Compact) -> bytes:
         """One `Span` message's bytes."""
@@ -161,20 +195,18 @@ class Encoder:
             events,
             links,
         ) = item
-        out = [
-            _bytes_field(1, trace_id.to_bytes(16, "big")),
-            _bytes_field(2, span_id.to_bytes(8, "big")),
-            _string(3, state),
-        ]
+        out = [_TRACE_ID, trace_id.to_bytes(16, "big"), _SPAN_ID, span_id.to_bytes(8, "big")]
+        if state:
+            out.append(_string(3, state))
         if parent is not None:
-            out.append(_bytes_field(4, parent[0].to_bytes(8, "big")))
-        out += [
-            _string(5, name),
-            _uint(6, kind + 1),  # SpanKind: the API's value + 1 (0 is UNSPECIFIED)
-            _fixed64(7, start),
-            _fixed64(8, end),
-            self._attributes(9, attributes),
-        ]
+            out += (_PARENT_ID, parent[0].to_bytes(8, "big"))
+        out.append(_string(5, name))
+        out.append(_KINDS[kind])
+        if start and end:
+            out.append(_TIMES.pack(0x39, start, 0x41, end))  # tags: 7 << 3 | 1, 8 << 3 | 1
+        else:  # (a zero time is left out, as proto3 leaves out defaults)
+            out += (_fixed64(7, start), _fixed64(8, end))
+        out.append(self._attributes(9, attributes))
         for event_name, timestamp, event_attributes in events:
             event = _fixed64(1, timestamp) + _string(2, event_name)
             out.append(_bytes_field(11, event + self._attributes(3, event_attributes)))
@@ -186,13 +218,12 @@ class Encoder:
                 + _fixed32(6, _HAS_IS_REMOTE | _IS_REMOTE)  # a link's context is remote
             )
             out.append(_bytes_field(13, link))
-        out.append(_bytes_field(15, _string(2, status_description) + _uint(3, status_code)))
-        remote = parent is not None and parent[1]
-        out.append(_fixed32(16, _HAS_IS_REMOTE | (_IS_REMOTE if remote else 0)))
+        out.append(self._status(status_code, status_description))
+        out.append(_REMOTE_FLAGS if parent is not None and parent[1] else _LOCAL_FLAGS)
         return b"".join(out)
 
     def request(self, spans: Sequence[Compact]) -> bytes:
         """An `ExportTraceServiceRequest`: these spans under the resource and scope."""
-        body = b"".join(_bytes_field(2, self.span(s)) for s in spans)
+        body = b"".join([_bytes_field(2, self.span(s)) for s in spans])
         scope_spans = _bytes_field(2, self._scope + body)
         return _bytes_field(1, self._resource + scope_spans)

@@ -6,9 +6,9 @@ costs a request (about 25 attribute writes a routed request). Every attribute th
 sets is already a plain `str`, `int`, `float`, `bool` or a tuple of them, and each span lives
 on one task of the event loop, so `RecordedSpan` keeps a plain dict and list. It is the API's
 `Span` (so `trace.get_current_span`, `use_span`, log correlation and propagation work as
-before); sampling is the SDK's own sampler, ids are drawn as the SDK draws them, exceptions
-and statuses are recorded by the SDK's rules, and an ended span goes to the exporter process
-as `span_shipping.compact` would flatten the SDK's (`tests/test_span_recorder.py` records the
+before); sampling decides as the SDK's sampler does (`router.sampling`), ids are drawn as the
+SDK draws them, exceptions and statuses are recorded by the SDK's rules, and an ended span is
+shipped as `span_shipping.compact` would flatten the SDK's (`tests/test_span_recorder.py` records the
 same requests both ways and compares every span).
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from router import semconv
+from router.sampling import SamplingRule
 from router.span_shipping import Compact
 
 
@@ -187,11 +187,11 @@ def _trace_id() -> int:
 
 
 class SpanRecorder(trace.Tracer):
-    """The tracer of `RecordedSpan`s: the SDK's sampling decision, then a plain span (or the
-    API's non-recording one); each ended span to `on_end`."""
+    """The tracer of `RecordedSpan`s: the sampling rule's decision (`router.sampling`), then a
+    plain span (or the API's non-recording one); each ended span to `on_end`."""
 
-    def __init__(self, sampler: Sampler, on_end: Callable[[Compact], None]) -> None:
-        self._sampler, self._on_end = sampler, on_end
+    def __init__(self, rule: SamplingRule, on_end: Callable[[Compact], None]) -> None:
+        self._sampled, self._on_end = rule.decider().sampled, on_end
 
     def start_span(
         self,
@@ -205,28 +205,27 @@ class SpanRecorder(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         parent = trace.get_current_span(context).get_span_context()
-        valid = parent.is_valid
-        trace_id = parent.trace_id if valid else _trace_id()
-        links = links or ()
-        decision = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        sampled = decision.decision.is_sampled()  # type: ignore[no-untyped-call]
-        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
-        if parent.trace_flags.random_trace_id if valid else True:
-            flags |= TraceFlags.RANDOM_TRACE_ID
+        if parent.is_valid:
+            trace_id, state = parent.trace_id, parent.trace_state
+            flags = TraceFlags.RANDOM_TRACE_ID if parent.trace_flags.random_trace_id else 0
+            sampled = self._sampled(parent, trace_id)
+        else:
+            trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
+            sampled = self._sampled(None, trace_id)
+        if not sampled:
+            return trace.NonRecordingSpan(
+                SpanContext(trace_id, _span_id(), False, TraceFlags(flags), state)
+            )
         span_context = SpanContext(
-            trace_id, _span_id(), False, TraceFlags(flags), decision.trace_state
+            trace_id, _span_id(), False, TraceFlags(flags | TraceFlags.SAMPLED), state
         )
-        if not decision.decision.is_recording():  # type: ignore[no-untyped-call]
-            return trace.NonRecordingSpan(span_context)
-        recorded = _cleaned(decision.attributes)
-        recorded.update(_cleaned(attributes))
         return RecordedSpan(
             name,
             span_context,
-            parent if valid else None,
+            parent if parent.is_valid else None,
             kind,
-            recorded,
-            links,
+            _cleaned(attributes),
+            links or (),
             start_time if start_time is not None else time_ns(),
             self._on_end,
         )

@@ -21,16 +21,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    ParentBased,
-    Sampler,
-    TraceIdRatioBased,
-)
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__
+from router.sampling import sampling_rule
 from router.span_recorder import SpanRecorder
 from router.span_shipping import SpanSender, SpanShipper
 
@@ -69,28 +64,9 @@ def _wants_export(environ: Mapping[str, str]) -> bool:
 
 
 def sampler_from(environ: Mapping[str, str]) -> Sampler:
-    """The sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (the SDK's names).
-
-    Unset or unknown: `parentbased_always_on`, the SDK's default. A ratio that is missing, not
-    a number or outside [0, 1] counts as 1.0, as the specification says.
-    """
-    name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    parent_based = name.startswith("parentbased_")
-    kind = name.removeprefix("parentbased_")
-    root: Sampler
-    if kind == "always_off":
-        root = ALWAYS_OFF
-    elif kind == "traceidratio":
-        try:
-            ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
-        except ValueError:
-            ratio = 1.0
-        root = TraceIdRatioBased(ratio if 0.0 <= ratio <= 1.0 else 1.0)
-    elif kind == "always_on":
-        root = ALWAYS_ON
-    else:
-        return ParentBased(ALWAYS_ON)
-    return ParentBased(root) if parent_based else root
+    """The SDK's sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name
+    (`sampling.sampling_rule`: unset or unknown is `parentbased_always_on`)."""
+    return sampling_rule(environ).sdk()
 
 
 def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = None) -> Telemetry:
@@ -110,7 +86,7 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
         process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
         kind = SpanShipper if process else SpanSender
         shipper = kind(otel, resource, ("router", __version__))
-        recorder = SpanRecorder(sampler_from(environ), shipper.ship)
+        recorder = SpanRecorder(sampling_rule(environ), shipper.ship)
         return Telemetry(recorder, None, exporting=True, shipper=shipper)
     # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.
     # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not

@@ -87,3 +87,55 @@ def test_statuses_and_remote_parents_encode_as_the_sdk_does(status: tuple[int, s
     )
     sdk = encode_spans([rebuild(item, resource, scope)]).SerializeToString()
     assert Encoder(dict(resource.attributes), "router", None).request([item]) == sdk
+
+
+keys = st.sampled_from(["a", "b", "gen_ai.request.model", "http.response.status_code"])
+attribute_lists = st.lists(st.tuples(keys, values), max_size=6).map(
+    lambda kv: tuple(dict(kv).items())
+)
+ids_64 = st.integers(min_value=1, max_value=2**64 - 1)
+times = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@st.composite
+def spans(draw: Any) -> tuple[Any, ...]:
+    """A flattened span with any of what a span can hold (`span_shipping.Compact`)."""
+    parent = draw(st.none() | st.tuples(ids_64, st.booleans(), st.sampled_from([0, 1])))
+    events = draw(st.lists(st.tuples(st.text(max_size=8), times, attribute_lists), max_size=2))
+    links = draw(
+        st.lists(
+            st.tuples(st.integers(1, 2**128 - 1), ids_64, st.just(1), attribute_lists),
+            max_size=2,
+        )
+    )
+    code = draw(st.integers(0, 2))  # a description only with ERROR (2), as `Status` keeps it
+    return (
+        draw(st.text(max_size=30)),
+        draw(st.integers(1, 2**128 - 1)),
+        draw(ids_64),
+        1,
+        draw(st.sampled_from(["", "k=v", "a=1,b=2"])),
+        parent,
+        draw(st.integers(0, 4)),
+        draw(times),
+        draw(times),
+        code,
+        draw(st.none() | st.text(max_size=10)) if code == 2 else None,
+        draw(attribute_lists),
+        tuple(events),
+        tuple(links),
+    )
+
+
+RESOURCE = Resource.create({"service.name": "x"})
+ENCODER = Encoder(dict(RESOURCE.attributes), "router", "9")  # one: what it remembers is reused
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(spans(), min_size=1, max_size=3))
+def test_any_span_encodes_to_the_sdk_bytes(items: list[tuple[Any, ...]]) -> None:
+    scope = InstrumentationScope("router", "9")
+    sdk = encode_spans([rebuild(i, RESOURCE, scope) for i in items]).SerializeToString()
+    encoder = Encoder(dict(RESOURCE.attributes), "router", "9")
+    assert encoder.request(items) == sdk
+    assert ENCODER.request(items) == sdk  # with all it remembered from the examples before

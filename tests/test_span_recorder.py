@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from router.sampling import sampling_rule
 from router.span_recorder import SpanRecorder
 from router.span_shipping import Compact, compact
 from router.state import SERVICES
@@ -77,9 +78,9 @@ def _sdk_spans(sampler: Sampler) -> list[Compact]:
     return [compact(s) for s in ended]
 
 
-def _recorded(sampler: Sampler) -> list[Compact]:
+def _recorded(environ: dict[str, str]) -> list[Compact]:
     ended: list[Compact] = []
-    _script(SpanRecorder(sampler, ended.append))
+    _script(SpanRecorder(sampling_rule(environ), ended.append))
     return ended
 
 
@@ -90,7 +91,7 @@ def _recorded(sampler: Sampler) -> list[Compact]:
 def test_the_recorder_records_what_the_sdk_records(environ: dict[str, str]) -> None:
     token = context_api.attach(context_api.Context())
     try:
-        sdk, lean = _sdk_spans(sampler_from(environ)), _recorded(sampler_from(environ))
+        sdk, lean = _sdk_spans(sampler_from(environ)), _recorded(environ)
     finally:
         context_api.detach(token)
     assert [_comparable(s) for s in lean] == [_comparable(s) for s in sdk]
@@ -100,11 +101,10 @@ def test_the_recorder_records_what_the_sdk_records(environ: dict[str, str]) -> N
 
 
 def test_a_ratio_sampler_decides_as_the_sdk_does_by_trace_id() -> None:
-    """The same trace ids, the same decisions: the recorder asks the SDK's sampler."""
-    sampler = sampler_from(
-        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
-    )
-    recorder = SpanRecorder(sampler, lambda _s: None)
+    """The same trace ids, the same decisions as the SDK's sampler."""
+    environ = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    sampler = sampler_from(environ)
+    recorder = SpanRecorder(sampling_rule(environ), lambda _s: None)
     decisions = []
     for trace_id in (1, 2**63, 2**64 - 1, 12345 << 70):
         parent = trace.NonRecordingSpan(
