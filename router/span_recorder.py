@@ -23,12 +23,15 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from router import semconv
 from router.sampling import SamplingRule
 from router.span_shipping import Compact
+
+_UNSET, _OK = StatusCode.UNSET.value, StatusCode.OK.value
 
 
 def _value(value: Any) -> Any:
@@ -56,7 +59,8 @@ class RecordedSpan(trace.Span):
         "_on_end",
         "_parent",
         "_start",
-        "_status",
+        "_status_code",
+        "_status_description",
     )
 
     def __init__(
@@ -70,11 +74,13 @@ class RecordedSpan(trace.Span):
         start: int,
         on_end: Callable[[Compact], None],
     ) -> None:
-        self._name, self._context, self._parent, self._kind = name, context, parent, kind
+        self._name, self._context, self._parent = name, context, parent
+        self._kind = kind.value
         self._attributes = attributes
         self._links = tuple(links)
         self._events: list[tuple[str, int, tuple[tuple[str, Any], ...]]] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status_code: int = _UNSET
+        self._status_description: str | None = None
         self._start, self._end = start, 0
         self._on_end = on_end
 
@@ -89,8 +95,8 @@ class RecordedSpan(trace.Span):
             self._attributes.update(_cleaned(attributes))
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._end:
-            self._attributes[key] = _value(value)
+        if not self._end:  # (`_value`, inline: attributes are set a dozen times a request)
+            self._attributes[key] = tuple(value) if value.__class__ is list else value
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -108,14 +114,15 @@ class RecordedSpan(trace.Span):
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        """The SDK's rule: OK is final, UNSET is ignored."""
-        if self._end or self._status.status_code is StatusCode.OK:
+        """The SDK's rule: OK is final, UNSET is ignored (and `Status` keeps a description
+        only with ERROR)."""
+        if self._end or self._status_code == _OK:
             return
-        if isinstance(status, Status):
-            if status.status_code is not StatusCode.UNSET:
-                self._status = status
-        elif status is not StatusCode.UNSET:
-            self._status = Status(status, description)
+        if not isinstance(status, Status):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status_code = status.status_code.value
+            self._status_description = status.description
 
     def record_exception(
         self,
@@ -145,19 +152,19 @@ class RecordedSpan(trace.Span):
 
     def compact(self) -> Compact:
         """This span as `span_shipping.compact` flattens an SDK span."""
-        context, parent = self._context, self._parent
+        context, parent, state = self._context, self._parent, self._context.trace_state
         return (
             self._name,
             context.trace_id,
             context.span_id,
             int(context.trace_flags),
-            context.trace_state.to_header(),
+            "" if state is DEFAULT_TRACE_STATE else state.to_header(),
             (parent.span_id, parent.is_remote, int(parent.trace_flags)) if parent else None,
-            self._kind.value,
+            self._kind,
             self._start,
             self._end,
-            self._status.status_code.value,
-            self._status.description,
+            self._status_code,
+            self._status_description,
             tuple(self._attributes.items()),
             tuple(self._events),
             tuple(
@@ -168,7 +175,9 @@ class RecordedSpan(trace.Span):
                     tuple((link.attributes or {}).items()),
                 )
                 for link in self._links
-            ),
+            )
+            if self._links
+            else (),
         )
 
 
