@@ -253,7 +253,11 @@ def create_app(
         settings=settings,
         runtime=runtime,
         metrics=metrics,
-        telemetry=build_telemetry(env, span_exporter),
+        telemetry=build_telemetry(
+            env,
+            span_exporter,
+            lambda reason, count: metrics.spans_dropped.labels(reason).inc(count),
+        ),
         policy=policy,
         logger=get_logger().bind(),
         keys=resolve_keys(loaded.config, env),

@@ -23,6 +23,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _ATTEMPT_OUTCOMES = tuple(outcome.value for outcome in Outcome)
+SPANS_DROPPED_REASONS = ("queue_full", "export_failed")
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Metrics:
     inbound_connections: Gauge
     inbound_refused: Counter
     inbound_timeouts: Counter
+    # spans that never reached the collector (router/span_shipping.py)
+    spans_dropped: Counter
     # per-request label lookups, cached (label values come from config: a bounded set)
     requests_of: Callable[..., Counter] = field(init=False, repr=False)
     request_duration_of: Callable[..., Histogram] = field(init=False, repr=False)
@@ -218,6 +221,14 @@ class Metrics:
                 ["phase"],
                 registry=r,
             ),
+            spans_dropped=Counter(
+                "router_spans_dropped_total",
+                "Ended spans that never reached the OTLP collector, by reason (queue_full: "
+                "OTEL_BSP_MAX_QUEUE_SIZE spans were already waiting; export_failed: the "
+                "collector refused them or could not be reached before the exporter gave up).",
+                ["reason"],
+                registry=r,
+            ),
         )
 
     def start_at_zero(self, catalog: Catalog) -> None:
@@ -244,6 +255,8 @@ class Metrics:
                 self.fusion_degraded.labels(panel, stage)
         for result in ("ok", "failed"):
             self.policy_reloads.labels(result)
+        for reason in SPANS_DROPPED_REASONS:
+            self.spans_dropped.labels(reason)
 
     def render(self) -> bytes:
         """The exposition text for `GET /metrics`."""

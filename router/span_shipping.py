@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import marshal
+import math
 import os
 import select
 import subprocess
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,42 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-MAX_QUEUE = 2048  # spans buffered before new ones are dropped (the SDK's default)
+MAX_QUEUE = 2048  # spans waiting before new ones are dropped (OTEL_BSP_MAX_QUEUE_SIZE's default)
 CHUNK = 64  # spans per message: one marshal holds the GIL for a fraction of a millisecond
-FLUSH_EVERY_S = 0.2  # how often the flusher sends what has ended
+FLUSH_EVERY_S = 0.2  # how often the flusher sends what has ended (OTEL_BSP_SCHEDULE_DELAY)
 EXPORT_AT_MOST = 512  # spans in one export request
-FLUSH = b"flush"  # parent -> child: export what you have, then answer DONE
-DONE = b"done"
+FLUSH = b"flush"  # parent -> child: export what you have, then acknowledge with DONE
+DONE = 0xFFFFFFFF  # child -> parent, four bytes each: DONE, or how many spans failed to export
 
 Compact = tuple[Any, ...]
+Dropped = Callable[[str, int], None]  # (reason: queue_full or export_failed, how many spans)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """How many ended spans may wait, and how often they are sent."""
+
+    max_queue: int = MAX_QUEUE
+    flush_every_s: float = FLUSH_EVERY_S
+
+
+def queue_settings(environ: Mapping[str, str]) -> QueueSettings:
+    """`OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_SCHEDULE_DELAY` (milliseconds), the SDK batch
+    processor's variables; a missing or invalid one keeps its default here (2048 spans; 200 ms,
+    where the SDK waits 5 s and sends 25 times the spans at once)."""
+
+    def positive(name: str) -> float | None:
+        try:
+            value = float(environ.get(name, ""))
+        except ValueError:
+            return None
+        return value if value > 0 and math.isfinite(value) else None
+
+    size, delay_ms = positive("OTEL_BSP_MAX_QUEUE_SIZE"), positive("OTEL_BSP_SCHEDULE_DELAY")
+    return QueueSettings(
+        max_queue=int(size) if size is not None and size >= 1 else MAX_QUEUE,
+        flush_every_s=delay_ms / 1000 if delay_ms is not None else FLUSH_EVERY_S,
+    )
 
 
 def _context(trace_id: int, span_id: int, remote: bool, flags: int, state: str) -> SpanContext:
@@ -197,27 +227,38 @@ def http_post(exporter: Any) -> Callable[[bytes], Any] | None:
     return client.export if client is not None and hasattr(client, "export") else None
 
 
+def sent(result: Any) -> bool:
+    """Whether an export succeeded: the SDK client's result (`success`) or the SDK exporter's
+    (`SpanExportResult.SUCCESS`)."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    return result is SpanExportResult.SUCCESS or getattr(result, "success", False) is True
+
+
 def sender(
     exporter: Any, resource: Mapping[str, Any], scope: tuple[str, str | None]
-) -> Callable[[Sequence[Compact]], None]:
-    """How a batch of spans is sent: encoded by `otlp_encoding` (the SDK's bytes) and sent
-    with `http_post`; or, should a later SDK not have that client, the SDK's exporter on
-    rebuilt spans."""
+) -> Callable[[Sequence[Compact]], bool]:
+    """How a batch of spans is sent, True once the collector took it: encoded by
+    `otlp_encoding` (the SDK's bytes) and sent with `http_post`; or, should a later SDK not
+    have that client, the SDK's exporter on rebuilt spans."""
     post = http_post(exporter)
     if post is None:
         sdk_resource, sdk_scope = Resource(dict(resource)), InstrumentationScope(*scope)
-        return lambda items: exporter.export([rebuild(i, sdk_resource, sdk_scope) for i in items])
+        return lambda items: sent(
+            exporter.export([rebuild(i, sdk_resource, sdk_scope) for i in items])
+        )
     from router.otlp_encoding import Encoder
 
     encoder = Encoder(resource, scope[0], scope[1])
-    return lambda items: post(encoder.request(items))
+    return lambda items: sent(post(encoder.request(items)))
 
 
 def child_main() -> None:
     """The exporter process: its settings in the first frame on stdin, then chunks of spans
-    and flush requests; what queued up is sent as one export, and a flush is answered on the
-    acknowledgement pipe (the fd in `ROUTER_SPAN_ACK_FD`) once everything before it is sent;
-    it ends when stdin closes (the sidecar shut down or died)."""
+    and flush requests; what queued up is sent as one export. On the acknowledgement pipe (the
+    fd in `ROUTER_SPAN_ACK_FD`) it writes how many spans an export lost, and DONE for a flush
+    once everything before it is sent; it ends when stdin closes (the sidecar shut down or
+    died)."""
     frames = FrameReader(sys.stdin.fileno())
     first = frames.batch()
     if not first:
@@ -230,53 +271,75 @@ def child_main() -> None:
     logs.configure(environ.get("ROUTER_LOG_LEVEL", "warning"), json=True)
     ack = os.fdopen(int(os.environ["ROUTER_SPAN_ACK_FD"]), "wb", buffering=0)
     exporter = otlp_exporter(environ)
-    send = sender(exporter, settings["resource"], (settings["scope"], settings["version"]))
+    export = sender(exporter, settings["resource"], (settings["scope"], settings["version"]))
+
+    def send(spans: list[Compact]) -> None:
+        if spans and not export(spans):
+            ack.write(len(spans).to_bytes(4, "big"))
+
     pending: list[Compact] = []
     batch: list[bytes] | None = first[1:]  # what came with the settings
     while batch is not None:
         for message in batch:
             if message == FLUSH:
-                if pending:
-                    send(pending)
-                    pending = []
-                ack.write(DONE)
+                send(pending)
+                pending = []
+                ack.write(DONE.to_bytes(4, "big"))
                 continue
             pending += marshal.loads(message)  # noqa: S302  # our parent's, on our own pipe
             if len(pending) >= EXPORT_AT_MOST:
                 send(pending)
                 pending = []
-        if pending:
-            send(pending)
-            pending = []
+        send(pending)
+        pending = []
         batch = frames.batch()
     exporter.shutdown()
 
 
 class _Buffered:
-    """Ended spans buffered (bounded: beyond `MAX_QUEUE` new ones are dropped and counted),
-    handed on by a flusher thread every `FLUSH_EVERY_S` or when half full (`_deliver`). The
-    buffer is a deque (appends and pops are atomic), so `ship` takes no lock; `_taking`
-    orders the takers, `_delivering` the deliveries."""
+    """Ended spans buffered and handed on by a flusher thread every `flush_every_s`, or when
+    half the queue waits (`_deliver`). At most `max_queue` spans wait, in the buffer or handed
+    on and not yet sent (`_held`); past that new ones are dropped. Every span that never
+    reaches the collector is counted by reason (`dropped`) and reported to `on_dropped` (the
+    `router_spans_dropped_total` metric). The buffer is a deque (appends and pops are
+    atomic), so `ship` takes no lock; `_taking` orders the takers, `_delivering` the
+    deliveries."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: QueueSettings, on_dropped: Dropped | None) -> None:
+        self._queue = queue
         self._buffer: deque[Compact] = deque()
+        self._held = 0  # spans taken from the buffer and not yet sent (changed under _counting)
+        self._counting = threading.Lock()
         self._taking = threading.Lock()
         self._delivering = threading.Lock()  # the flusher's against flush/shutdown callers
         self._wake = threading.Event()
         self._stopped = False
-        self.dropped = 0
+        self._on_dropped = on_dropped
+        self.dropped: Counter[str] = Counter()
         self._flusher = threading.Thread(
             target=self._run, name="fusion-router-span-export", daemon=True
         )
 
     def ship(self, span: Compact) -> None:
-        """Buffer one ended span (dropped, and counted, when the buffer is full)."""
-        if len(self._buffer) >= MAX_QUEUE:
-            self.dropped += 1
+        """Buffer one ended span (dropped, and counted, when the queue is full)."""
+        waiting = len(self._buffer) + self._held
+        if waiting >= self._queue.max_queue:
+            self._drop("queue_full", 1)
             return
         self._buffer.append(span)
-        if len(self._buffer) >= MAX_QUEUE // 2:
+        if waiting + 1 >= self._queue.max_queue // 2:
             self._wake.set()
+
+    def _drop(self, reason: str, count: int) -> None:
+        if count:
+            self.dropped[reason] += count
+            if self._on_dropped is not None:
+                with contextlib.suppress(Exception):  # a metric must never stop the export
+                    self._on_dropped(reason, count)
+
+    def _hold(self, count: int) -> None:
+        with self._counting:
+            self._held += count
 
     def _take(self, limit: int | None = None) -> list[Compact]:
         """Up to `limit` buffered spans (all, by default), oldest first."""
@@ -294,12 +357,12 @@ class _Buffered:
             taken = self._take()
             if self._deliver(taken):
                 return True
-            self.dropped += len(taken)
+            self._drop("export_failed", len(taken))
             return False
 
     def _run(self) -> None:
         while not self._stopped:
-            self._wake.wait(FLUSH_EVERY_S)
+            self._wake.wait(self._queue.flush_every_s)
             self._wake.clear()
             if not self._hand_on():
                 return
@@ -313,14 +376,18 @@ class SpanSender(_Buffered):
     competing with the loop for the GIL while it encodes."""
 
     def __init__(
-        self, environ: Mapping[str, str], resource: Resource, scope: tuple[str, str | None]
+        self,
+        environ: Mapping[str, str],
+        resource: Resource,
+        scope: tuple[str, str | None],
+        on_dropped: Dropped | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(queue_settings(environ), on_dropped)
         from router.otlp_encoding import Encoder
 
         self._exporter = otlp_exporter(environ)
         self._encoder = Encoder(dict(resource.attributes), scope[0], scope[1])
-        self._encoded: deque[bytes] = deque()
+        self._encoded: deque[tuple[int, bytes]] = deque()  # (spans, their encoded request)
         self._scheduled = False
         self._post = http_post(self._exporter)
         # an SDK without the exporter's client: the spans go to its exporter as they are
@@ -344,27 +411,30 @@ class SpanSender(_Buffered):
         """One chunk encoded on the loop; another callback if a full chunk is waiting."""
         chunk = self._take(CHUNK)
         if chunk:
-            self._encoded.append(self._encoder.request(chunk))
+            self._hold(len(chunk))
+            self._encoded.append((len(chunk), self._encoder.request(chunk)))
         self._scheduled = False
         if len(self._buffer) >= CHUNK:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._encode_chunk)
 
     def _deliver(self, spans: list[Compact]) -> bool:
-        """Send what is encoded and `spans` (the rest); a failed export drops them (the SDK's
-        client logs why) and never stops the next ones."""
+        """Send what is encoded and `spans` (the rest) as one request; spans the collector did
+        not take are counted as dropped (the SDK's client logs why), and never stop the next."""
         post, fallback = self._post, self._fallback
         if post is None:
-            if fallback is not None:
-                with contextlib.suppress(Exception):
-                    fallback(spans)
+            if spans and fallback is not None and not _quietly(fallback, spans):  # (a bool)
+                self._drop("export_failed", len(spans))
             return True
         parts = [self._encoded.popleft() for _ in range(len(self._encoded))]
+        held = sum(count for count, _ in parts)
         if spans:
-            parts.append(self._encoder.request(spans))
+            parts.append((len(spans), self._encoder.request(spans)))
         if parts:
-            with contextlib.suppress(Exception):
-                post(b"".join(parts))
+            joined = b"".join(data for _, data in parts)
+            if not _quietly(lambda data: sent(post(data)), joined):
+                self._drop("export_failed", sum(count for count, _ in parts))
+            self._hold(-held)
         return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -380,17 +450,28 @@ class SpanSender(_Buffered):
         self._exporter.shutdown()
 
 
+def _quietly(send: Callable[[Any], bool], payload: Any) -> bool:
+    """`send(payload)`: whether it was taken; an exception counts as not taken."""
+    try:
+        return send(payload)
+    except Exception:  # noqa: BLE001  # the SDK's client logs its own failures
+        return False
+
+
 class SpanShipper(_Buffered):
     """Spans marshalled down a pipe to an exporter process (`ROUTER_SPAN_EXPORT=process`):
-    encoding and sending never hold this process's GIL, for a second process's memory."""
+    encoding and sending never hold this process's GIL, for a second process's memory. The
+    child reports spans it could not export on the acknowledgement pipe, read here at every
+    flush."""
 
     def __init__(
         self,
         environ: Mapping[str, str],
         resource: Resource,
         scope: tuple[str, str | None],
+        on_dropped: Dropped | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(queue_settings(environ), on_dropped)
         ack_read, ack_write = os.pipe()
         package_root = str(Path(__file__).resolve().parent.parent)
         python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -419,6 +500,7 @@ class SpanShipper(_Buffered):
         self._flusher.start()
 
     def _deliver(self, spans: list[Compact]) -> bool:
+        self._acknowledged(wait_s=None)
         try:
             for start in range(0, len(spans), CHUNK):
                 self._pipe.write(frame(marshal.dumps(spans[start : start + CHUNK])))
@@ -426,6 +508,21 @@ class SpanShipper(_Buffered):
         except (OSError, ValueError):
             return False
         return True
+
+    def _acknowledged(self, wait_s: float | None) -> bool:
+        """Read the child's reports: failed exports are counted; True once DONE is read
+        (waiting up to `wait_s` for it; None: only what has arrived)."""
+        while True:
+            ready, _, _ = select.select([self._ack], [], [], wait_s or 0)
+            if not ready:
+                return False
+            record = self._ack.read(4)
+            if len(record) < 4:  # the child is gone
+                return False
+            value = int.from_bytes(record, "big")
+            if value == DONE:
+                return True
+            self._drop("export_failed", value)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything ended so far and wait until the child has exported it."""
@@ -435,8 +532,7 @@ class SpanShipper(_Buffered):
             try:
                 self._pipe.write(frame(FLUSH))
                 self._pipe.flush()
-                ready, _, _ = select.select([self._ack], [], [], timeout_millis / 1000)
-                return bool(ready) and self._ack.read(len(DONE)) == DONE
+                return self._acknowledged(wait_s=timeout_millis / 1000)
             except (OSError, ValueError):
                 return False
 

@@ -27,7 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from router import __version__
 from router.sampling import sampling_rule
 from router.span_recorder import SpanRecorder
-from router.span_shipping import SpanSender, SpanShipper
+from router.span_shipping import Dropped, SpanSender, SpanShipper
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -69,8 +69,13 @@ def sampler_from(environ: Mapping[str, str]) -> Sampler:
     return sampling_rule(environ).sdk()
 
 
-def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = None) -> Telemetry:
-    """A tracer provider of our own (never the global one); OTLP/HTTP export when configured."""
+def build_telemetry(
+    environ: Mapping[str, str],
+    exporter: SpanExporter | None = None,
+    on_dropped: Dropped | None = None,
+) -> Telemetry:
+    """A tracer provider of our own (never the global one); OTLP/HTTP export when configured,
+    spans that never reach the collector reported to `on_dropped` (reason, count)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry(trace.NoOpTracer(), None, exporting=False)
     resource = Resource.create(
@@ -85,7 +90,7 @@ def build_telemetry(environ: Mapping[str, str], exporter: SpanExporter | None = 
         otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
         process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
         kind = SpanShipper if process else SpanSender
-        shipper = kind(otel, resource, ("router", __version__))
+        shipper = kind(otel, resource, ("router", __version__), on_dropped)
         recorder = SpanRecorder(sampling_rule(environ), shipper.ship)
         return Telemetry(recorder, None, exporting=True, shipper=shipper)
     # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.

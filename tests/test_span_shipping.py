@@ -4,9 +4,12 @@ process) deliver every span to a real OTLP/HTTP receiver, at shutdown too."""
 
 from __future__ import annotations
 
+import asyncio
 import marshal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -17,7 +20,7 @@ from router.span_shipping import compact, rebuild
 from router.state import SERVICES
 from tests.fakes.script import Status
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import serve
+from tests.helpers import serve, sidecar
 
 QUESTION: Any = [{"role": "user", "content": "When was the bridge built?"}]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -75,8 +78,6 @@ async def test_every_span_is_delivered_even_at_shutdown(export: str) -> None:
             telemetry = s.app[SERVICES].telemetry
         # the sidecar is closed: its shutdown flushed the buffer and waited for the export;
         # the receiver runs on this loop, so give the exporter process its answers
-        import asyncio
-
         for _ in range(200):
             if len(received) >= 6:
                 break
@@ -85,3 +86,100 @@ async def test_every_span_is_delivered_even_at_shutdown(export: str) -> None:
     servers = [span for span in received if span.kind == span.SPAN_KIND_SERVER]
     clients = [span for span in received if span.kind == span.SPAN_KIND_CLIENT]
     assert (len(servers), len(clients)) == (3, 3)
+
+
+def _collector(answer: Callable[[], Awaitable[web.Response]]) -> tuple[web.Application, list[Any]]:
+    """An OTLP/HTTP receiver answering with `answer()`; the spans of the requests it took."""
+    received: list[Any] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        response = await answer()
+        if response.status == 200:
+            received.extend(
+                span
+                for resource_spans in message.resource_spans
+                for scope_spans in resource_spans.scope_spans
+                for span in scope_spans.spans
+            )
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    return app, received
+
+
+def _dropped_metric(text: str, reason: str) -> float:
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith(f'router_spans_dropped_total{{reason="{reason}"}}')
+    )
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def _ask(url: str, count: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(count):
+            async with http.post(
+                f"{url}/v1/chat/completions", json={"model": "m-a", "messages": QUESTION}
+            ) as r:
+                assert r.status == 200
+
+
+async def test_a_stuck_collector_bounds_what_waits_and_counts_every_span_it_drops() -> None:
+    """The collector holds the first export: at most OTEL_BSP_MAX_QUEUE_SIZE spans wait, the
+    rest are dropped and counted (`router_spans_dropped_total{reason="queue_full"}`); once it
+    answers, every span was either delivered or counted."""
+    release = asyncio.Event()
+
+    async def held() -> web.Response:
+        await release.wait()
+        return web.Response(status=200)
+
+    collector, received = _collector(held)
+    async with serve(collector) as otlp:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
+            "OTEL_BSP_MAX_QUEUE_SIZE": "40",
+            "OTEL_BSP_SCHEDULE_DELAY": "20",
+        }
+        async with sidecar(environ=env) as s:
+            shipper = s.app[SERVICES].telemetry.shipper
+            await _ask(s.url, 60)  # 120 spans: a server and a client span each
+            assert shipper is not None
+            dropped = shipper.dropped["queue_full"]
+            assert dropped > 0
+            async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
+                assert _dropped_metric(await r.text(), "queue_full") == dropped
+            release.set()
+            await asyncio.to_thread(shipper.force_flush)
+            # and the span of that GET /metrics: 121 spans, each delivered or counted
+            assert len(received) + shipper.dropped["queue_full"] == 121
+            assert len(received) >= 40
+            assert shipper.dropped["export_failed"] == 0
+
+
+@pytest.mark.parametrize("export", ["thread", "process"])
+async def test_spans_a_collector_refuses_are_counted_as_export_failed(export: str) -> None:
+    async def refused() -> web.Response:
+        return web.Response(status=400, text="no")
+
+    collector, received = _collector(refused)
+    async with serve(collector) as otlp:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
+            "ROUTER_SPAN_EXPORT": export,
+        }
+        async with sidecar(environ=env) as s:
+            shipper = s.app[SERVICES].telemetry.shipper
+            assert shipper is not None
+            await _ask(s.url, 5)
+            await asyncio.to_thread(shipper.force_flush)
+            async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
+                text = await r.text()  # (read before its own span is exported)
+            assert shipper.dropped == {"export_failed": 10}
+            assert _dropped_metric(text, "export_failed") == 10
+            assert _dropped_metric(text, "queue_full") == 0
+    assert received == []
