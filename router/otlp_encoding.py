@@ -222,8 +222,15 @@ class Encoder:
         out.append(_REMOTE_FLAGS if parent is not None and parent[1] else _LOCAL_FLAGS)
         return b"".join(out)
 
+    def entry(self, item: Compact) -> bytes:
+        """One span as an entry of `ScopeSpans.spans`: what `wrap` puts together."""
+        return _bytes_field(2, self.span(item))
+
+    def wrap(self, entries: bytes) -> bytes:
+        """An `ExportTraceServiceRequest` of these joined `entry` bytes, under the resource and
+        scope."""
+        return _bytes_field(1, self._resource + _bytes_field(2, self._scope + entries))
+
     def request(self, spans: Sequence[Compact]) -> bytes:
         """An `ExportTraceServiceRequest`: these spans under the resource and scope."""
-        body = b"".join([_bytes_field(2, self.span(s)) for s in spans])
-        scope_spans = _bytes_field(2, self._scope + body)
-        return _bytes_field(1, self._resource + scope_spans)
+        return self.wrap(b"".join([self.entry(s) for s in spans]))

@@ -10,16 +10,18 @@ flusher thread hands the queue on every `OTEL_BSP_SCHEDULE_DELAY` (200 ms here).
 that never reaches the collector is counted by reason (`router_spans_dropped_total`). The
 queue is handed on one of two ways:
 
-- `SpanSender` (the default, `ROUTER_SPAN_EXPORT=thread`): every `CHUNK` ended spans a loop
-  callback encodes them with `otlp_encoding` (the SDK encoder's bytes, several times faster;
-  a fraction of a millisecond between two requests' work), and the flusher thread sends the
-  encoded chunks through the SDK exporter's own HTTP client, which is I/O.
+- `SpanSender` (the default, `ROUTER_SPAN_EXPORT=thread`): a span is encoded as it ends with
+  `otlp_encoding` (the SDK encoder's bytes, several times faster: a few microseconds), only
+  bytes wait (nothing for the garbage collector to traverse), and the flusher thread sends
+  them as one request through the SDK exporter's own HTTP client, which is I/O.
 - `SpanShipper` (`ROUTER_SPAN_EXPORT=process`) marshals the spans in chunks down a pipe to an
   exporter process (`child_main`) that encodes and sends them there, so nothing of the export
   runs in this process, for a second interpreter's memory (about 40 MiB).
 
 Measured on a 2-core VM (`ops/bench/README.md`): encoding on the loop beats encoding on a
-thread (which competes for the GIL) and matches the process on one core for 38 MiB less.
+thread (which competes for the GIL) and matches the process on one core for 38 MiB less;
+encoding each span as it ends beats queueing the tuples and encoding them in chunks, whose
+objects the collector kept traversing.
 The spans are what the SDK would have exported: `tests/test_span_shipping.py` and
 `tests/test_otlp_encoding.py` compare the bytes. A dead or slow collector only delays the
 flusher; `force_flush` and `shutdown` hand on what is queued and wait for it to be sent.
@@ -27,7 +29,6 @@ flusher; `force_flush` and `shutdown` hand on what is queued and wait for it to 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import marshal
 import math
@@ -49,7 +50,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 
 MAX_QUEUE = 2048  # spans waiting before new ones are dropped (OTEL_BSP_MAX_QUEUE_SIZE's default)
-CHUNK = 64  # spans per message: one marshal holds the GIL for a fraction of a millisecond
+CHUNK = 64  # spans per pipe message: one marshal holds the GIL a fraction of a millisecond
 FLUSH_EVERY_S = 0.2  # how often the flusher sends what has ended (OTEL_BSP_SCHEDULE_DELAY)
 EXPORT_AT_MOST = 512  # spans in one export request
 FLUSH = b"flush"  # parent -> child: export what you have, then acknowledge with DONE
@@ -299,19 +300,16 @@ def child_main() -> None:
 
 
 class _Buffered:
-    """Ended spans buffered and handed on by a flusher thread every `flush_every_s`, or when
-    half the queue waits (`_deliver`). At most `max_queue` spans wait, in the buffer or handed
-    on and not yet sent (`_held`); past that new ones are dropped. Every span that never
+    """Ended spans queued and handed on by a flusher thread every `flush_every_s`, or when
+    half the queue waits (`_deliver`). At most `max_queue` spans wait besides the batch being
+    sent (as in the SDK's processor); past that new ones are dropped. Every span that never
     reaches the collector is counted by reason (`dropped`) and reported to `on_dropped` (the
-    `router_spans_dropped_total` metric). The buffer is a deque (appends and pops are
-    atomic), so `ship` takes no lock; `_taking` orders the takers, `_delivering` the
-    deliveries."""
+    `router_spans_dropped_total` metric). The queue is a deque (appends and pops are atomic),
+    so `ship` takes no lock; `_taking` orders the takers, `_delivering` the deliveries."""
 
     def __init__(self, queue: QueueSettings, on_dropped: Dropped | None) -> None:
         self._queue = queue
-        self._buffer: deque[Compact] = deque()
-        self._held = 0  # spans taken from the buffer and not yet sent (changed under _counting)
-        self._counting = threading.Lock()
+        self._buffer: deque[Any] = deque()
         self._taking = threading.Lock()
         self._delivering = threading.Lock()  # the flusher's against flush/shutdown callers
         self._wake = threading.Event()
@@ -322,13 +320,13 @@ class _Buffered:
             target=self._run, name="fusion-router-span-export", daemon=True
         )
 
-    def ship(self, span: Compact) -> None:
-        """Buffer one ended span (dropped, and counted, when the queue is full)."""
-        waiting = len(self._buffer) + self._held
+    def _queue_up(self, item: Any) -> None:
+        """Queue one ended span (dropped, and counted, when the queue is full)."""
+        waiting = len(self._buffer)
         if waiting >= self._queue.max_queue:
             self._drop("queue_full", 1)
             return
-        self._buffer.append(span)
+        self._buffer.append(item)
         if waiting + 1 >= self._queue.max_queue // 2:
             self._wake.set()
 
@@ -339,22 +337,17 @@ class _Buffered:
                 with contextlib.suppress(Exception):  # a metric must never stop the export
                     self._on_dropped(reason, count)
 
-    def _hold(self, count: int) -> None:
-        with self._counting:
-            self._held += count
-
-    def _take(self, limit: int | None = None) -> list[Compact]:
-        """Up to `limit` buffered spans (all, by default), oldest first."""
+    def _take(self) -> list[Any]:
+        """Everything queued, oldest first."""
         with self._taking:
-            count = len(self._buffer) if limit is None else min(limit, len(self._buffer))
             pop = self._buffer.popleft
-            return [pop() for _ in range(count)]
+            return [pop() for _ in range(len(self._buffer))]
 
-    def _deliver(self, spans: list[Compact]) -> bool:
+    def _deliver(self, items: list[Any]) -> bool:
         raise NotImplementedError
 
     def _hand_on(self) -> bool:
-        """Deliver what is buffered; False when delivery is no longer possible."""
+        """Deliver what is queued; False when delivery is no longer possible."""
         with self._delivering:
             taken = self._take()
             if self._deliver(taken):
@@ -371,11 +364,12 @@ class _Buffered:
 
 
 class SpanSender(_Buffered):
-    """Spans encoded on the event loop and sent by a thread of this process
-    (`ROUTER_SPAN_EXPORT=thread`, the default): every `CHUNK` ended spans, a callback between
-    the loop's other work encodes them (a fraction of a millisecond); the flusher thread only
-    joins the encoded chunks and sends them, which is I/O. No second process, and no thread
-    competing with the loop for the GIL while it encodes."""
+    """Spans encoded as they end and sent by a thread of this process
+    (`ROUTER_SPAN_EXPORT=thread`, the default): an ended span is written to its OTLP bytes at
+    once (a few microseconds, on whichever task ended it) and only bytes wait, so nothing of it
+    stays for the garbage collector to traverse; the flusher thread joins them into one
+    request and sends it, which is I/O. No second process, and no thread competing with the
+    loop for the GIL while it encodes."""
 
     def __init__(
         self,
@@ -389,8 +383,6 @@ class SpanSender(_Buffered):
 
         self._exporter = otlp_exporter(environ)
         self._encoder = Encoder(dict(resource.attributes), scope[0], scope[1])
-        self._encoded: deque[tuple[int, bytes]] = deque()  # (spans, their encoded request)
-        self._scheduled = False
         self._post = http_post(self._exporter)
         # an SDK without the exporter's client: the spans go to its exporter as they are
         self._fallback = (
@@ -399,44 +391,21 @@ class SpanSender(_Buffered):
         self._flusher.start()
 
     def ship(self, span: Compact) -> None:
-        super().ship(span)
-        if self._scheduled or self._post is None or len(self._buffer) < CHUNK:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on a loop: the flusher encodes it
-            return
-        self._scheduled = True
-        loop.call_soon(self._encode_chunk)
+        """Queue one ended span, encoded (or, for the SDK's exporter, as it is)."""
+        self._queue_up(self._encoder.entry(span) if self._post is not None else span)
 
-    def _encode_chunk(self) -> None:
-        """One chunk encoded on the loop; another callback if a full chunk is waiting."""
-        chunk = self._take(CHUNK)
-        if chunk:
-            self._hold(len(chunk))
-            self._encoded.append((len(chunk), self._encoder.request(chunk)))
-        self._scheduled = False
-        if len(self._buffer) >= CHUNK:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._encode_chunk)
-
-    def _deliver(self, spans: list[Compact]) -> bool:
-        """Send what is encoded and `spans` (the rest) as one request; spans the collector did
-        not take are counted as dropped (the SDK's client logs why), and never stop the next."""
+    def _deliver(self, items: list[Any]) -> bool:
+        """Send the queued spans as one request; those the collector did not take are counted
+        as dropped (the SDK's client logs why), and never stop the next."""
         post, fallback = self._post, self._fallback
-        if post is None:
-            if spans and fallback is not None and not _quietly(fallback, spans):  # (a bool)
-                self._drop("export_failed", len(spans))
+        if not items:
             return True
-        parts = [self._encoded.popleft() for _ in range(len(self._encoded))]
-        held = sum(count for count, _ in parts)
-        if spans:
-            parts.append((len(spans), self._encoder.request(spans)))
-        if parts:
-            joined = b"".join(data for _, data in parts)
-            if not _quietly(lambda data: sent(post(data)), joined):
-                self._drop("export_failed", sum(count for count, _ in parts))
-            self._hold(-held)
+        if post is not None:
+            request = self._encoder.wrap(b"".join(items))
+            if not _quietly(lambda data: sent(post(data)), request):
+                self._drop("export_failed", len(items))
+        elif fallback is not None and not _quietly(fallback, items):
+            self._drop("export_failed", len(items))
         return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -500,6 +469,10 @@ class SpanShipper(_Buffered):
         self._pipe.write(frame(marshal.dumps(settings)))
         self._pipe.flush()
         self._flusher.start()
+
+    def ship(self, span: Compact) -> None:
+        """Queue one ended span, as it is (the exporter process encodes it)."""
+        self._queue_up(span)
 
     def _deliver(self, spans: list[Compact]) -> bool:
         self._acknowledged(wait_s=None)
