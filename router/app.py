@@ -257,6 +257,7 @@ def create_app(
             env,
             span_exporter,
             lambda reason, count: metrics.spans_dropped.labels(reason).inc(count),
+            forwarding=any(p.forward_trace_context for p in loaded.config.providers.values()),
         ),
         policy=policy,
         logger=get_logger().bind(),

@@ -50,7 +50,7 @@ from router.errors import (
 from router.policy_view import PolicyView
 from router.routing import AttemptLog
 from router.state import Services, Settings
-from router.tracing import extract_context
+from router.tracing import request_span
 from router.types import Usage
 from router.wire_out import OPENAI_CHAT
 
@@ -195,16 +195,7 @@ def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteF
         started = time.perf_counter()
         if not telemetry.exporting and "traceparent" not in request.headers:
             return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
-        with telemetry.tracer.start_as_current_span(
-            f"{request.method} {route}",
-            context=extract_context(request.headers),
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                semconv.HTTP_REQUEST_METHOD: request.method,
-                semconv.HTTP_ROUTE: route,
-                semconv.ROUTER_REQUEST_ID: request_id,
-            },
-        ) as span:
+        with request_span(telemetry, request.headers, request.method, route, request_id) as span:
             return await _handle(request, handler, scope, flags, started, span)
 
     return serve

@@ -202,6 +202,13 @@ class SpanRecorder(trace.Tracer):
     def __init__(self, rule: SamplingRule, on_end: Callable[[Compact], None]) -> None:
         self._sampled, self._on_end = rule.decider().sampled, on_end
 
+    def sampled_root(self) -> int | None:
+        """A new trace id if a root span in it is sampled, else None: the decision
+        `start_span` makes for a span without a parent, made before building anything (pass
+        the id on as `trace_id`)."""
+        trace_id = _trace_id()
+        return trace_id if self._sampled(None, trace_id) else None
+
     def start_span(
         self,
         name: str,
@@ -212,14 +219,17 @@ class SpanRecorder(trace.Tracer):
         start_time: int | None = None,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
+        trace_id: int | None = None,
     ) -> trace.Span:
+        """The API's `start_span`; `trace_id` (from `sampled_root`) is a root's trace id."""
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id, state = parent.trace_id, parent.trace_state
             flags = TraceFlags.RANDOM_TRACE_ID if parent.trace_flags.random_trace_id else 0
             sampled = self._sampled(parent, trace_id)
         else:
-            trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
+            trace_id = _trace_id() if trace_id is None else trace_id
+            state, flags = None, TraceFlags.RANDOM_TRACE_ID
             sampled = self._sampled(None, trace_id)
         if not sampled:
             return trace.NonRecordingSpan(
@@ -250,8 +260,11 @@ class SpanRecorder(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
+        trace_id: int | None = None,
     ) -> Current:
-        span = self.start_span(name, context, kind, attributes, links, start_time)
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, trace_id=trace_id
+        )
         return Current(span, end_on_exit, record_exception, set_status_on_exception)
 
 

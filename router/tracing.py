@@ -17,14 +17,16 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+from opentelemetry.trace import INVALID_SPAN
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from router import __version__
+from router import __version__, semconv
 from router.sampling import sampling_rule
 from router.span_recorder import SpanRecorder
 from router.span_shipping import Dropped, SpanSender, SpanShipper
@@ -40,6 +42,10 @@ class Telemetry:
     provider: TracerProvider | None
     exporting: bool
     shipper: SpanSender | SpanShipper | None = None  # OTLP: where ended spans go
+    # whether a request that is not sampled, and came without a traceparent, still gets a
+    # (non-recording) span: only when a provider is sent trace context (it must learn the
+    # decision) or the SDK's own tracer is in use (tests, the demo)
+    unsampled_roots: bool = True
 
     def shutdown(self) -> None:
         if self.provider is not None:
@@ -73,9 +79,12 @@ def build_telemetry(
     environ: Mapping[str, str],
     exporter: SpanExporter | None = None,
     on_dropped: Dropped | None = None,
+    *,
+    forwarding: bool = False,
 ) -> Telemetry:
     """A tracer provider of our own (never the global one); OTLP/HTTP export when configured,
-    spans that never reach the collector reported to `on_dropped` (reason, count)."""
+    spans that never reach the collector reported to `on_dropped` (reason, count).
+    `forwarding`: some provider is sent trace context (`Telemetry.unsampled_roots`)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry(trace.NoOpTracer(), None, exporting=False)
     resource = Resource.create(
@@ -92,7 +101,9 @@ def build_telemetry(
         kind = SpanShipper if process else SpanSender
         shipper = kind(otel, resource, ("router", __version__), on_dropped)
         recorder = SpanRecorder(sampling_rule(environ), shipper.ship)
-        return Telemetry(recorder, None, exporting=True, shipper=shipper)
+        return Telemetry(
+            recorder, None, exporting=True, shipper=shipper, unsampled_roots=forwarding
+        )
     # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.
     # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not
     # recorded, which keeps the hot path cheap.
@@ -142,6 +153,43 @@ def add_trace_ids(
         event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
         event_dict.setdefault("span_id", format(context.span_id, "016x"))
     return event_dict
+
+
+_NO_PARENT = context_api.Context()  # (contexts are immutable)
+
+
+def request_span(
+    telemetry: Telemetry, headers: Mapping[str, str], method: str, route: str, request_id: str
+) -> AbstractContextManager[trace.Span]:
+    """An inbound request's SERVER span (`{method} {route}`), made current: parented on its
+    `traceparent` if it has one. A request that is not sampled and has no `traceparent` gets
+    no span at all (its log lines no trace id: it would name a trace no collector has), unless
+    a provider is sent trace context (`Telemetry.unsampled_roots`); the sampling decision is
+    the one a span would make, taken before anything is built."""
+    tracer = telemetry.tracer
+    recorder = (
+        tracer
+        if isinstance(tracer, SpanRecorder)
+        and not telemetry.unsampled_roots
+        and "traceparent" not in headers
+        else None
+    )
+    trace_id = recorder.sampled_root() if recorder is not None else None
+    if recorder is not None and trace_id is None:
+        return nullcontext(INVALID_SPAN)
+    name = f"{method} {route}"
+    attributes = {
+        semconv.HTTP_REQUEST_METHOD: method,
+        semconv.HTTP_ROUTE: route,
+        semconv.ROUTER_REQUEST_ID: request_id,
+    }
+    if recorder is not None:  # a root it has decided to sample, in that trace
+        return recorder.start_as_current_span(
+            name, _NO_PARENT, trace.SpanKind.SERVER, attributes, trace_id=trace_id
+        )
+    return tracer.start_as_current_span(
+        name, context=extract_context(headers), kind=trace.SpanKind.SERVER, attributes=attributes
+    )
 
 
 def child_span(
