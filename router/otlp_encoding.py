@@ -113,6 +113,9 @@ _KINDS = tuple(_uint(6, kind + 1) for kind in range(5))  # the API's SpanKind va
 _LOCAL_FLAGS = _fixed32(16, _HAS_IS_REMOTE)
 _REMOTE_FLAGS = _fixed32(16, _HAS_IS_REMOTE | _IS_REMOTE)
 _VALUES_PER_KEY = 64  # distinct values remembered per attribute key; beyond, encoded each time
+_NAMES_REMEMBERED = 1024  # span names remembered (routes and models: a bounded set)
+_EVENT_TIME = struct.Struct("<BQ")  # Event.time_unix_nano (1), fixed64
+_STATUSES = tuple(_bytes_field(15, _uint(3, code)) for code in range(3))  # no description
 
 
 class Encoder:
@@ -129,6 +132,7 @@ class Encoder:
         # per field, per key: {value: (its type, the field's KeyValue bytes)}
         self._remembered: dict[int, dict[str, dict[Any, tuple[type, bytes]]]] = {}
         self._statuses: dict[tuple[int, str | None], bytes] = {}
+        self._names: dict[str, bytes] = {}  # span names' field bytes (they repeat)
         self._resource = _bytes_field(1, self._attributes(1, resource.items()))
         self._scope = _bytes_field(
             1,
@@ -200,7 +204,12 @@ class Encoder:
             out.append(_string(3, state))
         if parent is not None:
             out += (_PARENT_ID, parent[0].to_bytes(8, "big"))
-        out.append(_string(5, name))
+        encoded_name = self._names.get(name)
+        if encoded_name is None:
+            encoded_name = _string(5, name)
+            if len(self._names) < _NAMES_REMEMBERED:
+                self._names[name] = encoded_name
+        out.append(encoded_name)
         out.append(_KINDS[kind])
         if start and end:
             out.append(_TIMES.pack(0x39, start, 0x41, end))  # tags: 7 << 3 | 1, 8 << 3 | 1
@@ -208,7 +217,11 @@ class Encoder:
             out += (_fixed64(7, start), _fixed64(8, end))
         out.append(self._attributes(9, attributes))
         for event_name, timestamp, event_attributes in events:
-            event = _fixed64(1, timestamp) + _string(2, event_name)
+            event = (
+                _EVENT_TIME.pack(0x09, timestamp)  # tag: 1 << 3 | 1
+                if timestamp
+                else b""
+            ) + _string(2, event_name)
             out.append(_bytes_field(11, event + self._attributes(3, event_attributes)))
         for link_trace, link_span, _link_flags, link_attributes in links:
             link = (
@@ -218,7 +231,11 @@ class Encoder:
                 + _fixed32(6, _HAS_IS_REMOTE | _IS_REMOTE)  # a link's context is remote
             )
             out.append(_bytes_field(13, link))
-        out.append(self._status(status_code, status_description))
+        out.append(
+            _STATUSES[status_code]
+            if status_description is None
+            else self._status(status_code, status_description)
+        )
         out.append(_REMOTE_FLAGS if parent is not None and parent[1] else _LOCAL_FLAGS)
         return b"".join(out)
 

@@ -1,6 +1,6 @@
 """Served requests leave no reference cycles, so the collector's raised threshold costs no memory.
 
-`fusion-router serve` raises the young generation's threshold to 10,000 (`router/cli.py`): the
+`fusion-router serve` raises the young generation's threshold to 20,000 (`router/cli.py`): the
 collector then runs a few times a second instead of every few requests. That is free only while
 a request's objects are freed by their reference counts; this checks it for the common paths,
 with every span exported and without.
