@@ -34,15 +34,11 @@ from router.span_shipping import Compact
 _UNSET, _OK = StatusCode.UNSET.value, StatusCode.OK.value
 
 
-def _value(value: Any) -> Any:
-    """An attribute value as the SDK keeps it (a list becomes a tuple; None stays None)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _cleaned(attributes: Attributes) -> dict[str, Any]:
+    """Attribute values as the SDK keeps them: a list becomes a tuple, None stays None."""
     if not attributes:
         return {}
-    return {k: _value(v) for k, v in attributes.items()}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
 
 
 class RecordedSpan(trace.Span):
@@ -95,8 +91,8 @@ class RecordedSpan(trace.Span):
             self._attributes.update(_cleaned(attributes))
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._end:  # (`_value`, inline: attributes are set a dozen times a request)
-            self._attributes[key] = tuple(value) if value.__class__ is list else value
+        if not self._end:  # (as `_cleaned` keeps a value)
+            self._attributes[key] = tuple(value) if isinstance(value, list) else value
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
