@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -16,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from router import yaml12
 from router.app import create_app
 from router.config import LoadedConfig, parse_config
+from router.tracing import add_trace_ids
 from tests.fakes import openai_server
 from tests.fakes.script import Wall
 
@@ -183,3 +187,25 @@ def spans_of(requests: list[ExportTraceServiceRequest]) -> list[Any]:
         for scope_spans in resource_spans.scope_spans
         for span in scope_spans.spans
     ]
+
+
+@contextmanager
+def log_lines() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event while inside, with its request and trace ids, as a list of dicts
+    (structlog's defaults again afterwards)."""
+    lines: list[dict[str, Any]] = []
+
+    def keep(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+        lines.append(dict(event_dict))
+        return json.dumps(event_dict, default=str)
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, add_trace_ids, keep],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield lines
+    finally:
+        structlog.reset_defaults()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import aiohttp
@@ -13,10 +12,10 @@ import structlog
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from router.state import SERVICES
-from router.tracing import add_trace_ids, sampler_from
+from router.tracing import sampler_from
 from tests.fakes.script import Answer, CutStream, InBandError, Malformed, Reset, StallStream, Status
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import KEYS, otlp_receiver, sidecar, spans_of
+from tests.helpers import KEYS, log_lines, otlp_receiver, sidecar, spans_of
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -91,19 +90,7 @@ async def test_unreachable_collector_never_fails_a_request() -> None:
 
 async def test_log_lines_carry_request_and_trace_ids() -> None:
     """The canonical request.completed line has the request id, trace id and span id."""
-    lines: list[dict[str, Any]] = []
-
-    def keep(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
-        lines.append(dict(event_dict))
-        return json.dumps(event_dict, default=str)
-
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, add_trace_ids, keep],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with log_lines() as lines:
         async with sidecar() as s:
             client = s.openai()
             raw = await client.chat.completions.with_raw_response.create(
@@ -131,8 +118,6 @@ async def test_log_lines_carry_request_and_trace_ids() -> None:
         assert line["served_model"] == "m-a"
         assert line["attempts"] == 1
         assert line["policy_version"]
-    finally:
-        structlog.reset_defaults()
 
 
 async def test_no_secret_or_prompt_reaches_logs_spans_metrics_or_errors() -> None:

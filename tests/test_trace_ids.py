@@ -10,47 +10,30 @@ trace context, sampled or not, so it learns the decision.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from collections.abc import AsyncIterator, Iterator, MutableMapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 
 from router.app import create_app
 from router.state import SERVICES
-from router.tracing import add_trace_ids
 from tests.fakes import openai_server
 from tests.fakes.script import Wall
-from tests.helpers import KEYS, config_from_yaml, otlp_receiver, serve, spans_of, two_provider_yaml
+from tests.helpers import (
+    KEYS,
+    config_from_yaml,
+    log_lines,
+    otlp_receiver,
+    serve,
+    spans_of,
+    two_provider_yaml,
+)
 
 QUESTION = [{"role": "user", "content": "hi"}]
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 UNSAMPLED_PARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-00"
-
-
-@contextmanager
-def log_lines() -> Iterator[list[dict[str, Any]]]:
-    """Every structlog event while inside, as the sidecar's processors leave it."""
-    lines: list[dict[str, Any]] = []
-
-    def keep(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
-        lines.append(dict(event_dict))
-        return json.dumps(event_dict, default=str)
-
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, add_trace_ids, keep],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield lines
-    finally:
-        structlog.reset_defaults()
 
 
 @asynccontextmanager
