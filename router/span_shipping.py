@@ -343,24 +343,20 @@ class _Buffered:
             pop = self._buffer.popleft
             return [pop() for _ in range(len(self._buffer))]
 
-    def _deliver(self, items: list[Any]) -> bool:
+    def _deliver(self, items: list[Any]) -> None:
+        """Send `items`; whatever does not reach the collector is counted (`_drop`)."""
         raise NotImplementedError
 
-    def _hand_on(self) -> bool:
-        """Deliver what is queued; False when delivery is no longer possible."""
+    def _hand_on(self) -> None:
+        """Deliver what is queued."""
         with self._delivering:
-            taken = self._take()
-            if self._deliver(taken):
-                return True
-            self._drop("export_failed", len(taken))
-            return False
+            self._deliver(self._take())
 
     def _run(self) -> None:
         while not self._stopped:
             self._wake.wait(self._queue.flush_every_s)
             self._wake.clear()
-            if not self._hand_on():
-                return
+            self._hand_on()
 
 
 class SpanSender(_Buffered):
@@ -391,25 +387,35 @@ class SpanSender(_Buffered):
         self._flusher.start()
 
     def ship(self, span: Compact) -> None:
-        """Queue one ended span, encoded (or, for the SDK's exporter, as it is)."""
-        self._queue_up(self._encoder.entry(span) if self._post is not None else span)
+        """Queue one ended span, encoded (or, for the SDK's exporter, as it is). A span the
+        encoder cannot write (an attribute value OTLP has no type for) is dropped and counted:
+        it never fails the request that ended it."""
+        if self._post is None:
+            self._queue_up(span)
+            return
+        try:
+            encoded = self._encoder.entry(span)
+        except (TypeError, ValueError, OverflowError):
+            self._drop("export_failed", 1)
+            return
+        self._queue_up(encoded)
 
-    def _deliver(self, items: list[Any]) -> bool:
+    def _deliver(self, items: list[Any]) -> None:
         """Send the queued spans as one request; those the collector did not take are counted
         as dropped (the SDK's client logs why), and never stop the next."""
         post, fallback = self._post, self._fallback
         if not items:
-            return True
+            return
         if post is not None:
             request = self._encoder.wrap(b"".join(items))
             if not _quietly(lambda data: sent(post(data)), request):
                 self._drop("export_failed", len(items))
         elif fallback is not None and not _quietly(fallback, items):
             self._drop("export_failed", len(items))
-        return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._hand_on()
+        self._hand_on()
+        return True
 
     def shutdown(self) -> None:
         if self._stopped:
@@ -474,15 +480,31 @@ class SpanShipper(_Buffered):
         """Queue one ended span, as it is (the exporter process encodes it)."""
         self._queue_up(span)
 
-    def _deliver(self, spans: list[Compact]) -> bool:
+    def _deliver(self, spans: list[Compact]) -> None:
         self._acknowledged(wait_s=None)
+        chunks = [self._marshalled(spans[at : at + CHUNK]) for at in range(0, len(spans), CHUNK)]
         try:
-            for start in range(0, len(spans), CHUNK):
-                self._pipe.write(frame(marshal.dumps(spans[start : start + CHUNK])))
+            for chunk, _count in chunks:
+                self._pipe.write(frame(chunk))
             self._pipe.flush()
-        except (OSError, ValueError):
-            return False
-        return True
+        except (OSError, ValueError):  # the child is gone, or the pipe closed: all counted
+            self._drop("export_failed", sum(count for _, count in chunks))
+
+    def _marshalled(self, spans: list[Compact]) -> tuple[bytes, int]:
+        """`spans` for the pipe, and how many: a span marshal cannot write (a value of a type
+        it does not know) is dropped and counted, the others go."""
+        try:
+            return marshal.dumps(spans), len(spans)
+        except ValueError:
+            kept = []
+            for span in spans:
+                try:
+                    marshal.dumps(span)
+                except ValueError:
+                    self._drop("export_failed", 1)
+                else:
+                    kept.append(span)
+            return marshal.dumps(kept), len(kept)
 
     def _acknowledged(self, wait_s: float | None) -> bool:
         """Read the child's reports: failed exports are counted; True once DONE is read
@@ -501,8 +523,7 @@ class SpanShipper(_Buffered):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything ended so far and wait until the child has exported it."""
-        if not self._hand_on():
-            return False
+        self._hand_on()
         with self._delivering:
             try:
                 self._pipe.write(frame(FLUSH))

@@ -20,7 +20,7 @@ from router.span_shipping import compact, rebuild
 from router.state import SERVICES
 from tests.fakes.script import Status
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import serve, sidecar
+from tests.helpers import otlp_receiver, serve, sidecar, spans_of
 
 QUESTION: Any = [{"role": "user", "content": "When was the bridge built?"}]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -183,3 +183,23 @@ async def test_spans_a_collector_refuses_are_counted_as_export_failed(export: st
             assert _dropped_metric(text, "export_failed") == 10
             assert _dropped_metric(text, "queue_full") == 0
     assert received == []
+
+
+@pytest.mark.parametrize("export", ["thread", "process"])
+async def test_a_span_that_cannot_be_encoded_is_counted_and_the_others_go(export: str) -> None:
+    """An attribute value OTLP has no type for (a programming slip, which the SDK would drop
+    with a warning): ending that span raises nothing, it is counted as export_failed, and the
+    spans around it reach the collector."""
+    async with otlp_receiver() as (url, requests):
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "ROUTER_SPAN_EXPORT": export}
+        async with sidecar(environ=env) as s:
+            telemetry = s.app[SERVICES].telemetry
+            shipper = telemetry.shipper
+            assert shipper is not None
+            for name, value in (("before", 1), ("odd", object()), ("after", "x")):
+                with telemetry.tracer.start_as_current_span(name) as span:
+                    span.set_attribute("value", value)
+            await asyncio.to_thread(shipper.force_flush)
+            assert shipper.dropped == {"export_failed": 1}
+            names = [span.name for span in spans_of(requests)]
+    assert names == ["before", "after"]
