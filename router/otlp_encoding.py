@@ -21,6 +21,9 @@ from typing import Any
 
 from router.span_shipping import Compact
 
+# what encoding a span can raise on a value OTLP has no type for (or one out of its range)
+UNENCODABLE: tuple[type[Exception], ...] = (TypeError, ValueError, OverflowError, struct.error)
+
 _HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 

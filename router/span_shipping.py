@@ -37,6 +37,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,8 +54,8 @@ MAX_QUEUE = 2048  # spans waiting before new ones are dropped (OTEL_BSP_MAX_QUEU
 CHUNK = 64  # spans per pipe message: one marshal holds the GIL a fraction of a millisecond
 FLUSH_EVERY_S = 0.2  # how often the flusher sends what has ended (OTEL_BSP_SCHEDULE_DELAY)
 EXPORT_AT_MOST = 512  # spans in one export request
-FLUSH = b"flush"  # parent -> child: export what you have, then acknowledge with DONE
-DONE = 0xFFFFFFFF  # child -> parent, four bytes each: DONE, or how many spans failed to export
+FLUSH = b"flush"  # parent -> child, with a 4-byte number: export what you have, then say DONE
+DONE = 0x80000000  # child -> parent, 4 bytes each: DONE | the flush's number, or spans lost
 
 Compact = tuple[Any, ...]
 Dropped = Callable[[str, int], None]  # (reason: queue_full or export_failed, how many spans)
@@ -62,16 +63,18 @@ Dropped = Callable[[str, int], None]  # (reason: queue_full or export_failed, ho
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """How many ended spans may wait, and how often they are sent."""
+    """How many ended spans may wait, how often they are sent, and how many in one request."""
 
     max_queue: int = MAX_QUEUE
     flush_every_s: float = FLUSH_EVERY_S
+    batch: int = EXPORT_AT_MOST
 
 
 def queue_settings(environ: Mapping[str, str]) -> QueueSettings:
-    """`OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_SCHEDULE_DELAY` (milliseconds), the SDK batch
-    processor's variables; a missing or invalid one keeps its default here (2048 spans; 200 ms,
-    where the SDK waits 5 s and sends 25 times the spans at once)."""
+    """`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` (milliseconds) and
+    `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, the SDK batch processor's variables; a missing or invalid
+    one keeps its default here (2048 spans; 200 ms, where the SDK waits 5 s and sends 25 times
+    the spans at once; 512 spans a request)."""
 
     def positive(name: str) -> float | None:
         try:
@@ -81,9 +84,11 @@ def queue_settings(environ: Mapping[str, str]) -> QueueSettings:
         return value if value > 0 and math.isfinite(value) else None
 
     size, delay_ms = positive("OTEL_BSP_MAX_QUEUE_SIZE"), positive("OTEL_BSP_SCHEDULE_DELAY")
+    batch = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
     return QueueSettings(
         max_queue=int(size) if size is not None and size >= 1 else MAX_QUEUE,
         flush_every_s=delay_ms / 1000 if delay_ms is not None else FLUSH_EVERY_S,
+        batch=int(batch) if batch is not None and batch >= 1 else EXPORT_AT_MOST,
     )
 
 
@@ -240,20 +245,43 @@ def sent(result: Any) -> bool:
 
 def sender(
     exporter: Any, resource: Mapping[str, Any], scope: tuple[str, str | None]
-) -> Callable[[Sequence[Compact]], bool]:
-    """How a batch of spans is sent, True once the collector took it: encoded by
-    `otlp_encoding` (the SDK's bytes) and sent with `http_post`; or, should a later SDK not
-    have that client, the SDK's exporter on rebuilt spans."""
+) -> Callable[[Sequence[Compact]], int]:
+    """How a batch of spans is sent; it returns how many did not reach the collector. Encoded
+    by `otlp_encoding` (the SDK's bytes; a span it cannot write is left out and counted) and
+    sent with `http_post`; or, should a later SDK not have that client, the SDK's exporter on
+    rebuilt spans."""
     post = http_post(exporter)
     if post is None:
         sdk_resource, sdk_scope = Resource(dict(resource)), InstrumentationScope(*scope)
-        return lambda items: sent(
-            exporter.export([rebuild(i, sdk_resource, sdk_scope) for i in items])
-        )
-    from router.otlp_encoding import Encoder
+
+        def export(items: Sequence[Compact]) -> int:
+            spans = [rebuild(i, sdk_resource, sdk_scope) for i in items]
+            return 0 if sent(exporter.export(spans)) else len(items)
+
+        return lambda items: _counted(export, items)
+    from router.otlp_encoding import UNENCODABLE, Encoder
 
     encoder = Encoder(resource, scope[0], scope[1])
-    return lambda items: sent(post(encoder.request(items)))
+
+    def send(items: Sequence[Compact]) -> int:
+        entries = []
+        for item in items:
+            with contextlib.suppress(*UNENCODABLE):
+                entries.append(encoder.entry(item))
+        lost = len(items) - len(entries)
+        if entries and not sent(post(encoder.wrap(b"".join(entries)))):
+            lost += len(entries)
+        return lost
+
+    return lambda items: _counted(send, items)
+
+
+def _counted(send: Callable[[Sequence[Compact]], int], items: Sequence[Compact]) -> int:
+    """`send(items)`: how many did not reach the collector (all of them, if it raised)."""
+    try:
+        return send(items)
+    except Exception:  # noqa: BLE001  # the SDK's client logs its own failures
+        return len(items)
 
 
 def child_main() -> None:
@@ -275,22 +303,25 @@ def child_main() -> None:
     ack = os.fdopen(int(os.environ["ROUTER_SPAN_ACK_FD"]), "wb", buffering=0)
     exporter = otlp_exporter(environ)
     export = sender(exporter, settings["resource"], (settings["scope"], settings["version"]))
+    at_most = queue_settings(environ).batch
 
     def send(spans: list[Compact]) -> None:
-        if spans and not _quietly(export, spans):
-            ack.write(len(spans).to_bytes(4, "big"))
+        lost = export(spans) if spans else 0
+        if lost:
+            ack.write(lost.to_bytes(4, "big"))
 
     pending: list[Compact] = []
     batch: list[bytes] | None = first[1:]  # what came with the settings
     while batch is not None:
         for message in batch:
-            if message == FLUSH:
+            if message.startswith(FLUSH) and len(message) == len(FLUSH) + 4:
                 send(pending)
                 pending = []
-                ack.write(DONE.to_bytes(4, "big"))
+                number = int.from_bytes(message[len(FLUSH) :], "big")
+                ack.write((DONE | number).to_bytes(4, "big"))
                 continue
             pending += marshal.loads(message)  # noqa: S302  # our parent's, on our own pipe
-            if len(pending) >= EXPORT_AT_MOST:
+            if len(pending) >= at_most:
                 send(pending)
                 pending = []
         send(pending)
@@ -321,7 +352,11 @@ class _Buffered:
         )
 
     def _queue_up(self, item: Any) -> None:
-        """Queue one ended span (dropped, and counted, when the queue is full)."""
+        """Queue one ended span (dropped, and counted, when the queue is full, or once the
+        exporter has shut down)."""
+        if self._stopped:
+            self._drop("export_failed", 1)
+            return
         waiting = len(self._buffer)
         if waiting >= self._queue.max_queue:
             self._drop("queue_full", 1)
@@ -375,8 +410,9 @@ class SpanSender(_Buffered):
         on_dropped: Dropped | None = None,
     ) -> None:
         super().__init__(queue_settings(environ), on_dropped)
-        from router.otlp_encoding import Encoder
+        from router.otlp_encoding import UNENCODABLE, Encoder
 
+        self._unencodable = UNENCODABLE
         self._exporter = otlp_exporter(environ)
         self._encoder = Encoder(dict(resource.attributes), scope[0], scope[1])
         self._post = http_post(self._exporter)
@@ -395,7 +431,7 @@ class SpanSender(_Buffered):
             return
         try:
             encoded = self._encoder.entry(span)
-        except (TypeError, ValueError, OverflowError):
+        except self._unencodable:
             self._drop("export_failed", 1)
             return
         self._queue_up(encoded)
@@ -403,27 +439,28 @@ class SpanSender(_Buffered):
     def _deliver(self, items: list[Any]) -> None:
         """Send the queued spans as one request; those the collector did not take are counted
         as dropped (the SDK's client logs why), and never stop the next."""
-        post, fallback = self._post, self._fallback
-        if not items:
-            return
-        if post is not None:
-            request = self._encoder.wrap(b"".join(items))
-            if not _quietly(lambda data: sent(post(data)), request):
-                self._drop("export_failed", len(items))
-        elif fallback is not None and not _quietly(fallback, items):
-            self._drop("export_failed", len(items))
+        post, fallback, at_most = self._post, self._fallback, self._queue.batch
+        for start in range(0, len(items), at_most):
+            batch = items[start : start + at_most]
+            if post is not None:
+                request = self._encoder.wrap(b"".join(batch))
+                if not _quietly(lambda data: sent(post(data)), request):
+                    self._drop("export_failed", len(batch))
+            elif fallback is not None:
+                self._drop("export_failed", fallback(batch))
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         self._hand_on()
         return True
 
     def shutdown(self) -> None:
+        """Stop taking spans (later ones are counted), send what is queued, stop."""
         if self._stopped:
             return
-        self._hand_on()
         self._stopped = True
         self._wake.set()
         self._flusher.join(timeout=2)
+        self._hand_on()
         self._exporter.shutdown()
 
 
@@ -464,6 +501,7 @@ class SpanShipper(_Buffered):
         )
         os.close(ack_write)
         self._ack = os.fdopen(ack_read, "rb", buffering=0)
+        self._flushes = 0  # the number of the last flush asked for
         assert self._child.stdin is not None  # noqa: S101  # asked for above
         self._pipe = self._child.stdin
         settings = {
@@ -506,40 +544,46 @@ class SpanShipper(_Buffered):
                     kept.append(span)
             return marshal.dumps(kept), len(kept)
 
-    def _acknowledged(self, wait_s: float | None) -> bool:
-        """Read the child's reports: failed exports are counted; True once DONE is read
-        (waiting up to `wait_s` for it; None: only what has arrived)."""
+    def _acknowledged(self, wait_s: float | None, flush: int | None = None) -> bool:
+        """Read the child's reports: spans it lost are counted; True once the DONE of flush
+        number `flush` is read (waiting until `wait_s` has passed; None: only what has
+        arrived). An earlier flush's late DONE is passed over."""
+        deadline = time.monotonic() + (wait_s or 0)
         while True:
-            ready, _, _ = select.select([self._ack], [], [], wait_s or 0)
+            ready, _, _ = select.select([self._ack], [], [], max(0, deadline - time.monotonic()))
             if not ready:
                 return False
             record = self._ack.read(4)
             if len(record) < 4:  # the child is gone
                 return False
             value = int.from_bytes(record, "big")
-            if value == DONE:
-                return True
+            if value & DONE:
+                if flush is not None and value == DONE | flush:
+                    return True
+                continue
             self._drop("export_failed", value)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything ended so far and wait until the child has exported it."""
         self._hand_on()
         with self._delivering:
+            self._flushes = number = (self._flushes + 1) % DONE
             try:
-                self._pipe.write(frame(FLUSH))
+                self._pipe.write(frame(FLUSH + number.to_bytes(4, "big")))
                 self._pipe.flush()
-                return self._acknowledged(wait_s=timeout_millis / 1000)
+                return self._acknowledged(timeout_millis / 1000, number)
             except (OSError, ValueError):
                 return False
 
     def shutdown(self) -> None:
-        """Flush, close the pipe (the child exports what it has and exits), wait for it."""
+        """Stop taking spans (later ones are counted), flush, close the pipe (the child
+        exports what it has and exits), wait for it."""
         if self._stopped:
             return
-        self.force_flush(10_000)
         self._stopped = True
         self._wake.set()
         self._flusher.join(timeout=2)
+        self.force_flush(10_000)
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
         try:

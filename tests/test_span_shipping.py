@@ -186,20 +186,85 @@ async def test_spans_a_collector_refuses_are_counted_as_export_failed(export: st
 
 
 @pytest.mark.parametrize("export", ["thread", "process"])
-async def test_a_span_that_cannot_be_encoded_is_counted_and_the_others_go(export: str) -> None:
+@pytest.mark.parametrize("odd", [object(), frozenset({"a"})], ids=["object", "frozenset"])
+async def test_a_span_that_cannot_be_encoded_is_counted_and_the_others_go(
+    export: str, odd: object
+) -> None:
     """An attribute value OTLP has no type for (a programming slip, which the SDK would drop
-    with a warning): ending that span raises nothing, it is counted as export_failed, and the
-    spans around it reach the collector."""
+    with a warning; a frozenset even crosses the exporter process's pipe): ending that span
+    raises nothing, it is counted as export_failed, and the spans around it reach the
+    collector."""
     async with otlp_receiver() as (url, requests):
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "ROUTER_SPAN_EXPORT": export}
         async with sidecar(environ=env) as s:
             telemetry = s.app[SERVICES].telemetry
             shipper = telemetry.shipper
             assert shipper is not None
-            for name, value in (("before", 1), ("odd", object()), ("after", "x")):
+            for name, value in (("before", 1), ("odd", odd), ("after", "x")):
                 with telemetry.tracer.start_as_current_span(name) as span:
                     span.set_attribute("value", value)
             await asyncio.to_thread(shipper.force_flush)
             assert shipper.dropped == {"export_failed": 1}
             names = [span.name for span in spans_of(requests)]
     assert names == ["before", "after"]
+
+
+async def test_thread_exports_go_in_batches_of_the_configured_size() -> None:
+    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE=4: ten spans flushed at once reach the collector as
+    requests of 4, 4 and 2 spans (a large queue never becomes one oversized request)."""
+    async with otlp_receiver() as (url, requests):
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",  # only the flush below sends
+        }
+        async with sidecar(environ=env) as s:
+            telemetry = s.app[SERVICES].telemetry
+            for n in range(10):
+                with telemetry.tracer.start_as_current_span(f"span {n}"):
+                    pass
+            assert telemetry.shipper is not None
+            await asyncio.to_thread(telemetry.shipper.force_flush)
+            sizes = [len(spans_of([request])) for request in requests]
+    assert sizes == [4, 4, 2]
+
+
+async def test_a_flush_that_timed_out_does_not_answer_the_next_one() -> None:
+    """Exporter process, a collector taking 0.6 s a request: the first flush gives up after
+    0.2 s; its late acknowledgement must not end the second flush before the second export."""
+
+    async def slow() -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.Response(status=200)
+
+    collector, received = _collector(slow)
+    async with serve(collector) as otlp:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
+            "ROUTER_SPAN_EXPORT": "process",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        }
+        async with sidecar(environ=env) as s:
+            telemetry = s.app[SERVICES].telemetry
+            shipper = telemetry.shipper
+            assert shipper is not None
+            with telemetry.tracer.start_as_current_span("first"):
+                pass
+            assert not await asyncio.to_thread(shipper.force_flush, 200)
+            with telemetry.tracer.start_as_current_span("second"):
+                pass
+            assert await asyncio.to_thread(shipper.force_flush, 10_000)
+            assert sorted(span.name for span in received) == ["first", "second"]
+
+
+async def test_a_span_ended_after_shutdown_is_counted() -> None:
+    async with (
+        otlp_receiver() as (url, _requests),
+        sidecar(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": url}) as s,
+    ):
+        telemetry = s.app[SERVICES].telemetry
+        await asyncio.to_thread(telemetry.shutdown)
+        with telemetry.tracer.start_as_current_span("late"):
+            pass
+        assert telemetry.shipper is not None
+        assert telemetry.shipper.dropped == {"export_failed": 1}
