@@ -85,6 +85,7 @@ class Target:
     key_env: str | None = None
     context: int = 8000
     timeouts: str = TIMEOUTS
+    breaker: str | None = None  # None: the bed's breaker settings
 
     @property
     def provider(self) -> str:
@@ -118,7 +119,7 @@ def matrix_yaml(
         lines.append("    region: us")
         if t.key_env:
             lines.append(f"    api_key_env: {t.key_env}")
-        lines += [f"    breaker: {breaker}", f"    timeouts: {t.timeouts}"]
+        lines += [f"    breaker: {t.breaker or breaker}", f"    timeouts: {t.timeouts}"]
         providers.append("\n".join(lines))
         models.append(
             f"""  {t.model}:

@@ -103,14 +103,17 @@ def dead_attempts(r: Result) -> int:
     return sum(1 for a in attempts if a["provider"] == "pdead" and a["outcome"] != "skipped")
 
 
-async def run_load(breaker: str) -> tuple[Bed, list[Result], Recorder, dict[str, Any]]:
-    """Runs the load inside a fresh bed; returns the bed (closed), results, recorder, board."""
+async def run_load(
+    breaker: str, flaky_breaker: str | None = None
+) -> tuple[Bed, list[Result], Recorder, dict[str, Any]]:
+    """Runs the load inside a fresh bed (`flaky_breaker`: the flaky provider's own breaker
+    settings); returns the bed (closed), results, recorder, board."""
     wall = Wall()
     wall.script("up-flaky", Flaky(FLAKY_RATE, seed=7, answer=Answer("flaky but fine")))
     wall.script("up-healthy", Answer("healthy"))
     targets = (
         Target("dead", base_url=f"http://127.0.0.1:{closed_port()}/v1"),
-        Target("flaky"),
+        Target("flaky", breaker=flaky_breaker),
         Target("healthy"),
     )
     routes = {"mix": ["dead", "flaky", "healthy"]}
@@ -176,7 +179,11 @@ async def test_without_demotion_a_30_percent_flaky_first_choice_costs_its_failur
     """The control: `demote_rate: 0` keeps the flaky provider first, and each of its failures
     costs a second attempt (about 1 + 0.3 per request), which is what demotion removes."""
     s, results, recorder, board = await run_load(
-        "{fail_max: 5, reset_timeout_s: 30, demote_rate: 0}"
+        "{fail_max: 5, reset_timeout_s: 30, demote_rate: 0}",
+        # the flaky provider's breaker never trips here: with 50 requests in flight, five of its
+        # failures can end in a row on a busy machine, and an open breaker would skip the very
+        # attempts this control counts
+        flaky_breaker="{fail_max: 1000, failure_rate: 1.0, reset_timeout_s: 30, demote_rate: 0}",
     )
     upstream_attempts = check_common(s, results, recorder, board)
     assert board["pflaky/flaky"]["demoted_for_s"] == 0
