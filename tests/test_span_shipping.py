@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import marshal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,7 @@ from router.span_shipping import compact, rebuild
 from router.state import SERVICES
 from tests.fakes.script import Status
 from tests.fusion_setup import fusion_sidecar
-from tests.helpers import otlp_receiver, serve, sidecar, spans_of
+from tests.helpers import Sidecar, otlp_receiver, serve, sidecar, spans_of
 
 QUESTION: Any = [{"role": "user", "content": "When was the bridge built?"}]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -88,8 +89,12 @@ async def test_every_span_is_delivered_even_at_shutdown(export: str) -> None:
     assert (len(servers), len(clients)) == (3, 3)
 
 
-def _collector(answer: Callable[[], Awaitable[web.Response]]) -> tuple[web.Application, list[Any]]:
-    """An OTLP/HTTP receiver answering with `answer()`; the spans of the requests it took."""
+@asynccontextmanager
+async def exporting_sidecar(
+    answer: Callable[[], Awaitable[web.Response]], settings: dict[str, str]
+) -> AsyncIterator[tuple[Sidecar, list[Any]]]:
+    """A sidecar exporting spans (with these `OTEL_*`/`ROUTER_*` settings) to a local OTLP/HTTP
+    receiver that answers with `answer()`; the sidecar and the spans of the requests taken."""
     received: list[Any] = []
 
     async def traces(request: web.Request) -> web.Response:
@@ -105,9 +110,12 @@ def _collector(answer: Callable[[], Awaitable[web.Response]]) -> tuple[web.Appli
             )
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    return app, received
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", traces)
+    async with serve(collector) as otlp:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"), **settings}
+        async with sidecar(environ=env) as s:
+            yield s, received
 
 
 def _dropped_metric(text: str, reason: str) -> float:
@@ -138,27 +146,21 @@ async def test_a_stuck_collector_bounds_what_waits_and_counts_every_span_it_drop
         await release.wait()
         return web.Response(status=200)
 
-    collector, received = _collector(held)
-    async with serve(collector) as otlp:
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
-            "OTEL_BSP_MAX_QUEUE_SIZE": "40",
-            "OTEL_BSP_SCHEDULE_DELAY": "20",
-        }
-        async with sidecar(environ=env) as s:
-            shipper = s.app[SERVICES].telemetry.shipper
-            await _ask(s.url, 60)  # 120 spans: a server and a client span each
-            assert shipper is not None
-            dropped = shipper.dropped["queue_full"]
-            assert dropped > 0
-            async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
-                assert _dropped_metric(await r.text(), "queue_full") == dropped
-            release.set()
-            await asyncio.to_thread(shipper.force_flush)
-            # and the span of that GET /metrics: 121 spans, each delivered or counted
-            assert len(received) + shipper.dropped["queue_full"] == 121
-            assert len(received) >= 40
-            assert shipper.dropped["export_failed"] == 0
+    settings = {"OTEL_BSP_MAX_QUEUE_SIZE": "40", "OTEL_BSP_SCHEDULE_DELAY": "20"}
+    async with exporting_sidecar(held, settings) as (s, received):
+        shipper = s.app[SERVICES].telemetry.shipper
+        await _ask(s.url, 60)  # 120 spans: a server and a client span each
+        assert shipper is not None
+        dropped = shipper.dropped["queue_full"]
+        assert dropped > 0
+        async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
+            assert _dropped_metric(await r.text(), "queue_full") == dropped
+        release.set()
+        await asyncio.to_thread(shipper.force_flush)
+        # and the span of that GET /metrics: 121 spans, each delivered or counted
+        assert len(received) + shipper.dropped["queue_full"] == 121
+        assert len(received) >= 40
+        assert shipper.dropped["export_failed"] == 0
 
 
 @pytest.mark.parametrize("export", ["thread", "process"])
@@ -166,22 +168,16 @@ async def test_spans_a_collector_refuses_are_counted_as_export_failed(export: st
     async def refused() -> web.Response:
         return web.Response(status=400, text="no")
 
-    collector, received = _collector(refused)
-    async with serve(collector) as otlp:
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
-            "ROUTER_SPAN_EXPORT": export,
-        }
-        async with sidecar(environ=env) as s:
-            shipper = s.app[SERVICES].telemetry.shipper
-            assert shipper is not None
-            await _ask(s.url, 5)
-            await asyncio.to_thread(shipper.force_flush)
-            async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
-                text = await r.text()  # (read before its own span is exported)
-            assert shipper.dropped == {"export_failed": 10}
-            assert _dropped_metric(text, "export_failed") == 10
-            assert _dropped_metric(text, "queue_full") == 0
+    async with exporting_sidecar(refused, {"ROUTER_SPAN_EXPORT": export}) as (s, received):
+        shipper = s.app[SERVICES].telemetry.shipper
+        assert shipper is not None
+        await _ask(s.url, 5)
+        await asyncio.to_thread(shipper.force_flush)
+        async with aiohttp.ClientSession() as http, http.get(f"{s.url}/metrics") as r:
+            text = await r.text()  # (read before its own span is exported)
+        assert shipper.dropped == {"export_failed": 10}
+        assert _dropped_metric(text, "export_failed") == 10
+        assert _dropped_metric(text, "queue_full") == 0
     assert received == []
 
 
@@ -237,24 +233,18 @@ async def test_a_flush_that_timed_out_does_not_answer_the_next_one() -> None:
         await asyncio.sleep(0.6)
         return web.Response(status=200)
 
-    collector, received = _collector(slow)
-    async with serve(collector) as otlp:
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": str(otlp.make_url("")).rstrip("/"),
-            "ROUTER_SPAN_EXPORT": "process",
-            "OTEL_BSP_SCHEDULE_DELAY": "60000",
-        }
-        async with sidecar(environ=env) as s:
-            telemetry = s.app[SERVICES].telemetry
-            shipper = telemetry.shipper
-            assert shipper is not None
-            with telemetry.tracer.start_as_current_span("first"):
-                pass
-            assert not await asyncio.to_thread(shipper.force_flush, 200)
-            with telemetry.tracer.start_as_current_span("second"):
-                pass
-            assert await asyncio.to_thread(shipper.force_flush, 10_000)
-            assert sorted(span.name for span in received) == ["first", "second"]
+    settings = {"ROUTER_SPAN_EXPORT": "process", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    async with exporting_sidecar(slow, settings) as (s, received):
+        telemetry = s.app[SERVICES].telemetry
+        shipper = telemetry.shipper
+        assert shipper is not None
+        with telemetry.tracer.start_as_current_span("first"):
+            pass
+        assert not await asyncio.to_thread(shipper.force_flush, 200)
+        with telemetry.tracer.start_as_current_span("second"):
+            pass
+        assert await asyncio.to_thread(shipper.force_flush, 10_000)
+        assert sorted(span.name for span in received) == ["first", "second"]
 
 
 async def test_a_span_ended_after_shutdown_is_counted() -> None:
