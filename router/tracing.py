@@ -162,16 +162,17 @@ def request_span(
     telemetry: Telemetry, headers: Mapping[str, str], method: str, route: str, request_id: str
 ) -> AbstractContextManager[trace.Span]:
     """An inbound request's SERVER span (`{method} {route}`), made current: parented on its
-    `traceparent` if it has one. A request that is not sampled and has no `traceparent` gets
-    no span at all (its log lines no trace id: it would name a trace no collector has), unless
-    a provider is sent trace context (`Telemetry.unsampled_roots`); the sampling decision is
-    the one a span would make, taken before anything is built."""
+    `traceparent` if it has a valid one. A request that is not sampled and has no valid
+    `traceparent` gets no span at all (its log lines no trace id: it would name a trace no
+    collector has), unless a provider is sent trace context (`Telemetry.unsampled_roots`); the
+    sampling decision is the one a span would make, taken before anything is built."""
     tracer = telemetry.tracer
+    parent = extract_context(headers) if "traceparent" in headers else _NO_PARENT
     recorder = (
         tracer
         if isinstance(tracer, SpanRecorder)
         and not telemetry.unsampled_roots
-        and "traceparent" not in headers
+        and not trace.get_current_span(parent).get_span_context().is_valid
         else None
     )
     trace_id = recorder.sampled_root() if recorder is not None else None
@@ -188,7 +189,7 @@ def request_span(
             name, _NO_PARENT, trace.SpanKind.SERVER, attributes, trace_id=trace_id
         )
     return tracer.start_as_current_span(
-        name, context=extract_context(headers), kind=trace.SpanKind.SERVER, attributes=attributes
+        name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
     )
 
 

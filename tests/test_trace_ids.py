@@ -93,9 +93,11 @@ async def test_an_unsampled_request_has_no_span_unless_it_came_with_a_traceparen
         async with traced_sidecar("parentbased_always_off") as (url, wall, app, got):
             await _ask(url, 2)
             await _ask(url, 1, headers={"traceparent": UNSAMPLED_PARENT})
+            await _ask(url, 1, headers={"traceparent": "00-not-a-valid-parent-01"})
             await asyncio.to_thread(app[SERVICES].telemetry.force_flush)
         completed = _completed(lines)
-    assert [line.get("trace_id") for line in completed] == [None, None, CALLER_TRACE]
+    # (a malformed traceparent counts as none: W3C says to start a new trace)
+    assert [line.get("trace_id") for line in completed] == [None, None, CALLER_TRACE, None]
     assert spans_of(got) == []
     assert all("traceparent" not in call.headers for call in wall.calls)  # not forwarded
 
