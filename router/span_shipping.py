@@ -41,14 +41,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
+
+if TYPE_CHECKING:
+    from router.otlp_encoding import Encoder
 
 MAX_QUEUE = 2048  # spans waiting before new ones are dropped (OTEL_BSP_MAX_QUEUE_SIZE's default)
 CHUNK = 64  # spans per pipe message: one marshal holds the GIL a fraction of a millisecond
@@ -238,9 +243,13 @@ def http_post(exporter: Any) -> Callable[[bytes], Any] | None:
 def sent(result: Any) -> bool:
     """Whether an export succeeded: the SDK client's result (`success`) or the SDK exporter's
     (`SpanExportResult.SUCCESS`)."""
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
     return result is SpanExportResult.SUCCESS or getattr(result, "success", False) is True
+
+
+def posted(post: Callable[[bytes], Any], encoder: Encoder, entries: Sequence[bytes]) -> int:
+    """Encoded spans (`Encoder.entry`) sent as one request with `post`: how many did not
+    reach the collector."""
+    return 0 if sent(post(encoder.wrap(b"".join(entries)))) else len(entries)
 
 
 def sender(
@@ -268,15 +277,12 @@ def sender(
         for item in items:
             with contextlib.suppress(*UNENCODABLE):
                 entries.append(encoder.entry(item))
-        lost = len(items) - len(entries)
-        if entries and not sent(post(encoder.wrap(b"".join(entries)))):
-            lost += len(entries)
-        return lost
+        return len(items) - len(entries) + (posted(post, encoder, entries) if entries else 0)
 
     return lambda items: _counted(send, items)
 
 
-def _counted(send: Callable[[Sequence[Compact]], int], items: Sequence[Compact]) -> int:
+def _counted(send: Callable[[Sequence[Any]], int], items: Sequence[Any]) -> int:
     """`send(items)`: how many did not reach the collector (all of them, if it raised)."""
     try:
         return send(items)
@@ -443,9 +449,7 @@ class SpanSender(_Buffered):
         for start in range(0, len(items), at_most):
             batch = items[start : start + at_most]
             if post is not None:
-                request = self._encoder.wrap(b"".join(batch))
-                if not _quietly(lambda data: sent(post(data)), request):
-                    self._drop("export_failed", len(batch))
+                self._drop("export_failed", _counted(partial(posted, post, self._encoder), batch))
             elif fallback is not None:
                 self._drop("export_failed", fallback(batch))
 
@@ -462,14 +466,6 @@ class SpanSender(_Buffered):
         self._flusher.join(timeout=2)
         self._hand_on()
         self._exporter.shutdown()
-
-
-def _quietly(send: Callable[[Any], bool], payload: Any) -> bool:
-    """`send(payload)`: whether it was taken; an exception counts as not taken."""
-    try:
-        return send(payload)
-    except Exception:  # noqa: BLE001  # the SDK's client logs its own failures
-        return False
 
 
 class SpanShipper(_Buffered):
