@@ -22,6 +22,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -705,3 +706,44 @@ def test_redaction_masks_as_the_plain_scrub_of_every_value(event: dict[str, Any]
         for key, value in event.items()
     }
     assert logs.redact(None, "info", dict(event)) == plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 253_402_300_799 * 10**9 + 999_999_999), min_size=1, max_size=6))
+def test_timestamps_are_what_datetime_writes_in_utc_with_microseconds(times: list[int]) -> None:
+    """`utc_timestamper` (the date and time of day formatted once a second) stamps what
+    `datetime` writes for the same instant, in UTC with all six digits, in any order of
+    calls (a second it remembered never leaks into another's)."""
+    clock = iter(times)
+    stamp = logs.utc_timestamper(lambda: next(clock))
+    for now in times:
+        second, nanoseconds = divmod(now, 1_000_000_000)
+        expected = (
+            datetime.fromtimestamp(second, tz=UTC)
+            .replace(microsecond=nanoseconds // 1000)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z")
+        )
+        assert stamp(None, "info", {})["timestamp"] == expected
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lines_logged_from_several_threads_are_each_written_whole() -> None:
+    """Each line is one write under one lock: threads logging at once never interleave."""
+    out = io.StringIO()
+    logs.configure("info", json=True, stream=out)
+    log = logs.get_logger()
+
+    def chatter(thread: int) -> None:
+        for n in range(200):
+            log.info("test.line", thread=thread, n=n, padding="x" * 300)
+
+    workers = [threading.Thread(target=chatter, args=(t,)) for t in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted((line["thread"], line["n"]) for line in lines) == [
+        (t, n) for t in range(4) for n in range(200)
+    ]

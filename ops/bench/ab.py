@@ -3,6 +3,7 @@
     python -m ops.bench.ab --base REF [--seconds 20] [--stream]
     python -m ops.bench.ab --base-tree DIR ...
     python -m ops.bench.ab --base-tree cut1=DIR1 --base-tree cut2=DIR2 ...
+    python -m ops.bench.ab --base REF --load [--traced all|ratio] [--rounds 4] [--seconds 10]
 
 Each other commit is checked out into a temporary `git worktree` (a DIR is taken as it is: another
 copy of the project, for example one with a layer cut out) and its sidecar started from there
@@ -12,12 +13,24 @@ fresh random order every round, as phase 1 of the benchmark does; the table show
 and p99 (time to first token with `--stream`), what it adds over direct, and its CPU per request.
 It is how each tuning step's effect was measured; several copies, each with one more layer of the
 request path cut out, give that path's cost layer by layer in one run (an ablation ladder).
+
+`--load` compares throughput instead: every target (the floor, the bases, this tree) runs as
+`--copies` processes (2: each process's own hash seed and memory layout move it a few per cent)
+side by side on the server core, all loaded at once by wrk (128 connections shared out), for
+`--rounds` rounds of `--seconds`. Sharing one core, each target's requests per second measure
+its CPU cost per request while the machine's drift hits all of them alike: the median of the
+per-round ratios to the floor repeats within about one per cent from run to run, where
+throughput measured one after another on a shared VM moves by tens of per cent. The sidecars
+log at `info` (as the benchmark's throughput phase); `--traced all` exports every span to the
+fake upstream (an OTLP sink), `--traced ratio` 10% of traces.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +146,121 @@ async def run(
     return "\n".join(lines)
 
 
+TRACED_ENV = {
+    "off": {},
+    "all": {"OTEL_SERVICE_NAME": "fusion-router-bench"},
+    "ratio": {
+        "OTEL_SERVICE_NAME": "fusion-router-bench",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+}
+LOAD_CONNECTIONS = 128  # shared out among the processes loaded at once
+
+
+async def run_load(
+    bases: Sequence[tuple[str, str, Path | None]],
+    seconds: int,
+    rounds: int,
+    copies: int,
+    traced: str,
+) -> str:
+    """The side-by-side throughput table (markdown) of `bases`, the floor and this tree."""
+    cores = Cores.plan()
+    pin(0, cores.load)
+    logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
+    procs: dict[str, list[Proc]] = {}
+    every: list[Proc] = []
+    dead = _closed_port()
+    with ExitStack() as stack:
+        stack.enter_context(dead)
+        trees = {
+            name: tree if tree is not None else stack.enter_context(worktree(ref))
+            for name, ref, tree in bases
+        }
+        try:
+            up = spawn(
+                "upstream",
+                [PY, "-m", "ops.bench.upstream", "--latency-ms", "0"],
+                logdir,
+                cores.load,
+            ).wait()
+            every.append(up)
+            config = logdir / "router.yaml"
+            config.write_text(sidecar_yaml(up, up, up, dead.getsockname()[1], ROOT / "policies"))
+            env = _clean_env(ROUTER_LOG_LEVEL="info", **TRACED_ENV[traced])
+            if traced != "off":
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = up.base  # the fake upstream is a sink too
+            argv = {name: _sidecar_from(tree, config) for name, tree in trees.items()}
+            argv["this tree"] = [PY, "-m", "router", "serve", "--config", str(config)]
+            argv["this tree"] += ["--port", "0"]
+            floor = [PY, "-m", "ops.bench.floor", "--upstream", up.base]
+            for copy in range(copies):
+                procs.setdefault("floor", []).append(
+                    spawn(f"floor-{copy}", floor, logdir, cores.server).wait()
+                )
+                for number, name in enumerate(argv):
+                    proc = spawn(f"side-{number}-{copy}", argv[name], logdir, cores.server, env=env)
+                    procs.setdefault(name, []).append(proc.wait())
+            for name, copies_of in procs.items():
+                for proc in copies_of:
+                    if name != "floor":
+                        await _wait_ready(proc, "/readyz")
+                    every.append(proc)
+                    await client.closed_loop(proc.chat_url, client.body(MODEL), 8, 0.5)
+            loaded = [proc for copies_of in procs.values() for proc in copies_of]
+            each = max(8, LOAD_CONNECTIONS // len(loaded))
+            rps: dict[str, list[float]] = {name: [] for name in procs}
+            cpu_ms: dict[str, list[float]] = {name: [] for name in procs}
+            errors = dict.fromkeys(procs, 0)
+            for _ in range(rounds):
+                before = [proc.cpu_s() for proc in loaded]
+                results = await asyncio.gather(
+                    *(
+                        asyncio.to_thread(
+                            client.run_wrk,
+                            p.chat_url,
+                            client.body(MODEL),
+                            each,
+                            seconds,
+                            cores.load,
+                        )
+                        for p in loaded
+                    )
+                )
+                spent = [p.cpu_s() - b for p, b in zip(loaded, before, strict=True)]
+                at = 0
+                for name, copies_of in procs.items():
+                    mine = results[at : at + len(copies_of)]
+                    cpu = sum(spent[at : at + len(copies_of)])
+                    at += len(copies_of)
+                    rps[name].append(sum(r.rps for r in mine))
+                    cpu_ms[name].append(cpu * 1000 / max(1, sum(r.requests for r in mine)))
+                    errors[name] += sum(r.errors for r in mine)
+        finally:
+            for proc in every:
+                proc.stop()
+    against = ", ".join(f"{name} = {ref}" for name, ref, _ in bases)
+    lines = [
+        f"A/B under load, side by side on one core ({against}; {copies} processes each, "
+        f"{each} connections each, {rounds} rounds of {seconds} s, info logs, spans: {traced})",
+        "",
+        "| target | req/s (median round) | vs floor (median of rounds) | rounds | "
+        "CPU per request ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in procs:
+        ratios = [a / b for a, b in zip(rps[name], rps["floor"], strict=True)]
+        cells = ", ".join(f"{r:.3f}" for r in ratios)
+        lines.append(
+            f"| {name} | {statistics.median(rps[name]):,.0f} | {statistics.median(ratios):.3f}x "
+            f"| {cells} | {statistics.median(cpu_ms[name]):.3f} |"
+        )
+        if errors[name]:
+            lines.append(f"|   ({name}: {errors[name]} non-2xx or socket errors) |")
+    return "\n".join(lines)
+
+
 def _bases(refs: Sequence[str], trees: Sequence[str]) -> list[tuple[str, str, Path | None]]:
     """(name, label, copy) for each `--base` and `--base-tree [NAME=]DIR`; a lone one is "base"."""
     found: list[tuple[str, str, Path | None]] = [(ref, ref, None) for ref in refs]
@@ -164,10 +292,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the run")
     parser.add_argument("--stream", action="store_true", help="time to first token instead")
     parser.add_argument("--pause-ms", type=float, default=0.0, help="pause between requests")
+    parser.add_argument(
+        "--load", action="store_true", help="throughput side by side on one core, under wrk"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="--load: rounds")
+    parser.add_argument("--copies", type=int, default=2, help="--load: processes per target")
+    parser.add_argument(
+        "--traced", choices=sorted(TRACED_ENV), default="off", help="--load: spans exported"
+    )
     args = parser.parse_args(argv)
     if not args.base and not args.base_tree:
         parser.error("name at least one --base or --base-tree")
     bases = _bases(args.base, args.base_tree)
+    if args.load:
+        if shutil.which("wrk") is None:
+            parser.error("--load needs wrk on the PATH")
+        table = run_load(bases, int(args.seconds), args.rounds, args.copies, args.traced)
+        print(asyncio.run(table))
+        return 0
     print(asyncio.run(run(bases, args.seconds, args.stream, args.pause_ms / 1000)))
     return 0
 
