@@ -32,6 +32,7 @@ from router.sampling import SamplingRule
 from router.span_shipping import Compact
 
 _UNSET, _OK = StatusCode.UNSET.value, StatusCode.OK.value
+_SAMPLED_ROOT = TraceFlags(TraceFlags.RANDOM_TRACE_ID | TraceFlags.SAMPLED)
 
 
 def _cleaned(attributes: Attributes) -> dict[str, Any]:
@@ -217,15 +218,26 @@ class SpanRecorder(trace.Tracer):
         set_status_on_exception: bool = True,
         trace_id: int | None = None,
     ) -> trace.Span:
-        """The API's `start_span`; `trace_id` (from `sampled_root`) is a root's trace id."""
+        """The API's `start_span`; `trace_id` (from `sampled_root`, so decided already) makes
+        a sampled root in that trace, whatever `context` holds."""
+        if trace_id is not None:
+            return RecordedSpan(
+                name,
+                SpanContext(trace_id, _span_id(), False, _SAMPLED_ROOT),
+                None,
+                kind,
+                _cleaned(attributes),
+                links or (),
+                start_time if start_time is not None else time_ns(),
+                self._on_end,
+            )
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id, state = parent.trace_id, parent.trace_state
             flags = TraceFlags.RANDOM_TRACE_ID if parent.trace_flags.random_trace_id else 0
             sampled = self._sampled(parent, trace_id)
         else:
-            trace_id = _trace_id() if trace_id is None else trace_id
-            state, flags = None, TraceFlags.RANDOM_TRACE_ID
+            trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
             sampled = self._sampled(None, trace_id)
         if not sampled:
             return trace.NonRecordingSpan(

@@ -119,6 +119,30 @@ def test_a_ratio_sampler_decides_as_the_sdk_does_by_trace_id() -> None:
     assert {got for got, _ in decisions} == {True, False}
 
 
+def test_a_decided_root_is_a_sampled_root_in_its_trace_whatever_is_current() -> None:
+    """`sampled_root`'s trace id makes a root there: sampled, with the SDK's flags (sampled,
+    random trace id) and no parent, even under a current span (the request's SERVER span is
+    built with no parent); without one, the recorder decides and parents as before."""
+    ended: list[Compact] = []
+    recorder = SpanRecorder(sampling_rule({}), ended.append)
+    trace_id = recorder.sampled_root()
+    assert trace_id is not None
+    with recorder.start_as_current_span("outer") as outer:
+        root = recorder.start_span("root", kind=SpanKind.SERVER, trace_id=trace_id)
+        child = recorder.start_span("child")
+    context = root.get_span_context()
+    assert root.is_recording()
+    assert context.trace_id == trace_id
+    assert context.trace_flags == trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID
+    assert context.trace_state == trace.TraceState()
+    assert child.get_span_context().trace_id == outer.get_span_context().trace_id != trace_id
+    root.end()
+    child.end()
+    by_name = {span[0]: span for span in ended}
+    assert by_name["root"][5] is None  # no parent
+    assert by_name["child"][5] == (outer.get_span_context().span_id, False, 0x03)
+
+
 async def _ask_fusion(environ: dict[str, str] | None, exporter: Any = None) -> None:
     """One fusion request with a failed seat, parented on TRACEPARENT, its spans flushed."""
     async with fusion_sidecar(environ=environ, span_exporter=exporter) as s:

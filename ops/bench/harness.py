@@ -541,7 +541,7 @@ async def phase_max_throughput(
     )
     report.add(
         3,
-        "128 in flight, every span exported: CPU per request (with the exporter process)",
+        "128 in flight, every span exported: CPU per request (server process and any children)",
         "ms",
         floor=f.cpu_ms_per_request,
         sidecar=t.cpu_ms_per_request,
@@ -599,7 +599,7 @@ def phase_memory(report: Report, idle: dict[str, float], peak: dict[str, float])
     )
     report.add(
         5,
-        "idle RSS, every span exported (the sidecar and its span exporter process)",
+        "idle RSS, every span exported (the sidecar and any exporter process)",
         "MiB",
         floor=idle["floor"],
         sidecar=idle["sidecar_telemetry"],
@@ -1031,7 +1031,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         idle = {
             "floor": floor.rss_mib(),
             "sidecar": side.rss_mib(),
-            "sidecar_telemetry": tel.rss_mib(),  # with its span exporter process
+            "sidecar_telemetry": tel.rss_mib(),  # with its span exporter process, if any
         }
 
         warm = 0.3 if s.quick else 1.0
