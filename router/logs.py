@@ -145,19 +145,21 @@ def utc_timestamper(clock: Callable[[], int] = time.time_ns) -> Processor:
 
 
 class LineWriter:
-    """structlog's logger: each rendered line written to `stream` with its newline in one
-    `write` and flushed, under one lock per process (structlog's `PrintLogger` makes two
-    writes of a `print`, for about twice the cost)."""
+    """structlog's logger: each rendered line written to `stream` (None: whatever
+    `sys.stdout` is at the time, as structlog's `PrintLogger` does) with its newline in one
+    `write` and flushed, under one lock per process (`PrintLogger` makes two writes of a
+    `print`, for about twice the cost)."""
 
     _lock = threading.Lock()  # (one stream per process: stdout, or stderr for a CLI command)
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
 
     def msg(self, message: str) -> None:
+        stream = self._stream or sys.stdout
         with self._lock:
-            self._stream.write(message + "\n")
-            self._stream.flush()
+            stream.write(message + "\n")
+            stream.flush()
 
     log = debug = info = warn = warning = error = err = fatal = critical = exception = msg
 
@@ -422,7 +424,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=lambda *_args: LineWriter(out),
+        logger_factory=lambda *_args: LineWriter(stream),
         cache_logger_on_first_use=True,
     )
     _route_everything_else(numeric)

@@ -747,3 +747,15 @@ def test_lines_logged_from_several_threads_are_each_written_whole() -> None:
     assert sorted((line["thread"], line["n"]) for line in lines) == [
         (t, n) for t in range(4) for n in range(200)
     ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_without_a_stream_lines_go_to_stdout_as_it_is_when_written() -> None:
+    """`configure()` without a stream writes to whatever `sys.stdout` is at each line (as
+    structlog's `PrintLogger` did): a caller that redirects stdout gets the lines."""
+    logs.configure("info", json=True)
+    redirected = io.StringIO()
+    with contextlib.redirect_stdout(redirected):
+        logs.get_logger().info("test.redirected", n=1)
+    (line,) = redirected.getvalue().splitlines()
+    assert json.loads(line)["event"] == "test.redirected"
