@@ -156,6 +156,7 @@ def add_trace_ids(
 
 
 _NO_PARENT = context_api.Context()  # (contexts are immutable)
+_UNSAMPLED = nullcontext(INVALID_SPAN)  # (reusable: it holds nothing of a request)
 
 
 def request_span(
@@ -167,17 +168,19 @@ def request_span(
     collector has), unless a provider is sent trace context (`Telemetry.unsampled_roots`); the
     sampling decision is the one a span would make, taken before anything is built."""
     tracer = telemetry.tracer
-    parent = extract_context(headers) if "traceparent" in headers else _NO_PARENT
+    if "traceparent" in headers:
+        parent = extract_context(headers)
+        parented = trace.get_current_span(parent).get_span_context().is_valid
+    else:
+        parent, parented = _NO_PARENT, False
     recorder = (
         tracer
-        if isinstance(tracer, SpanRecorder)
-        and not telemetry.unsampled_roots
-        and not trace.get_current_span(parent).get_span_context().is_valid
+        if isinstance(tracer, SpanRecorder) and not telemetry.unsampled_roots and not parented
         else None
     )
     trace_id = recorder.sampled_root() if recorder is not None else None
     if recorder is not None and trace_id is None:
-        return nullcontext(INVALID_SPAN)
+        return _UNSAMPLED
     name = f"{method} {route}"
     attributes = {
         semconv.HTTP_REQUEST_METHOD: method,
