@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,33 @@ def test_ab_compares_other_copies_with_this_tree() -> None:
         assert 0 < p50 <= p99, rows[name]
         assert math.isfinite(added), rows[name]
         assert cpu > 0, rows[name]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="--load drives wrk (CI installs it)")
+def test_ab_load_measures_each_copy_against_the_floor_side_by_side() -> None:
+    """`python -m ops.bench.ab --load`: the floor, a base and this tree under load at once,
+    every span exported, each with requests/s, its ratio to the floor and CPU per request."""
+    argv = [sys.executable, "-m", "ops.bench.ab", "--load", "--seconds", "1", "--rounds", "2"]
+    argv += ["--copies", "1", "--traced", "all", "--base-tree", str(ROOT)]
+    process = subprocess.run(
+        argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    assert "spans: all" in process.stdout
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in process.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line and "target" not in line
+    }
+    assert set(rows) == {"floor", "base", "this tree"}  # (a lone base is "base")
+    assert rows["floor"][1] == "1.000x"
+    for name in ("base", "this tree"):
+        rps, ratio, rounds, cpu = rows[name]
+        assert float(rps.replace(",", "")) > 0, rows[name]
+        assert 0 < float(ratio.removesuffix("x")) < 2, rows[name]
+        assert len(rounds.split(",")) == 2, rows[name]
+        assert float(cpu) > 0, rows[name]
 
 
 def test_ab_names_its_bases() -> None:
