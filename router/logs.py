@@ -136,9 +136,13 @@ def utc_timestamper(clock: Callable[[], int] = time.time_ns) -> Processor:
     ) -> MutableMapping[str, Any]:
         nonlocal formatted
         second, nanoseconds = divmod(clock(), 1_000_000_000)
-        if formatted[0] != second:
-            formatted = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        event_dict["timestamp"] = f"{formatted[1]}.{nanoseconds // 1000:06d}Z"
+        cached = formatted  # (read once: another thread may replace it meanwhile)
+        if cached[0] != second:
+            cached = formatted = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
+        event_dict["timestamp"] = f"{cached[1]}.{nanoseconds // 1000:06d}Z"
         return event_dict
 
     return stamp
@@ -146,9 +150,9 @@ def utc_timestamper(clock: Callable[[], int] = time.time_ns) -> Processor:
 
 class LineWriter:
     """structlog's logger: each rendered line written to `stream` (None: whatever
-    `sys.stdout` is at the time, as structlog's `PrintLogger` does) with its newline in one
-    `write` and flushed, under one lock per process (`PrintLogger` makes two writes of a
-    `print`, for about twice the cost)."""
+    `sys.stdout` is at the time) with its newline in one `write` and flushed, under one lock
+    per process (structlog's `PrintLogger` makes two writes of a `print`, for about twice the
+    cost)."""
 
     _lock = threading.Lock()  # (one stream per process: stdout, or stderr for a CLI command)
 

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -183,47 +184,51 @@ async def run_load(
                 "upstream",
                 [PY, "-m", "ops.bench.upstream", "--latency-ms", "0"],
                 logdir,
-                cores.load,
-            ).wait()
-            every.append(up)
+                cores.upstream,
+            )
+            every.append(up)  # (each process stopped at the end whatever happens next)
+            up = up.wait()
             config = logdir / "router.yaml"
             config.write_text(sidecar_yaml(up, up, up, dead.getsockname()[1], ROOT / "policies"))
             env = _clean_env(ROUTER_LOG_LEVEL="info", **TRACED_ENV[traced])
             if traced != "off":
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = up.base  # the fake upstream is a sink too
-            argv = {name: _sidecar_from(tree, config) for name, tree in trees.items()}
+            argv = {"floor": [PY, "-m", "ops.bench.floor", "--upstream", up.base]}
+            argv |= {name: _sidecar_from(tree, config) for name, tree in trees.items()}
             argv["this tree"] = [PY, "-m", "router", "serve", "--config", str(config)]
             argv["this tree"] += ["--port", "0"]
-            floor = [PY, "-m", "ops.bench.floor", "--upstream", up.base]
             for copy in range(copies):
-                procs.setdefault("floor", []).append(
-                    spawn(f"floor-{copy}", floor, logdir, cores.server).wait()
-                )
-                for number, name in enumerate(argv):
-                    proc = spawn(f"side-{number}-{copy}", argv[name], logdir, cores.server, env=env)
-                    procs.setdefault(name, []).append(proc.wait())
+                for number, (name, command) in enumerate(argv.items()):
+                    proc = spawn(
+                        f"load-{number}-{copy}",
+                        command,
+                        logdir,
+                        cores.server,
+                        env=None if name == "floor" else env,
+                    )
+                    every.append(proc)
+                    procs.setdefault(name, []).append(proc)
             for name, copies_of in procs.items():
+                copies_of[:] = [proc.wait() for proc in copies_of]  # (each with its port)
                 for proc in copies_of:
                     if name != "floor":
                         await _wait_ready(proc, "/readyz")
-                    every.append(proc)
                     await client.closed_loop(proc.chat_url, client.body(MODEL), 8, 0.5)
             loaded = [proc for copies_of in procs.values() for proc in copies_of]
             each = max(8, LOAD_CONNECTIONS // len(loaded))
             rps: dict[str, list[float]] = {name: [] for name in procs}
             cpu_ms: dict[str, list[float]] = {name: [] for name in procs}
             errors = dict.fromkeys(procs, 0)
+            loop = asyncio.get_running_loop()
+            # a thread per wrk, so that all of them start at once (the default pool has cores + 4)
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(loaded)))
+            body = client.body(MODEL)
             for _ in range(rounds):
                 before = [proc.cpu_s() for proc in loaded]
                 results = await asyncio.gather(
                     *(
-                        asyncio.to_thread(
-                            client.run_wrk,
-                            p.chat_url,
-                            client.body(MODEL),
-                            each,
-                            seconds,
-                            cores.load,
+                        loop.run_in_executor(
+                            pool, client.run_wrk, p.chat_url, body, each, seconds, cores.load
                         )
                         for p in loaded
                     )
@@ -289,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="[NAME=]DIR",
         help="another copy of the project to compare to",
     )
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the run")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="length of the run (--load: of a round)"
+    )
     parser.add_argument("--stream", action="store_true", help="time to first token instead")
     parser.add_argument("--pause-ms", type=float, default=0.0, help="pause between requests")
     parser.add_argument(
@@ -307,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.load:
         if shutil.which("wrk") is None:
             parser.error("--load needs wrk on the PATH")
+        if args.stream or args.pause_ms:
+            parser.error("--load measures whole answers under load: no --stream, no --pause-ms")
         table = run_load(bases, int(args.seconds), args.rounds, args.copies, args.traced)
         print(asyncio.run(table))
         return 0
