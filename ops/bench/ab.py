@@ -68,6 +68,23 @@ def _sidecar_from(tree: Path, config: Path) -> list[str]:
     return [PY, "-c", bootstrap, str(tree), "serve", "--config", str(config), "--port", "0"]
 
 
+def _prepared(
+    stack: ExitStack, bases: Sequence[tuple[str, str, Path | None]]
+) -> tuple[Cores, Path, int, dict[str, Path]]:
+    """What a run needs: the cores (this process pinned to the load core), a log folder, a
+    closed port (the config's dead provider, held by `stack`) and each base's project copy (its
+    DIR, or its ref checked out for the run and removed with `stack`)."""
+    cores = Cores.plan()
+    pin(0, cores.load)
+    logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
+    dead = stack.enter_context(_closed_port())
+    trees = {
+        name: tree if tree is not None else stack.enter_context(worktree(ref))
+        for name, ref, tree in bases
+    }
+    return cores, logdir, dead.getsockname()[1], trees
+
+
 async def run(
     bases: Sequence[tuple[str, str, Path | None]],
     seconds: float,
@@ -75,17 +92,9 @@ async def run(
     pause_s: float = 0.0,
 ) -> str:
     """The A/B table (markdown) of `bases`: (name, git ref or label, the project copy or None)."""
-    cores = Cores.plan()
-    pin(0, cores.load)
-    logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
     procs: dict[str, Proc] = {}
-    dead = _closed_port()
     with ExitStack() as stack:
-        stack.enter_context(dead)
-        trees = {
-            name: tree if tree is not None else stack.enter_context(worktree(ref))
-            for name, ref, tree in bases
-        }
+        cores, logdir, dead_port, trees = _prepared(stack, bases)
         try:
             upstream_args = ["--latency-ms", "0", "--chunks", STREAM_CHUNKS]
             upstream_args += ["--chunk-ms", STREAM_CHUNK_MS]
@@ -94,7 +103,7 @@ async def run(
             ).wait()
             procs["direct"] = up
             config = logdir / "router.yaml"
-            config.write_text(sidecar_yaml(up, up, up, dead.getsockname()[1], ROOT / "policies"))
+            config.write_text(sidecar_yaml(up, up, up, dead_port, ROOT / "policies"))
             env = _clean_env(ROUTER_LOG_LEVEL="warning")
             procs["floor"] = spawn(
                 "floor", [PY, "-m", "ops.bench.floor", "--upstream", up.base], logdir, cores.server
@@ -167,18 +176,10 @@ async def run_load(
     traced: str,
 ) -> str:
     """The side-by-side throughput table (markdown) of `bases`, the floor and this tree."""
-    cores = Cores.plan()
-    pin(0, cores.load)
-    logdir = Path(tempfile.mkdtemp(prefix="fusion-ab-logs-"))
     procs: dict[str, list[Proc]] = {}
     every: list[Proc] = []
-    dead = _closed_port()
     with ExitStack() as stack:
-        stack.enter_context(dead)
-        trees = {
-            name: tree if tree is not None else stack.enter_context(worktree(ref))
-            for name, ref, tree in bases
-        }
+        cores, logdir, dead_port, trees = _prepared(stack, bases)
         try:
             up = spawn(
                 "upstream",
@@ -189,7 +190,7 @@ async def run_load(
             every.append(up)  # (each process stopped at the end whatever happens next)
             up = up.wait()
             config = logdir / "router.yaml"
-            config.write_text(sidecar_yaml(up, up, up, dead.getsockname()[1], ROOT / "policies"))
+            config.write_text(sidecar_yaml(up, up, up, dead_port, ROOT / "policies"))
             env = _clean_env(ROUTER_LOG_LEVEL="info", **TRACED_ENV[traced])
             if traced != "off":
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = up.base  # the fake upstream is a sink too
