@@ -142,7 +142,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     board.register((m.provider, m.id) for m in catalog.models.values())
     metrics.start_at_zero(catalog)
     telemetry = services.telemetry
-    forwarding = {name for name, p in config.providers.items() if p.forward_trace_context}
+    forwarding = config.trace_forwarding()
 
     def trace_headers(model: CatalogModel) -> tuple[tuple[str, str], ...]:
         return inject_headers() if model.provider in forwarding else ()
@@ -257,7 +257,7 @@ def create_app(
             env,
             span_exporter,
             lambda reason, count: metrics.spans_dropped.labels(reason).inc(count),
-            forwarding=any(p.forward_trace_context for p in loaded.config.providers.values()),
+            forwarding=bool(loaded.config.trace_forwarding()),
         ),
         policy=policy,
         logger=get_logger().bind(),

@@ -338,6 +338,10 @@ class RouterConfig(_Strict):
     # serves them when the name is not in the catalog, denied here, or has no target up
     model_map: dict[Annotated[str, Field(min_length=1, max_length=256)], Name] = {}
 
+    def trace_forwarding(self) -> frozenset[str]:
+        """The providers sent W3C trace context on every call (`forward_trace_context`)."""
+        return frozenset(name for name, p in self.providers.items() if p.forward_trace_context)
+
 
 class LoadedConfig(BaseModel):
     """A validated config and where it came from."""
