@@ -512,7 +512,19 @@ def test_ctrl_c_writes_what_is_done_and_a_rerun_resumes(tmp_path: Path) -> None:
         str(out),
     ]
     env = {k: v for k, v in os.environ.items() if k != "ROUTER_CONFIG"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def default_sigint() -> None:
+        # A job a shell starts in the background (CI under `nohup ... &`) ignores SIGINT, and
+        # so would the eval it starts: Ctrl-C reaches a foreground command, whose SIGINT acts
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=default_sigint,  # noqa: PLW1509  # (before exec: the child runs no threads)
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         results = out / RESULTS
