@@ -450,9 +450,7 @@ async def phase_max_throughput(
     report: Report,
     cores: Cores,
     up: Proc,
-    floor: Proc,
-    side: Proc,
-    traced: dict[str, Proc],
+    copies: dict[str, Sequence[Proc]],
 ) -> None:
     """128 in flight against the zero-latency upstream: the most each can do on its core.
 
@@ -460,26 +458,18 @@ async def phase_max_throughput(
     puts each target's two runs next to each other (the machine's speed drifts between runs):
     the untraced sidecar and every span exported each beside the floor, 10% sampled beside
     the untraced sidecar it is held to (its ratio to the floor, shown without a target, spans
-    the untraced run)."""
-    order: list[tuple[str, Proc | None, str]] = [
-        ("direct", None, up.chat_url),
-        *(
-            (name, proc, proc.chat_url)
-            for name, proc in traced.items()
-            if name == "sidecar_telemetry_10"
-        ),
-        ("sidecar", side, side.chat_url),
-        ("floor", floor, floor.chat_url),
-        *(
-            (name, proc, proc.chat_url)
-            for name, proc in traced.items()
-            if name != "sidecar_telemetry_10"
-        ),
-    ]
-    runs: dict[str, list[Throughput]] = {name: [] for name, _, _ in order}
+    the untraced run). Each of those targets is `copies` of one process, a round taking the
+    next copy: a process's own hash seed and memory layout move its speed by a few per cent,
+    and its rounds would all carry that."""
+    names = ("sidecar_telemetry_10", "sidecar", "floor", "sidecar_telemetry")
+    order: list[tuple[str, Sequence[Proc]]] = [("direct", ()), *((n, copies[n]) for n in names)]
+    runs: dict[str, list[Throughput]] = {name: [] for name, _ in order}
     for r in range(s.rounds):
-        for name, proc, url in order if r % 2 == 0 else order[::-1]:
-            runs[name].append(await _max_rps(s, cores, proc, url))
+        for name, procs in order if r % 2 == 0 else order[::-1]:
+            proc = procs[r % len(procs)] if procs else None
+            runs[name].append(
+                await _max_rps(s, cores, proc, up.chat_url if proc is None else proc.chat_url)
+            )
     out = {name: Throughput.combine(r) for name, r in runs.items()}
     tool = "wrk" if s.use_wrk else "python client"
     report.details["phase3"] = {"tool": tool} | {k: asdict(v) for k, v in out.items()}
@@ -1024,33 +1014,55 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         dead_port = dead_socket.getsockname()[1]
         config.write_text(sidecar_yaml(up, slow, fusion_up, dead_port, ROOT / "policies"))
         serve = ("serve", "--config", str(config), "--port", "0")
-        floor, floor_slow, side, tel, tel10 = ready(
-            launch("floor", "ops.bench.floor", cores.server, "--upstream", up.base),
+        every_span = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": up.base,  # the fake upstream is also an OTLP sink
+            "OTEL_SERVICE_NAME": "fusion-router-bench",
+        }
+        sampled = every_span | {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+
+        def phase3_targets(suffix: str) -> list[Pending]:
+            """The floor, the untraced sidecar and the two traced ones (info logs)."""
+            info = {"ROUTER_LOG_LEVEL": "info"}
+            return [
+                launch(f"floor{suffix}", "ops.bench.floor", cores.server, "--upstream", up.base),
+                launch(f"sidecar{suffix}", "router", cores.server, *serve, **info),
+                launch(
+                    f"sidecar-telemetry{suffix}",
+                    "router",
+                    cores.server,
+                    *serve,
+                    **info,
+                    **every_span,
+                ),
+                launch(
+                    f"sidecar-telemetry-10{suffix}",
+                    "router",
+                    cores.server,
+                    *serve,
+                    **info,
+                    **sampled,
+                ),
+            ]
+
+        floor, side, tel, tel10, floor_slow, *seconds = ready(
+            *phase3_targets(""),
             launch("floor-slow", "ops.bench.floor", cores.server, "--upstream", slow.base),
-            launch("sidecar", "router", cores.server, *serve, ROUTER_LOG_LEVEL="info"),
-            launch(
-                "sidecar-telemetry",
-                "router",
-                cores.server,
-                *serve,
-                ROUTER_LOG_LEVEL="info",
-                OTEL_EXPORTER_OTLP_ENDPOINT=up.base,  # the fake upstream is also an OTLP sink
-                OTEL_SERVICE_NAME="fusion-router-bench",
-            ),
-            launch(
-                "sidecar-telemetry-10",
-                "router",
-                cores.server,
-                *serve,
-                ROUTER_LOG_LEVEL="info",
-                OTEL_EXPORTER_OTLP_ENDPOINT=up.base,
-                OTEL_SERVICE_NAME="fusion-router-bench",
-                OTEL_TRACES_SAMPLER="parentbased_traceidratio",
-                OTEL_TRACES_SAMPLER_ARG="0.1",
-            ),
+            *phase3_targets("-2"),  # phase 3's second copies
         )
         traced = {"sidecar_telemetry": tel, "sidecar_telemetry_10": tel10}
-        for proc in (side, tel, tel10):
+        copies: dict[str, Sequence[Proc]] = {
+            name: (first, second)
+            for name, first, second in zip(
+                ("floor", "sidecar", "sidecar_telemetry", "sidecar_telemetry_10"),
+                (floor, side, tel, tel10),
+                seconds,
+                strict=True,
+            )
+        }
+        for proc in (side, tel, tel10, *seconds[1:]):
             await _wait_ready(proc, "/readyz")
         await asyncio.sleep(0.3 if s.quick else 1.0)
         idle = {
@@ -1060,7 +1072,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         }
 
         warm = 0.3 if s.quick else 1.0
-        for proc in (up, floor, side, tel, tel10):
+        for proc in (up, floor, side, tel, tel10, *seconds):
             await client.closed_loop(proc.chat_url, client.body(MODEL), 8, warm)
         for url in (floor_slow.chat_url, side.chat_url):
             await client.closed_loop(url, client.body(SLOW_MODEL), 8, warm)
@@ -1080,7 +1092,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
 
         await timed("1", phase_one_in_flight(s, report, cores, up, floor, side, traced))
         await timed("2", phase_realistic(s, report, slow, floor_slow, side))
-        await timed("3", phase_max_throughput(s, report, cores, up, floor, side, traced))
+        await timed("3", phase_max_throughput(s, report, cores, up, copies))
         await timed("4", phase_streaming(s, report, up, floor, side))
         phase_memory(report, idle, peak)
         await timed("6", phase_fusion(s, report, fusion_up, side))
