@@ -1098,7 +1098,7 @@ async def run(s: Settings, argv: Sequence[str], results_dir: Path) -> dict[str, 
         await timed("6", phase_fusion(s, report, fusion_up, side))
         await timed("7", phase_failover(s, report, side))
         await timed("8", phase_soak(s, report, up, side))
-        for proc in (side, tel, tel10):
+        for proc in (side, tel, tel10, *seconds[1:]):
             await _check_healthy_attempts(report, proc)
         report.details["rss_mib_after_each_phase"] = rss_trace
         report.details["phase_seconds"] = phase_seconds
