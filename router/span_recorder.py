@@ -221,35 +221,28 @@ class SpanRecorder(trace.Tracer):
         """The API's `start_span`; `trace_id` (from `sampled_root`, so decided already) makes
         a sampled root in that trace, whatever `context` holds."""
         if trace_id is not None:
-            return RecordedSpan(
-                name,
-                SpanContext(trace_id, _span_id(), False, _SAMPLED_ROOT),
-                None,
-                kind,
-                _cleaned(attributes),
-                links or (),
-                start_time if start_time is not None else time_ns(),
-                self._on_end,
-            )
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id, state = parent.trace_id, parent.trace_state
-            flags = TraceFlags.RANDOM_TRACE_ID if parent.trace_flags.random_trace_id else 0
-            sampled = self._sampled(parent, trace_id)
+            span_context, parent = SpanContext(trace_id, _span_id(), False, _SAMPLED_ROOT), None
         else:
-            trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
-            sampled = self._sampled(None, trace_id)
-        if not sampled:
-            return trace.NonRecordingSpan(
-                SpanContext(trace_id, _span_id(), False, TraceFlags(flags), state)
+            current = trace.get_current_span(context).get_span_context()
+            if current.is_valid:
+                trace_id, state = current.trace_id, current.trace_state
+                flags = TraceFlags.RANDOM_TRACE_ID if current.trace_flags.random_trace_id else 0
+                sampled = self._sampled(current, trace_id)
+            else:
+                trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
+                sampled = self._sampled(None, trace_id)
+            if not sampled:
+                return trace.NonRecordingSpan(
+                    SpanContext(trace_id, _span_id(), False, TraceFlags(flags), state)
+                )
+            span_context = SpanContext(
+                trace_id, _span_id(), False, TraceFlags(flags | TraceFlags.SAMPLED), state
             )
-        span_context = SpanContext(
-            trace_id, _span_id(), False, TraceFlags(flags | TraceFlags.SAMPLED), state
-        )
+            parent = current if current.is_valid else None
         return RecordedSpan(
             name,
             span_context,
-            parent if parent.is_valid else None,
+            parent,
             kind,
             _cleaned(attributes),
             links or (),
