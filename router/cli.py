@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router import __version__, logs
+from router import __version__, logs, native
 from router.app import create_app
 from router.catalog import Catalog
 from router.config import LoadedConfig, load_config
@@ -182,6 +182,7 @@ async def _serve(app: web.Application, host: str, port: int, loaded: LoadedConfi
             config=loaded.source,
             jurisdiction=loaded.config.jurisdiction,
             version=__version__,
+            span_modules=native.current_status().reason,  # "compiled", or why the source runs
         )
         await stop.wait()
         stopped.signalled = started = time.monotonic()

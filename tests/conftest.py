@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from router import native
+
+
+def pytest_report_header() -> str:
+    """Say which span modules this run tests: mypyc's build or the source (router/native.py)."""
+    status = native.current_status()
+    return f"span modules: {status.reason} ({Path(native.__file__).parent})"
 
 
 @pytest.fixture(autouse=True)

@@ -1,29 +1,67 @@
-"""The embedded default and the shipped policies travel inside the wheel, not only the checkout."""
+"""The wheel: the embedded default, the shipped policies, and the span modules compiled or not."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+from router import native
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_carries_the_embedded_default_and_policies(tmp_path: Path) -> None:
-    """A built wheel holds router/data/default.yaml and every shipped policy file."""
+def _wheel(destination: Path, **env: str) -> tuple[str, set[str], zipfile.ZipFile]:
+    environ = {k: v for k, v in os.environ.items() if k != native.DISABLE_ENV} | env
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "-q",
+            "-w",
+            str(destination),
+        ],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
+        env=environ,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    wheel = next(tmp_path.glob("fusion_router-*.whl"))
-    names = set(zipfile.ZipFile(wheel).namelist())
+    wheel = next(destination.glob("fusion_router-*.whl"))
+    archive = zipfile.ZipFile(wheel)
+    return wheel.name, set(archive.namelist()), archive
+
+
+def test_wheel_carries_the_embedded_default_policies_and_compiled_span_modules(
+    tmp_path: Path,
+) -> None:
+    """A built wheel holds router/data/default.yaml, every shipped policy file, and mypyc's build
+    of the span modules with a manifest matching the sources it carries."""
+    name, names, archive = _wheel(tmp_path)
     assert "router/data/default.yaml" in names
     shipped = {p.name for p in (ROOT / "policies").glob("*.yaml")}
     assert shipped
     assert {f"router/data/policies/{name}" for name in shipped} <= names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+    manifest = json.loads(archive.read("router/_native/manifest.json"))
+    assert manifest["digest"] == native.source_digest(ROOT / "router")
+    compiled = {f"router/_native/{file}" for file in manifest["modules"].values()}
+    assert compiled | {f"router/_native/{manifest['library']}"} <= names
+    assert not name.endswith("-py3-none-any.whl")  # compiled code: a CPython, platform wheel
+
+
+def test_without_a_c_compiler_the_wheel_is_plain_and_still_builds(tmp_path: Path) -> None:
+    """A failed compile is a warning: the wheel carries the source only, for any platform."""
+    name, names, _ = _wheel(tmp_path, CC="false")
+    assert name.endswith("-py3-none-any.whl")
+    assert not any(n.startswith("router/_native/") for n in names)
+    assert "router/span_recorder.py" in names

@@ -1,4 +1,5 @@
-"""The real `serve` process: embedded default, the official client, and a graceful SIGTERM."""
+"""The real `serve` process: embedded default, the official client, a graceful SIGTERM, and its
+startup line."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import openai
+import pytest
+
+from router import native
 
 
 @asynccontextmanager
@@ -85,3 +90,15 @@ async def test_sigterm_finishes_in_flight_requests_then_exits() -> None:
         assert rest[-1].choices[0].finish_reason == "stop"
         async with asyncio.timeout(20):
             assert await process.wait() == 0
+
+
+@pytest.mark.parametrize("switch", ["", "1"])
+async def test_the_startup_line_says_whether_the_span_modules_run_compiled(switch: str) -> None:
+    """`span_modules` on `server.listening`: the process's own decision (router/native.py), and
+    `disabled` whenever FUSION_ROUTER_NO_EXTENSIONS is set, build or no build."""
+    async with serve_process(env={native.DISABLE_ENV: switch}) as (_process, _port, lines):
+        [listening] = [line for line in lines if line["event"] == "server.listening"]
+        expected = native.native_status(Path(native.__file__).parent, {native.DISABLE_ENV: switch})
+        assert listening["span_modules"] == expected[0].reason
+        if switch:
+            assert listening["span_modules"] == "disabled"

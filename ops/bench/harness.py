@@ -32,6 +32,7 @@ import aiohttp
 from ops.bench import client
 from ops.bench.client import Sample
 from ops.bench.procs import ROOT, Cores, Pending, Proc, pin, spawn
+from router import native
 
 RESULTS = ROOT / "ops" / "bench" / "results"
 PY = sys.executable
@@ -960,6 +961,8 @@ def machine(cores: Cores, use_wrk: bool) -> dict[str, Any]:
         "aiohttp": version("aiohttp"),
         "uvloop": version("uvloop"),
         "fusion_router": version("fusion-router"),
+        # what the sidecars will import: mypyc's build of the span modules, or why the source
+        "span_modules": native.native_status(ROOT / "router", os.environ)[0].reason,
         "wrk": wrk_version,
         "pinning": cores.describe(),
         "load_average_at_start": [round(x, 2) for x in load],
@@ -1152,7 +1155,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- Command: `{result['command']}` (from the repository root; {result['duration_s']} s)",
         f"- Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['os']}; "
-        f"aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, {m['wrk'] if m['wrk'] != '-' else 'no wrk'}",
+        f"aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, {m['wrk'] if m['wrk'] != '-' else 'no wrk'}; "
+        f"span modules {m.get('span_modules', '-')}",
         f"- Pinning: {m['pinning']}; load average at start {m['load_average_at_start']}",
         "- Latency rows: *direct* is the raw value straight to the fake upstream; *floor* and "
         "*sidecar* are what each adds to it; *vs floor* is sidecar minus floor. Other rows: raw "

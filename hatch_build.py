@@ -1,0 +1,141 @@
+"""Build hook: compile the span modules with mypyc when it can; without a compiler the source runs.
+
+hatchling runs `CompiledSpansHook` for every wheel, editable or not: it compiles
+`router.native.COMPILED_MODULES`, unchanged, into one mypyc group and writes `router/_native/`
+(the compiled files, the group's shared library and a manifest with the sources' digest, which
+`router.native` checks at import). A failed compile (no C compiler, no Python headers) is a
+warning, not a failed install. `FUSION_ROUTER_NO_EXTENSIONS=1` skips it.
+
+After editing a checked module in a checkout, `python hatch_build.py` rebuilds in place (until
+then the sidecar runs the edited source, never the stale build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from hatchling.builders.config import BuilderConfig
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+ROOT = Path(__file__).resolve().parent
+
+
+def native_layout(root: Path) -> ModuleType:
+    """`router/native.py` of `root`, loaded alone (its names are the build's contract)."""
+    name = "_fusion_router_native_layout"
+    spec = importlib.util.spec_from_file_location(name, root / "router" / "native.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no router/native.py under {root}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Copy beside the target, then rename over it: a process with the old file mapped keeps it."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
+def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
+    """Compile the span modules of `root/router` with mypyc into `out_dir`; the files written."""
+    from mypy.version import __version__ as mypy_version
+    from mypyc.build import mypycify
+    from setuptools import Distribution  # type: ignore[import-untyped]
+
+    layout = native_layout(root)
+    manifest_path = out_dir / layout.MANIFEST_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)  # a build that fails below leaves "not built"
+    digest = layout.source_digest(root / "router")  # the bytes compiled, read before compiling
+    names = {f"{layout.PACKAGE}.{short}": short for short in layout.COMPILED}
+    with (
+        tempfile.TemporaryDirectory(prefix="fusion-router-mypyc-") as tmp,
+        contextlib.chdir(root),
+    ):
+        extensions = mypycify(
+            ["--cache-dir", f"{tmp}/cache", *(f"router/{short}.py" for short in names.values())],
+            opt_level="3",
+            group_name=layout.GROUP_LIBRARY,
+            target_dir=f"{tmp}/c",
+        )
+        distribution = Distribution({"name": "fusion-router-spans", "ext_modules": extensions})
+        build = distribution.get_command_obj("build_ext")
+        build.build_lib = f"{tmp}/lib"
+        build.build_temp = f"{tmp}/obj"
+        distribution.run_command("build_ext")
+        built = Path(tmp, "lib", "router")
+        modules: dict[str, str] = {}
+        written: list[Path] = []
+        for name, short in names.items():
+            [compiled] = built.glob(f"{short}.*")
+            _replace(compiled, out_dir / compiled.name)
+            modules[name] = compiled.name
+            written.append(out_dir / compiled.name)
+        [library] = (built / layout.NATIVE_DIR_NAME).glob("spans__mypyc.*")
+        _replace(library, out_dir / library.name)
+        written.append(out_dir / library.name)
+    package = out_dir / "__init__.py"
+    package.write_text('"""mypyc\'s build of the span modules: see router/native.py."""\n')
+    manifest = {
+        "digest": digest,
+        "modules": modules,
+        "library": library.name,
+        "mypy": mypy_version,
+        "python": sys.version.split()[0],
+    }
+    partial = manifest_path.with_name(manifest_path.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, manifest_path)
+    return [*written, package, manifest_path]
+
+
+class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
+    """Compile the span modules into the wheel (or, for an editable install, into the checkout)."""
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        layout = native_layout(Path(self.root))
+        if os.environ.get(layout.DISABLE_ENV, "") not in ("", "0"):
+            self.app.display_info(f"{layout.DISABLE_ENV} is set: the span modules stay source")
+            return
+        editable = version == "editable"
+        if editable:
+            out_dir = Path(self.root, "router", layout.NATIVE_DIR_NAME)
+        else:
+            self._scratch = out_dir = Path(tempfile.mkdtemp(prefix="fusion-router-native-"))
+        try:
+            written = compile_span_modules(Path(self.root), out_dir)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - no compiler must not fail it
+            self.app.display_warning(
+                f"fusion-router: span modules not compiled ({type(error).__name__}: {error});"
+                " the plain modules run"
+            )
+            return
+        if not editable:
+            for path in written:
+                build_data["force_include"][str(path)] = (
+                    f"router/{layout.NATIVE_DIR_NAME}/{path.name}"
+                )
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    for path in compile_span_modules(ROOT, ROOT / "router" / "_native"):
+        print(path.relative_to(ROOT))

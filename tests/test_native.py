@@ -1,0 +1,216 @@
+"""The compiled span modules: served only while they match the source, and as correct as it.
+
+The decision (`router.native.native_status`) is checked on fake builds; a real mypyc build of a
+copy of the checkout then runs the span tests compiled, and the same tests run on the source with
+`FUSION_ROUTER_NO_EXTENSIONS`, each in its own process that reports which build it imported.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from router import native
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+# The tests that exercise the compiled modules: recording, sampling, encoding, shipping.
+SPAN_TESTS = (
+    "tests/test_otlp_encoding.py",
+    "tests/test_span_recorder.py",
+    "tests/test_sampling.py",
+    "tests/test_span_shipping.py",
+)
+
+
+def _fake_build(package_dir: Path, *, digest: str | None = None) -> Path:
+    """A manifest and empty compiled files, as the build hook lays them out."""
+    native_dir = package_dir / native.NATIVE_DIR_NAME
+    native_dir.mkdir()
+    modules = {f"router.{name}": f"{name}{SUFFIX}" for name in native.COMPILED}
+    for file in [*modules.values(), f"spans__mypyc{SUFFIX}"]:
+        (native_dir / file).write_bytes(b"")
+    manifest = {
+        "digest": digest or native.source_digest(package_dir),
+        "modules": modules,
+        "library": f"spans__mypyc{SUFFIX}",
+    }
+    (native_dir / native.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return native_dir
+
+
+@pytest.fixture
+def package_dir(tmp_path: Path) -> Path:
+    """The checked sources, copied."""
+    for name in native.CHECKED_SOURCES:
+        shutil.copyfile(ROOT / "router" / f"{name}.py", tmp_path / f"{name}.py")
+    return tmp_path
+
+
+def test_a_build_matching_the_sources_is_served(package_dir: Path) -> None:
+    native_dir = _fake_build(package_dir)
+    status, paths = native.native_status(package_dir, {})
+    assert status == native.NativeStatus(native.COMPILED_MODULES, "compiled")
+    assert paths["router.span_recorder"] == native_dir / f"span_recorder{SUFFIX}"
+    assert sorted(paths) == sorted(native.COMPILED_MODULES)
+
+
+def test_no_build_means_the_source(package_dir: Path) -> None:
+    assert native.native_status(package_dir, {}) == (native.NativeStatus((), "not built"), {})
+
+
+@pytest.mark.parametrize("edited", native.CHECKED_SOURCES)
+def test_an_edit_to_any_checked_source_makes_the_build_stale(
+    package_dir: Path, edited: str
+) -> None:
+    """Compiled or only imported by compiled code (mypyc inlines constants): one byte counts."""
+    _fake_build(package_dir)
+    with (package_dir / f"{edited}.py").open("a") as source:
+        source.write("\n")
+    assert native.native_status(package_dir, {}) == (native.NativeStatus((), "stale"), {})
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_the_environment_switch_turns_a_valid_build_off(package_dir: Path, value: str) -> None:
+    _fake_build(package_dir)
+    status, paths = native.native_status(package_dir, {native.DISABLE_ENV: value})
+    assert (status.reason, paths) == ("disabled", {})
+    assert native.native_status(package_dir, {native.DISABLE_ENV: "0"})[0].reason == "compiled"
+
+
+def test_a_build_for_another_python_is_not_loaded(package_dir: Path) -> None:
+    native_dir = _fake_build(package_dir)
+    manifest = json.loads((native_dir / native.MANIFEST_NAME).read_text())
+    manifest["library"] = "spans__mypyc.cpython-39-x86_64-linux-gnu.so"
+    (native_dir / manifest["library"]).write_bytes(b"")
+    (native_dir / native.MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert native.native_status(package_dir, {})[0].reason == "other python"
+
+
+def test_a_build_missing_a_file_is_not_loaded(package_dir: Path) -> None:
+    native_dir = _fake_build(package_dir)
+    (native_dir / f"sampling{SUFFIX}").unlink()
+    assert native.native_status(package_dir, {})[0].reason == "incomplete"
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["{", "[]", '{"digest": "x"}', '{"modules": {"router.sampling": "x.so"}, "library": "y"}'],
+)
+def test_a_damaged_manifest_is_not_trusted(package_dir: Path, manifest: str) -> None:
+    native_dir = _fake_build(package_dir)
+    (native_dir / native.MANIFEST_NAME).write_text(manifest)
+    assert native.native_status(package_dir, {})[0].reason == "unreadable"
+
+
+def test_the_checked_sources_cover_every_router_import_of_the_compiled_modules() -> None:
+    """A compiled module is type-checked against what it imports from router: those bytes count."""
+    import ast
+
+    imported = set()
+    for name in native.COMPILED:
+        tree = ast.parse((ROOT / "router" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "router":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("router."):
+                imported.add(node.module.partition(".")[2])
+    assert imported
+    assert imported <= set(native.CHECKED_SOURCES)
+
+
+def _hatch_build() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_hatch_build_under_test", ROOT / "hatch_build.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _checkout_copy(destination: Path) -> Path:
+    """The router package and the tests, as a checkout without a build."""
+    ignore = shutil.ignore_patterns("__pycache__", native.NATIVE_DIR_NAME, ".hypothesis")
+    for part in ("router", "tests"):
+        shutil.copytree(ROOT / part, destination / part, ignore=ignore)
+    for file in ("pyproject.toml", "hatch_build.py"):
+        shutil.copyfile(ROOT / file, destination / file)
+    return destination
+
+
+_WHICH = (
+    "import json, router.native, router.span_recorder, router.otlp_encoding, router.sampling;"
+    "print(json.dumps([router.native.current_status().reason,"
+    " router.span_recorder.__file__, router.otlp_encoding.__file__, router.sampling.__file__]))"
+)
+
+
+def _run(checkout: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != native.DISABLE_ENV}
+    environ |= {"PYTHONPATH": str(checkout), "PYTHONDONTWRITEBYTECODE": "1", **env}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=checkout,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+
+
+def _span_tests(checkout: Path, reason: str, **env: str) -> None:
+    """The span tests in their own process (`-v` undoes addopts `-q`: the header names the build
+    and the package it ran)."""
+    result = _run(checkout, ["-m", "pytest", "-v", "-p", "no:cacheprovider", *SPAN_TESTS], **env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert f"span modules: {reason} ({checkout / 'router'})" in result.stdout
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed is not None
+    assert int(passed.group(1)) >= 60, result.stdout[-500:]
+
+
+@pytest.mark.timeout(600)
+def test_the_compiled_build_passes_the_span_tests_and_an_edit_falls_back(tmp_path: Path) -> None:
+    """mypyc builds the copy; its span tests pass compiled; one edit and the source runs again."""
+    checkout = _checkout_copy(tmp_path)
+    written = _hatch_build().compile_span_modules(checkout, checkout / "router" / "_native")
+    assert {path.name for path in written} >= {native.MANIFEST_NAME, "__init__.py"}
+
+    result = _run(checkout, ["-c", _WHICH])
+    reason, *files = json.loads(result.stdout)
+    assert reason == "compiled", result.stderr
+    assert all(file.endswith(SUFFIX) and file.startswith(str(checkout)) for file in files)
+    _span_tests(checkout, "compiled")
+
+    with (checkout / "router" / "semconv.py").open("a") as source:
+        source.write("# edited after the build\n")
+    reason, *files = json.loads(_run(checkout, ["-c", _WHICH]).stdout)
+    assert reason == "stale"
+    assert [Path(file).name for file in files] == [
+        "span_recorder.py",
+        "otlp_encoding.py",
+        "sampling.py",
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_the_source_passes_the_span_tests_with_extensions_off(tmp_path: Path) -> None:
+    """The fallback every machine without a compiler runs, tested even where the build exists."""
+    checkout = _checkout_copy(tmp_path)
+    reason, *files = json.loads(_run(checkout, ["-c", _WHICH], **{native.DISABLE_ENV: "1"}).stdout)
+    assert reason == "disabled"
+    assert all(file.endswith(".py") for file in files)
+    _span_tests(checkout, "disabled", **{native.DISABLE_ENV: "1"})
