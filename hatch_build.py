@@ -27,6 +27,18 @@ from hatchling.builders.config import BuilderConfig
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 ROOT = Path(__file__).resolve().parent
+# Not the project's mypy settings: the compiled modules must resolve OpenTelemetry's real types
+# (mypyc lays classes out by them; `Any` there built broken code), so a missing OpenTelemetry
+# fails the compile and the source runs. The router modules they import are read, never
+# reported on, and those modules' own imports (orjson, structlog, aiohttp: not in pip's
+# isolated build environment) may be missing.
+MYPYC_OPTIONS = """\
+[mypy]
+follow_imports = silent
+ignore_missing_imports = True
+[mypy-opentelemetry.*]
+ignore_missing_imports = False
+"""
 
 
 def native_layout(root: Path) -> ModuleType:
@@ -64,8 +76,13 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
         tempfile.TemporaryDirectory(prefix="fusion-router-mypyc-") as tmp,
         contextlib.chdir(root),
     ):
+        options = Path(tmp, "mypy.ini")
+        options.write_text(MYPYC_OPTIONS)
         extensions = mypycify(
-            ["--cache-dir", f"{tmp}/cache", *(f"router/{short}.py" for short in names.values())],
+            [
+                *("--config-file", str(options), "--cache-dir", f"{tmp}/cache"),
+                *(f"router/{short}.py" for short in names.values()),
+            ],
             opt_level="3",
             group_name=layout.GROUP_LIBRARY,
             target_dir=f"{tmp}/c",
