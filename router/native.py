@@ -75,7 +75,11 @@ def native_status(
         or not isinstance(library, str)
     ):
         return NativeStatus((), "unreadable"), {}
-    if manifest.get("digest") != source_digest(package_dir):
+    try:
+        digest = source_digest(package_dir)
+    except OSError:  # a checked source is missing: nothing to check the build against
+        return NativeStatus((), "unreadable"), {}
+    if manifest.get("digest") != digest:
         return NativeStatus((), "stale"), {}
     paths = {name: native_dir / str(file) for name, file in files.items()}
     built = (*paths.values(), native_dir / library)

@@ -9,10 +9,11 @@ import pytest
 from router import native
 
 
-def pytest_report_header() -> str:
-    """Say which span modules this run tests: mypyc's build or the source (router/native.py)."""
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which span modules this run tested: mypyc's build or the source (router/native.py).
+    The summary shows even under `-q`, so CI's log says it."""
     status = native.current_status()
-    return f"span modules: {status.reason} ({Path(native.__file__).parent})"
+    terminalreporter.write_line(f"span modules: {status.reason} ({Path(native.__file__).parent})")
 
 
 @pytest.fixture(autouse=True)

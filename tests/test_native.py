@@ -113,6 +113,12 @@ def test_a_damaged_manifest_is_not_trusted(package_dir: Path, manifest: str) -> 
     assert native.native_status(package_dir, {})[0].reason == "unreadable"
 
 
+def test_a_missing_checked_source_is_not_trusted(package_dir: Path) -> None:
+    _fake_build(package_dir)
+    (package_dir / "semconv.py").unlink()
+    assert native.native_status(package_dir, {})[0].reason == "unreadable"
+
+
 def test_the_checked_sources_cover_every_router_import_of_the_compiled_modules() -> None:
     """A compiled module is type-checked against what it imports from router: those bytes count."""
     import ast
@@ -172,9 +178,8 @@ def _run(checkout: Path, args: list[str], **env: str) -> subprocess.CompletedPro
 
 
 def _span_tests(checkout: Path, reason: str, **env: str) -> None:
-    """The span tests in their own process (`-v` undoes addopts `-q`: the header names the build
-    and the package it ran)."""
-    result = _run(checkout, ["-m", "pytest", "-v", "-p", "no:cacheprovider", *SPAN_TESTS], **env)
+    """The span tests in their own process; the summary names the build and the package it ran."""
+    result = _run(checkout, ["-m", "pytest", "-p", "no:cacheprovider", *SPAN_TESTS], **env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert f"span modules: {reason} ({checkout / 'router'})" in result.stdout
     passed = re.search(r"(\d+) passed", result.stdout)
