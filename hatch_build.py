@@ -100,7 +100,8 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
             _replace(compiled, out_dir / compiled.name)
             modules[name] = compiled.name
             written.append(out_dir / compiled.name)
-        [library] = (built / layout.NATIVE_DIR_NAME).glob("spans__mypyc.*")
+        library_name = f"{layout.GROUP_LIBRARY.rpartition('.')[2]}__mypyc"  # mypyc's naming
+        [library] = (built / layout.NATIVE_DIR_NAME).glob(f"{library_name}.*")
         _replace(library, out_dir / library.name)
         written.append(out_dir / library.name)
     package = out_dir / "__init__.py"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -27,9 +27,10 @@ from opentelemetry.trace import INVALID_SPAN
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__, semconv
-from router.sampling import sampling_rule
-from router.span_recorder import SpanRecorder
 from router.span_shipping import Dropped, SpanSender, SpanShipper
+
+if TYPE_CHECKING:
+    from router.span_recorder import SpanRecorder
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -46,6 +47,9 @@ class Telemetry:
     # (non-recording) span: only when a provider is sent trace context (it must learn the
     # decision) or the SDK's own tracer is in use (tests, the demo)
     unsampled_roots: bool = True
+    # the lean recorder, when it is the tracer (OTLP export); the span modules (recorder,
+    # sampling rule, encoder) are imported only then, so an untraced sidecar never loads them
+    recorder: SpanRecorder | None = None
 
     def shutdown(self) -> None:
         if self.provider is not None:
@@ -72,6 +76,8 @@ def _wants_export(environ: Mapping[str, str]) -> bool:
 def sampler_from(environ: Mapping[str, str]) -> Sampler:
     """The SDK's sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name
     (`sampling.sampling_rule`: unset or unknown is `parentbased_always_on`)."""
+    from router.sampling import sampling_rule
+
     return sampling_rule(environ).sdk()
 
 
@@ -99,10 +105,18 @@ def build_telemetry(
         otel = {k: v for k, v in environ.items() if k.startswith(("OTEL_", "ROUTER_LOG"))}
         process = environ.get("ROUTER_SPAN_EXPORT", "thread").strip().lower() == "process"
         kind = SpanShipper if process else SpanSender
+        from router.sampling import sampling_rule
+        from router.span_recorder import SpanRecorder
+
         shipper = kind(otel, resource, ("router", __version__), on_dropped)
         recorder = SpanRecorder(sampling_rule(environ), shipper.ship)
         return Telemetry(
-            recorder, None, exporting=True, shipper=shipper, unsampled_roots=forwarding
+            recorder,
+            None,
+            exporting=True,
+            shipper=shipper,
+            unsampled_roots=forwarding,
+            recorder=recorder,
         )
     # An exporter given in-process (tests, the demo): the SDK's spans and batch processor.
     # Not exporting: spans still carry ids (and an inbound trace id) into the logs, but are not
@@ -167,17 +181,12 @@ def request_span(
     `traceparent` gets no span at all (its log lines no trace id: it would name a trace no
     collector has), unless a provider is sent trace context (`Telemetry.unsampled_roots`); the
     sampling decision is the one a span would make, taken before anything is built."""
-    tracer = telemetry.tracer
     if "traceparent" in headers:
         parent = extract_context(headers)
         parented = trace.get_current_span(parent).get_span_context().is_valid
     else:
         parent, parented = _NO_PARENT, False
-    recorder = (
-        tracer
-        if isinstance(tracer, SpanRecorder) and not telemetry.unsampled_roots and not parented
-        else None
-    )
+    recorder = None if telemetry.unsampled_roots or parented else telemetry.recorder
     trace_id = recorder.sampled_root() if recorder is not None else None
     if recorder is not None and trace_id is None:
         return _UNSAMPLED
@@ -191,7 +200,7 @@ def request_span(
         return recorder.start_as_current_span(
             name, _NO_PARENT, trace.SpanKind.SERVER, attributes, trace_id=trace_id
         )
-    return tracer.start_as_current_span(
+    return telemetry.tracer.start_as_current_span(
         name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
     )
 

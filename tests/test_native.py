@@ -219,3 +219,19 @@ def test_the_source_passes_the_span_tests_with_extensions_off(tmp_path: Path) ->
     assert reason == "disabled"
     assert all(file.endswith(".py") for file in files)
     _span_tests(checkout, "disabled", **{native.DISABLE_ENV: "1"})
+
+
+def test_an_untraced_sidecar_never_loads_the_span_modules() -> None:
+    """The whole CLI imported and telemetry built without OTLP export: none of them is loaded
+    (the idle RSS budget). With export, all three are."""
+    probe = (
+        "import sys, router.cli; from router.tracing import build_telemetry; build_telemetry({});"
+        f"print(sorted(m for m in {native.COMPILED_MODULES!r} if m in sys.modules))"
+    )
+    untraced = _run(ROOT, ["-c", probe])
+    assert untraced.stdout.strip() == "[]", untraced.stderr[-2000:]
+    traced = _run(ROOT, ["-c", probe.replace("build_telemetry({})", _TRACED)])
+    assert traced.stdout.strip() == repr(sorted(native.COMPILED_MODULES)), traced.stderr[-2000:]
+
+
+_TRACED = "build_telemetry({'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:9'}).shutdown()"
