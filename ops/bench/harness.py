@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -446,6 +447,43 @@ async def _max_rps(s: Settings, cores: Cores, proc: Proc | None, url: str) -> Th
     return Throughput(rps, requests, errors, p99, per_request, [summary])
 
 
+async def _loaded_at_once(
+    s: Settings, cores: Cores, groups: dict[str, Sequence[Proc]]
+) -> dict[str, list[tuple[float, int]]]:
+    """Every process of `groups` loaded at once, 128 connections shared out, for `s.rounds`
+    rounds: (requests/s, errors) per group and round. Sharing the server core, each one's
+    requests per second measure its CPU cost per request, and the machine's drift hits all of
+    them at the same moment (`ops.bench.ab --load`'s method)."""
+    loaded = [(name, proc) for name, procs in groups.items() for proc in procs]
+    each = max(8, 128 // len(loaded))
+    payload = client.body(MODEL)
+    out: dict[str, list[tuple[float, int]]] = {name: [] for name in groups}
+    loop = asyncio.get_running_loop()
+    # a thread per wrk, so that all of them start at once
+    with ThreadPoolExecutor(max_workers=len(loaded)) as pool:
+        for _ in range(s.rounds):
+            if s.use_wrk:
+                runs = [
+                    loop.run_in_executor(
+                        pool, client.run_wrk, p.chat_url, payload, each, s.wrk_seconds, cores.load
+                    )
+                    for _, p in loaded
+                ]
+                results = [(r.rps, r.errors) for r in await asyncio.gather(*runs)]
+            else:
+                samples = await asyncio.gather(
+                    *(
+                        client.closed_loop(p.chat_url, payload, each, s.seconds / s.rounds)
+                        for _, p in loaded
+                    )
+                )
+                results = [(sample.rps, sample.errors) for sample in samples]
+            for name in groups:
+                mine = [r for (owner, _), r in zip(loaded, results, strict=True) if owner == name]
+                out[name].append((sum(r[0] for r in mine), sum(r[1] for r in mine)))
+    return out
+
+
 async def phase_max_throughput(
     s: Settings,
     report: Report,
@@ -543,18 +581,46 @@ async def phase_max_throughput(
         versus=paired_ratio("sidecar_telemetry_10"),
         kind="ratio",
     )
-    sampled_share = paired_ratio("sidecar_telemetry_10", against="sidecar")
     report.add(
         3,
         "128 in flight, 10% of traces sampled: max requests/s as a share of the untraced "
-        "sidecar's (median of rounds)",
+        "sidecar's, one after the other (median of rounds)",
         "req/s",
         sidecar=t10.rps,
+        versus=paired_ratio("sidecar_telemetry_10", against="sidecar"),
+        kind="ratio",
+    )
+    # The same share measured at once: both sidecars' copies on the server core, loaded
+    # together. One after the other, a round's ratio moves by up to a tenth with the machine;
+    # at once, by about 1% (and the regime is, if anything, harsher on the traced process).
+    together = await _loaded_at_once(
+        s, cores, {"sidecar": copies["sidecar"], "tel10": copies["sidecar_telemetry_10"]}
+    )
+    shares = [
+        a[0] / b[0] if b[0] else math.nan
+        for a, b in zip(together["tel10"], together["sidecar"], strict=True)
+    ]
+    errors = sum(e for runs_of in together.values() for _, e in runs_of)
+    report.details["phase3"]["at_once_tel10_sidecar_ratio_per_round"] = [
+        round(x, 3) for x in shares
+    ]
+    report.details["phase3"]["at_once_rps_per_round"] = {
+        name: [round(rps) for rps, _ in runs_of] for name, runs_of in together.items()
+    }
+    sampled_share = statistics.median(shares)
+    report.add(
+        3,
+        "128 in flight, 10% of traces sampled and untraced loaded at once on the server core: "
+        "requests/s as a share of the untraced sidecar's (median of rounds)",
+        "req/s",
+        sidecar=statistics.median(rps for rps, _ in together["tel10"]),
         versus=sampled_share,
         kind="ratio",
         target="within 10% of untraced (>= 0.90)",
-        passed=sampled_share >= 0.9 and t10.errors == 0 and c.errors == 0,
+        passed=sampled_share >= 0.9 and errors == 0,
     )
+    if errors:
+        report.notes.append(f"phase 3: {errors} errors with both sidecars loaded at once")
     report.add(
         3,
         "128 in flight, every span exported: CPU per request (server process and any children)",
