@@ -54,8 +54,9 @@ def native_layout(root: Path) -> ModuleType:
 
 
 def _replace(source: Path, target: Path) -> None:
-    """Copy beside the target, then rename over it: a process with the old file mapped keeps it."""
-    partial = target.with_name(target.name + ".partial")
+    """Copy beside the target, then rename over it: a process with the old file mapped keeps it
+    (and a concurrent build writes its own partial file)."""
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     shutil.copyfile(source, partial)
     os.replace(partial, target)
 
@@ -64,13 +65,16 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
     """Compile the span modules of `root/router` with mypyc into `out_dir`; the files written."""
     from mypy.version import __version__ as mypy_version
     from mypyc.build import mypycify
-    from setuptools import Distribution  # type: ignore[import-untyped]
+    from setuptools import Distribution  # type: ignore[import-untyped,unused-ignore]
 
     layout = native_layout(root)
     manifest_path = out_dir / layout.MANIFEST_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # a build that fails below leaves "not built"
     digest = layout.source_digest(root / "router")  # the bytes compiled, read before compiling
+    against = layout.installed_versions(layout.COMPILED_AGAINST)
+    if None in against.values():  # mypyc would build on `Any`: broken classes
+        raise RuntimeError(f"not installed, the compiled code needs its types: {against}")
     names = {f"{layout.PACKAGE}.{short}": short for short in layout.COMPILED}
     with (
         tempfile.TemporaryDirectory(prefix="fusion-router-mypyc-") as tmp,
@@ -88,7 +92,7 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
             target_dir=f"{tmp}/c",
         )
         distribution = Distribution({"name": "fusion-router-spans", "ext_modules": extensions})
-        build = distribution.get_command_obj("build_ext")
+        build: Any = distribution.get_command_obj("build_ext")
         build.build_lib = f"{tmp}/lib"
         build.build_temp = f"{tmp}/obj"
         distribution.run_command("build_ext")
@@ -104,16 +108,19 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
         [library] = (built / layout.NATIVE_DIR_NAME).glob(f"{library_name}.*")
         _replace(library, out_dir / library.name)
         written.append(out_dir / library.name)
+    if layout.source_digest(root / "router") != digest:
+        raise RuntimeError("a checked source changed during the build: build again")
     package = out_dir / "__init__.py"
     package.write_text('"""mypyc\'s build of the span modules: see router/native.py."""\n')
     manifest = {
         "digest": digest,
         "modules": modules,
         "library": library.name,
+        "against": against,
         "mypy": mypy_version,
         "python": sys.version.split()[0],
     }
-    partial = manifest_path.with_name(manifest_path.name + ".partial")
+    partial = manifest_path.with_name(f"{manifest_path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, manifest_path)
     return [*written, package, manifest_path]
@@ -122,18 +129,27 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
 class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
     """Compile the span modules into the wheel (or, for an editable install, into the checkout)."""
 
+    _scratch: Path | None = None  # a wheel's build directory, removed in `finalize`
+
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        layout = native_layout(Path(self.root))
-        if os.environ.get(layout.DISABLE_ENV, "") not in ("", "0"):
-            self.app.display_info(f"{layout.DISABLE_ENV} is set: the span modules stay source")
-            return
-        editable = version == "editable"
-        if editable:
-            out_dir = Path(self.root, "router", layout.NATIVE_DIR_NAME)
-        else:
-            self._scratch = out_dir = Path(tempfile.mkdtemp(prefix="fusion-router-native-"))
+        root, editable = Path(self.root), version == "editable"
         try:
-            written = compile_span_modules(Path(self.root), out_dir)
+            layout = native_layout(root)
+            out_dir = (
+                root / "router" / layout.NATIVE_DIR_NAME
+                if editable
+                else Path(tempfile.mkdtemp(prefix="fusion-router-native-"))
+            )
+            if not editable:
+                self._scratch = out_dir
+            if os.environ.get(layout.DISABLE_ENV, "") not in ("", "0"):
+                # (an earlier build in the checkout would still match: it is retired too)
+                (root / "router" / layout.NATIVE_DIR_NAME / layout.MANIFEST_NAME).unlink(
+                    missing_ok=True
+                )
+                self.app.display_info(f"{layout.DISABLE_ENV} is set: the span modules stay source")
+                return
+            written = compile_span_modules(root, out_dir)
         except (Exception, SystemExit) as error:  # noqa: BLE001 - no compiler must not fail it
             self.app.display_warning(
                 f"fusion-router: span modules not compiled ({type(error).__name__}: {error});"
@@ -149,11 +165,10 @@ class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
         build_data["infer_tag"] = True
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
-        scratch = getattr(self, "_scratch", None)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    for path in compile_span_modules(ROOT, ROOT / "router" / "_native"):
+    for path in compile_span_modules(ROOT, ROOT / "router" / native_layout(ROOT).NATIVE_DIR_NAME):
         print(path.relative_to(ROOT))
