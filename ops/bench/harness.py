@@ -609,18 +609,22 @@ async def phase_max_throughput(
         versus=paired_ratio("sidecar_telemetry_10"),
         kind="ratio",
     )
+    sampled_share = paired_ratio("sidecar_telemetry_10", against="sidecar")
     report.add(
         3,
         "128 in flight, 10% of traces sampled: max requests/s as a share of the untraced "
-        "sidecar's, one after the other (median of rounds)",
+        "sidecar's, each alone on the core (median of rounds)",
         "req/s",
         sidecar=t10.rps,
-        versus=paired_ratio("sidecar_telemetry_10", against="sidecar"),
+        versus=sampled_share,
         kind="ratio",
+        target="within 10% of untraced (>= 0.90)",
+        passed=sampled_share >= 0.9 and t10.errors == 0 and c.errors == 0,
     )
-    # The same share measured at once: both sidecars' copies on the server core, loaded
-    # together. One after the other, a round's ratio moves by up to a tenth with the machine;
-    # at once, by about 1% (and the regime is, if anything, harsher on the traced process).
+    # The same share with both sidecars' copies loaded at once on the server core: steadier
+    # (a 5 s round moves by about 2%, where one after the other a 2 s round moved by up to a
+    # tenth), but a harsher regime than the issue's, each sidecar alone on its core: processes
+    # sharing a core evict each other's caches, and the traced one has more code and data.
     together = await _loaded_at_once(
         s, cores, {"sidecar": copies["sidecar"], "tel10": copies["sidecar_telemetry_10"]}
     )
@@ -636,19 +640,14 @@ async def phase_max_throughput(
         },
         "errors": errors,
     }
-    sampled_share = statistics.median(shares)
     report.add(
         3,
         f"128 in flight ({tool}), 10% of traces sampled and untraced loaded at once on the server "
         "core: requests/s as a share of the untraced sidecar's (median of rounds)",
         "req/s",
         sidecar=statistics.median(r.rps for r in tel10),
-        versus=sampled_share,
+        versus=statistics.median(shares) if all(math.isfinite(x) for x in shares) else math.nan,
         kind="ratio",
-        target="within 10% of untraced (>= 0.90)",
-        passed=all(math.isfinite(x) for x in shares)
-        and sampled_share >= 0.9
-        and not any(errors.values()),
     )
     if any(errors.values()):
         report.notes.append(
