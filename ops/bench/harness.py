@@ -434,12 +434,12 @@ async def _max_rps(s: Settings, cores: Cores, proc: Proc | None, url: str) -> Th
     cpu_before = proc.cpu_s() if proc is not None else math.nan
     if s.use_wrk:
         result = await asyncio.to_thread(
-            client.run_wrk, url, payload, 128, s.wrk_seconds, cores.load
+            client.run_wrk, url, payload, 128, throughput_seconds(s), cores.load
         )
         rps, requests, errors, p99 = result.rps, result.requests, result.errors, result.p99_ms
         summary = result.summary()
     else:
-        sample = await client.closed_loop(url, payload, 128, s.seconds / s.rounds)
+        sample = await client.closed_loop(url, payload, 128, throughput_seconds(s))
         rps, requests, errors, p99 = sample.rps, sample.requests, sample.errors, sample.p(0.99)
         summary = sample.summary()
     cpu = proc.cpu_s() - cpu_before if proc is not None else math.nan
@@ -447,11 +447,11 @@ async def _max_rps(s: Settings, cores: Cores, proc: Proc | None, url: str) -> Th
     return Throughput(rps, requests, errors, p99, per_request, [summary])
 
 
-def at_once_seconds(s: Settings) -> int:
-    """A round of the at-once measurement: at least 5 s, so that the runs' few milliseconds of
-    start skew and the exporter's 200 ms flushes stay within about 1% of it (2 s rounds moved
-    by up to 6%)."""
-    return max(5, s.wrk_seconds)
+def throughput_seconds(s: Settings) -> int:
+    """One of phase 3's runs: at least 5 s (except `--quick`), so that a run's start, the
+    exporter's 200 ms flushes and a second of the machine's drift stay small against it (2 s
+    runs moved a round's ratio by up to a tenth)."""
+    return s.wrk_seconds if s.quick else max(5, s.wrk_seconds)
 
 
 @dataclass(frozen=True)
@@ -473,7 +473,7 @@ async def _loaded_at_once(
     --load`'s method)."""
     loaded = [(name, proc) for name, procs in groups.items() for proc in procs]
     each = max(8, 128 // len(loaded))
-    seconds = at_once_seconds(s)
+    seconds = throughput_seconds(s)
     payload = client.body(MODEL)
     out: dict[str, list[AtOnce]] = {name: [] for name in groups}
     loop = asyncio.get_running_loop()
@@ -658,7 +658,7 @@ async def phase_max_throughput(
         )
     # Shares are CPU costs only while the server core is the bottleneck: the four processes
     # together should use about all of it (else the load side bounds them, and flatters 10%).
-    wall = at_once_seconds(s)
+    wall = throughput_seconds(s)
     busy = [sum(rs[i].cpu_s for rs in together.values()) / wall for i in range(len(shares))]
     report.details["phase3"]["at_once"]["server_core_busy_per_round"] = [round(b, 2) for b in busy]
     if min(busy) < 0.8:
