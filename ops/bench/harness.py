@@ -448,9 +448,9 @@ async def _max_rps(s: Settings, cores: Cores, proc: Proc | None, url: str) -> Th
 
 
 def throughput_seconds(s: Settings) -> int:
-    """One of phase 3's runs: at least 5 s (except `--quick`), so that a run's start, the
-    exporter's 200 ms flushes and a second of the machine's drift stay small against it (2 s
-    runs moved a round's ratio by up to a tenth)."""
+    """One of phase 3's runs: at least 5 s (except `--quick`), so that a run's start and the
+    exporter's 200 ms flushes stay small against it (the machine's drift between runs remains:
+    one-after-the-other rounds still move by up to a tenth)."""
     return s.wrk_seconds if s.quick else max(5, s.wrk_seconds)
 
 
@@ -622,9 +622,10 @@ async def phase_max_throughput(
         passed=sampled_share >= 0.9 and t10.errors == 0 and c.errors == 0,
     )
     # The same share with both sidecars' copies loaded at once on the server core: steadier
-    # (a 5 s round moves by about 2%, where one after the other a 2 s round moved by up to a
-    # tenth), but a harsher regime than the issue's, each sidecar alone on its core: processes
-    # sharing a core evict each other's caches, and the traced one has more code and data.
+    # (its rounds mostly agree within 2-3%, where one after the other they move by up to a
+    # tenth), but another regime than the issue's, each sidecar alone on its core: processes
+    # sharing a core evict each other's caches, and the traced one has more code and data
+    # (it reads lower on average). A reference, without a target.
     together = await _loaded_at_once(
         s, cores, {"sidecar": copies["sidecar"], "tel10": copies["sidecar_telemetry_10"]}
     )
