@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,17 @@ ignore_missing_imports = True
 [mypy-opentelemetry.*]
 ignore_missing_imports = False
 """
+
+
+# What the compile needs in pip's build environment (OpenTelemetry for its types).
+BUILD_REQUIREMENTS = ["mypy>=2.4", "setuptools>=65", "opentelemetry-sdk>=1.40"]
+DISABLE_ENV = "FUSION_ROUTER_NO_EXTENSIONS"  # (router.native's; checked equal by the tests)
+
+
+def build_requirements(environ: Mapping[str, str]) -> list[str]:
+    """The hook's build requirements: none with the switch set, so that an install from an
+    index without mypy (offline, a mirror) still works, as the source."""
+    return [] if environ.get(DISABLE_ENV, "") not in ("", "0") else list(BUILD_REQUIREMENTS)
 
 
 def native_layout(root: Path) -> ModuleType:
@@ -131,6 +143,9 @@ class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
 
     _scratch: Path | None = None  # a wheel's build directory, removed in `finalize`
 
+    def dependencies(self) -> list[str]:
+        return build_requirements(os.environ)
+
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         root, editable = Path(self.root), version == "editable"
         try:
@@ -143,10 +158,8 @@ class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
             if not editable:
                 self._scratch = out_dir
             if os.environ.get(layout.DISABLE_ENV, "") not in ("", "0"):
-                # (an earlier build in the checkout would still match: it is retired too)
-                (root / "router" / layout.NATIVE_DIR_NAME / layout.MANIFEST_NAME).unlink(
-                    missing_ok=True
-                )
+                if editable:  # an earlier build in the checkout would still match: retire it
+                    (out_dir / layout.MANIFEST_NAME).unlink(missing_ok=True)
                 self.app.display_info(f"{layout.DISABLE_ENV} is set: the span modules stay source")
                 return
             written = compile_span_modules(root, out_dir)

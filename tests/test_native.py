@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -207,6 +208,23 @@ def test_the_checked_sources_cover_every_router_import_of_the_compiled_modules()
                 imported.add(node.module.partition(".")[2])
     assert imported
     assert imported <= set(native.CHECKED_SOURCES)
+
+
+def test_the_switch_also_drops_the_builds_requirements() -> None:
+    """With FUSION_ROUTER_NO_EXTENSIONS set, pip's build environment needs no mypy, setuptools or
+    OpenTelemetry: an install from an index without them (offline, a mirror) still works."""
+    spec = importlib.util.spec_from_file_location(
+        "_hatch_build_under_test", ROOT / "hatch_build.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert hook.DISABLE_ENV == native.DISABLE_ENV
+    needed = hook.build_requirements({})
+    assert {"mypy", "setuptools", "opentelemetry-sdk"} == {r.split(">")[0] for r in needed}
+    assert hook.build_requirements({native.DISABLE_ENV: "0"}) == needed
+    assert hook.build_requirements({native.DISABLE_ENV: "1"}) == []
 
 
 def _checkout_copy(destination: Path) -> Path:

@@ -19,7 +19,9 @@ from router import native
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _wheel(destination: Path, **env: str) -> tuple[str, set[str], dict[str, Any] | None]:
+def _wheel(
+    destination: Path, source: Path = ROOT, **env: str
+) -> tuple[str, set[str], dict[str, Any] | None]:
     """Build the wheel: its name, its files, and its span modules' manifest (None without)."""
     environ = {k: v for k, v in os.environ.items() if k != native.DISABLE_ENV} | env
     result = subprocess.run(
@@ -28,7 +30,7 @@ def _wheel(destination: Path, **env: str) -> tuple[str, set[str], dict[str, Any]
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(source),
             "--no-deps",
             "-q",
             "-w",
@@ -83,3 +85,21 @@ def test_without_a_c_compiler_the_wheel_is_plain_and_still_builds(tmp_path: Path
     assert not any(n.startswith("router/_native/") for n in names)
     assert "router/span_recorder.py" in names
     _carries_the_embedded_default_and_policies(names)
+
+
+def test_with_the_switch_the_wheel_is_plain_and_a_checkouts_build_stays(tmp_path: Path) -> None:
+    """FUSION_ROUTER_NO_EXTENSIONS at build time: no compile (and no mypy in the build
+    environment), a plain wheel, and the checkout's own build, which the wheel never takes, is
+    left as it is (only an editable install retires it)."""
+    checkout = tmp_path / "checkout"
+    for part in ("router", "policies"):
+        shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("_native"))
+    for file in ("pyproject.toml", "README.md", "hatch_build.py"):
+        shutil.copyfile(ROOT / file, checkout / file)
+    built = checkout / "router" / native.NATIVE_DIR_NAME
+    built.mkdir()
+    (built / native.MANIFEST_NAME).write_text("{}")
+    name, names, _ = _wheel(tmp_path / "out", checkout, **{native.DISABLE_ENV: "1"})
+    assert name.endswith("-py3-none-any.whl")
+    assert not any(n.startswith("router/_native/") for n in names)
+    assert (built / native.MANIFEST_NAME).read_text() == "{}"
