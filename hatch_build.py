@@ -44,13 +44,12 @@ ignore_missing_imports = False
 
 # What the compile needs in pip's build environment (OpenTelemetry for its types).
 BUILD_REQUIREMENTS = ["mypy>=2.4", "setuptools>=65", "opentelemetry-sdk>=1.40"]
-DISABLE_ENV = "FUSION_ROUTER_NO_EXTENSIONS"  # (router.native's; checked equal by the tests)
 
 
-def build_requirements(environ: Mapping[str, str]) -> list[str]:
+def build_requirements(environ: Mapping[str, str], root: Path = ROOT) -> list[str]:
     """The hook's build requirements: none with the switch set, so that an install from an
     index without mypy (offline, a mirror) still works, as the source."""
-    return [] if environ.get(DISABLE_ENV, "") not in ("", "0") else list(BUILD_REQUIREMENTS)
+    return [] if native_layout(root).disabled(environ) else list(BUILD_REQUIREMENTS)
 
 
 def native_layout(root: Path) -> ModuleType:
@@ -87,7 +86,7 @@ def compile_span_modules(root: Path, out_dir: Path) -> list[Path]:
     against = layout.installed_versions(layout.COMPILED_AGAINST)
     if None in against.values():  # mypyc would build on `Any`: broken classes
         raise RuntimeError(f"not installed, the compiled code needs its types: {against}")
-    names = {f"{layout.PACKAGE}.{short}": short for short in layout.COMPILED}
+    names = dict(zip(layout.COMPILED_MODULES, layout.COMPILED, strict=True))
     with (
         tempfile.TemporaryDirectory(prefix="fusion-router-mypyc-") as tmp,
         contextlib.chdir(root),
@@ -144,7 +143,7 @@ class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
     _scratch: Path | None = None  # a wheel's build directory, removed in `finalize`
 
     def dependencies(self) -> list[str]:
-        return build_requirements(os.environ)
+        return build_requirements(os.environ, Path(self.root))
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         root, editable = Path(self.root), version == "editable"
@@ -157,7 +156,7 @@ class CompiledSpansHook(BuildHookInterface[BuilderConfig]):
             )
             if not editable:
                 self._scratch = out_dir
-            if os.environ.get(layout.DISABLE_ENV, "") not in ("", "0"):
+            if layout.disabled(os.environ):
                 if editable:  # an earlier build in the checkout would still match: retire it
                     (out_dir / layout.MANIFEST_NAME).unlink(missing_ok=True)
                 self.app.display_info(f"{layout.DISABLE_ENV} is set: the span modules stay source")

@@ -71,6 +71,11 @@ class Build:
     against: Mapping[str, str]  # distribution -> version (OpenTelemetry's, whose types it used)
 
 
+def disabled(environ: Mapping[str, str]) -> bool:
+    """Whether `FUSION_ROUTER_NO_EXTENSIONS` turns the build off (any value but empty or 0)."""
+    return environ.get(DISABLE_ENV, "") not in ("", "0")
+
+
 def source_digest(package_dir: Path, sources: Sequence[str] = CHECKED_SOURCES) -> str:
     """SHA-256 over each checked module's name and bytes, as they are in `package_dir`."""
     digest = hashlib.sha256()
@@ -98,7 +103,7 @@ def native_status(
     """Decide from the manifest and the sources whether the build may be loaded, and why.
     (What it was compiled against, and whether its library loads, are checked by the finder
     when a compiled module is first imported: only a sidecar exporting spans pays for that.)"""
-    if environ.get(DISABLE_ENV, "") not in ("", "0"):
+    if disabled(environ):
         return NativeStatus((), "disabled"), None
     native_dir = package_dir / NATIVE_DIR_NAME
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sysconfig
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -209,3 +212,11 @@ def log_lines() -> Iterator[list[dict[str, Any]]]:
         yield lines
     finally:
         structlog.reset_defaults()
+
+
+_CC = (sysconfig.get_config_var("CC") or "cc").split()[0]
+# The span modules' mypyc build needs a C compiler (`.ci/run` installs gcc): without one, the
+# tests that build it are skipped, saying so.
+needs_a_compiler = pytest.mark.skipif(
+    shutil.which(_CC) is None, reason=f"no C compiler ({_CC}): the span modules cannot be built"
+)

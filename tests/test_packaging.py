@@ -7,14 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from router import native
+from tests.helpers import needs_a_compiler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,10 +57,7 @@ def _carries_the_embedded_default_and_policies(names: set[str]) -> None:
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
-_CC = (sysconfig.get_config_var("CC") or "cc").split()[0]
-
-
-@pytest.mark.skipif(shutil.which(_CC) is None, reason=f"no C compiler ({_CC}) to build with")
+@needs_a_compiler
 def test_wheel_carries_the_embedded_default_policies_and_compiled_span_modules(
     tmp_path: Path,
 ) -> None:

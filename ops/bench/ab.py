@@ -35,12 +35,21 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ops.bench import client
-from ops.bench.harness import MODEL, PY, ROOT, _clean_env, _closed_port, _wait_ready, sidecar_yaml
+from ops.bench.harness import (
+    MODEL,
+    PY,
+    ROOT,
+    _clean_env,
+    _closed_port,
+    _wait_ready,
+    connections_each,
+    loaded_at_once,
+    sidecar_yaml,
+)
 from ops.bench.procs import Cores, Proc, pin, spawn
 
 STREAM_CHUNKS, STREAM_CHUNK_MS = "8", "1"
@@ -165,7 +174,6 @@ TRACED_ENV = {
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
 }
-LOAD_CONNECTIONS = 128  # shared out among the processes loaded at once
 
 
 async def run_load(
@@ -215,34 +223,16 @@ async def run_load(
                     if name != "floor":
                         await _wait_ready(proc, "/readyz")
                     await client.closed_loop(proc.chat_url, client.body(MODEL), 8, 0.5)
-            loaded = [proc for copies_of in procs.values() for proc in copies_of]
-            each = max(8, LOAD_CONNECTIONS // len(loaded))
-            rps: dict[str, list[float]] = {name: [] for name in procs}
-            cpu_ms: dict[str, list[float]] = {name: [] for name in procs}
-            errors = dict.fromkeys(procs, 0)
-            loop = asyncio.get_running_loop()
-            # a thread per wrk, so that all of them start at once (the default pool has cores + 4)
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(loaded)))
-            body = client.body(MODEL)
-            for _ in range(rounds):
-                before = [proc.cpu_s() for proc in loaded]
-                results = await asyncio.gather(
-                    *(
-                        loop.run_in_executor(
-                            pool, client.run_wrk, p.chat_url, body, each, seconds, cores.load
-                        )
-                        for p in loaded
-                    )
-                )
-                spent = [p.cpu_s() - b for p, b in zip(loaded, before, strict=True)]
-                at = 0
-                for name, copies_of in procs.items():
-                    mine = results[at : at + len(copies_of)]
-                    cpu = sum(spent[at : at + len(copies_of)])
-                    at += len(copies_of)
-                    rps[name].append(sum(r.rps for r in mine))
-                    cpu_ms[name].append(cpu * 1000 / max(1, sum(r.requests for r in mine)))
-                    errors[name] += sum(r.errors for r in mine)
+            each = connections_each(sum(len(copies_of) for copies_of in procs.values()))
+            together = await loaded_at_once(
+                procs, rounds=rounds, seconds=seconds, load_core=cores.load
+            )
+            rps = {name: [r.rps for r in rs] for name, rs in together.items()}
+            cpu_ms = {
+                name: [r.cpu_s * 1000 / max(1, r.requests) for r in rs]
+                for name, rs in together.items()
+            }
+            errors = {name: sum(r.errors for r in rs) for name, rs in together.items()}
         finally:
             for proc in every:
                 proc.stop()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -464,27 +464,39 @@ class AtOnce:
     cpu_s: float  # its processes' CPU (user + system) over the round
 
 
-async def _loaded_at_once(
-    s: Settings, cores: Cores, groups: dict[str, Sequence[Proc]]
+LOAD_CONNECTIONS = 128  # shared out among the processes loaded at once
+
+
+def connections_each(processes: int) -> int:
+    """Each process's share of `LOAD_CONNECTIONS` (at least 8)."""
+    return max(8, LOAD_CONNECTIONS // processes)
+
+
+async def loaded_at_once(
+    groups: Mapping[str, Sequence[Proc]],
+    *,
+    rounds: int,
+    seconds: float,
+    load_core: int | None,
+    use_wrk: bool = True,
 ) -> dict[str, list[AtOnce]]:
-    """Every process of `groups` loaded at once, 128 connections shared out, for `s.rounds`
-    rounds. Sharing the server core, each one's requests per second measure its CPU cost per
-    request, and the machine's drift hits all of them at the same moment (`ops.bench.ab
-    --load`'s method)."""
+    """Every process of `groups` loaded at once, `LOAD_CONNECTIONS` shared out, for `rounds`
+    rounds of `seconds`. Sharing the server core, each one's requests per second measure its
+    CPU cost per request, and the machine's drift hits all of them at the same moment (phase
+    3's at-once row; `ops.bench.ab --load`)."""
     loaded = [(name, proc) for name, procs in groups.items() for proc in procs]
-    each = max(8, 128 // len(loaded))
-    seconds = throughput_seconds(s)
+    each = connections_each(len(loaded))
     payload = client.body(MODEL)
     out: dict[str, list[AtOnce]] = {name: [] for name in groups}
     loop = asyncio.get_running_loop()
-    # a thread per wrk, so that all of them start at once
+    # a thread per wrk, so that all of them start at once (the default pool has cores + 4)
     with ThreadPoolExecutor(max_workers=len(loaded)) as pool:
-        for _ in range(s.rounds):
+        for _ in range(rounds):
             before = [proc.cpu_s() for _, proc in loaded]
-            if s.use_wrk:
+            if use_wrk:
                 runs = [
                     loop.run_in_executor(
-                        pool, client.run_wrk, p.chat_url, payload, each, seconds, cores.load
+                        pool, client.run_wrk, p.chat_url, payload, each, int(seconds), load_core
                     )
                     for _, p in loaded
                 ]
@@ -626,8 +638,12 @@ async def phase_max_throughput(
     # tenth), but another regime than the issue's, each sidecar alone on its core: processes
     # sharing a core evict each other's caches, and the traced one has more code and data
     # (it reads lower on average). A reference, without a target.
-    together = await _loaded_at_once(
-        s, cores, {"sidecar": copies["sidecar"], "tel10": copies["sidecar_telemetry_10"]}
+    together = await loaded_at_once(
+        {"sidecar": copies["sidecar"], "tel10": copies["sidecar_telemetry_10"]},
+        rounds=s.rounds,
+        seconds=throughput_seconds(s),
+        load_core=cores.load,
+        use_wrk=s.use_wrk,
     )
     tel10, untraced = together["tel10"], together["sidecar"]
     shares = [a.rps / b.rps if b.rps else math.nan for a, b in zip(tel10, untraced, strict=True)]
