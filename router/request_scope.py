@@ -195,8 +195,11 @@ def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteF
         started = time.perf_counter()
         if not telemetry.exporting and "traceparent" not in request.headers:
             return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
-        with request_span(telemetry, request.headers, request.method, route, request_id) as span:
-            return await _handle(request, handler, scope, flags, started, span)
+        span = request_span(telemetry, request.headers, request.method, route, request_id)
+        if span is None:  # not sampled, and no traceparent: no span at all
+            return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
+        with span as current:
+            return await _handle(request, handler, scope, flags, started, current)
 
     return serve
 

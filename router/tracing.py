@@ -23,7 +23,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
-from opentelemetry.trace import INVALID_SPAN
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router import __version__, semconv
@@ -170,17 +169,17 @@ def add_trace_ids(
 
 
 _NO_PARENT = context_api.Context()  # (contexts are immutable)
-_UNSAMPLED = nullcontext(INVALID_SPAN)  # (reusable: it holds nothing of a request)
 
 
 def request_span(
     telemetry: Telemetry, headers: Mapping[str, str], method: str, route: str, request_id: str
-) -> AbstractContextManager[trace.Span]:
-    """An inbound request's SERVER span (`{method} {route}`), made current: parented on its
-    `traceparent` if it has a valid one. A request that is not sampled and has no valid
-    `traceparent` gets no span at all (its log lines no trace id: it would name a trace no
-    collector has), unless a provider is sent trace context (`Telemetry.unsampled_roots`); the
-    sampling decision is the one a span would make, taken before anything is built."""
+) -> AbstractContextManager[trace.Span] | None:
+    """An inbound request's SERVER span (`{method} {route}`), to be made current: parented on
+    its `traceparent` if it has a valid one. None for a request that is not sampled and has no
+    valid `traceparent`: it gets no span at all (its log lines no trace id: it would name a
+    trace no collector has), unless a provider is sent trace context
+    (`Telemetry.unsampled_roots`); the sampling decision is the one a span would make, taken
+    before anything is built."""
     if "traceparent" in headers:
         parent = extract_context(headers)
         parented = trace.get_current_span(parent).get_span_context().is_valid
@@ -189,7 +188,7 @@ def request_span(
     recorder = None if telemetry.unsampled_roots or parented else telemetry.recorder
     trace_id = recorder.sampled_root() if recorder is not None else None
     if recorder is not None and trace_id is None:
-        return _UNSAMPLED
+        return None
     name = f"{method} {route}"
     attributes = {
         semconv.HTTP_REQUEST_METHOD: method,

@@ -120,6 +120,35 @@ def test_ab_load_measures_each_copy_against_the_floor_side_by_side() -> None:
         assert float(cpu) > 0, rows[name]
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="--instructions runs callgrind")
+def test_ab_instructions_counts_each_copy_under_callgrind() -> None:
+    """`python -m ops.bench.ab --instructions`: a base and this tree, each alone under
+    callgrind, with instructions and cache misses per request and the ratio to the base
+    (here the same code: near 1)."""
+    argv = [sys.executable, "-m", "ops.bench.ab", "--instructions", "--requests", "40"]
+    argv += ["--traced", "ratio", "--base-tree", str(ROOT)]
+    process = subprocess.run(
+        argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=230
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    assert "40 requests each" in process.stdout
+    assert "spans: ratio" in process.stdout
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in process.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line and "target" not in line
+    }
+    assert set(rows) == {"base", "this tree"}
+    assert rows["base"][1] == "1.000x"
+    for name in ("base", "this tree"):
+        instructions, versus, i_misses, d_misses = rows[name]
+        assert 100_000 < float(instructions.replace(",", "")) < 100_000_000, rows[name]
+        assert 0.5 < float(versus.removesuffix("x")) < 2, rows[name]
+        assert float(i_misses.replace(",", "")) > 0
+        assert float(d_misses.replace(",", "")) > 0
+
+
 def test_ab_names_its_bases() -> None:
     """A lone base is "base"; several keep their names (a bare DIR is named by its path);
     a name that repeats or hides a fixed row is refused."""

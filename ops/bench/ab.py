@@ -4,6 +4,7 @@
     python -m ops.bench.ab --base-tree DIR ...
     python -m ops.bench.ab --base-tree cut1=DIR1 --base-tree cut2=DIR2 ...
     python -m ops.bench.ab --base REF --load [--traced all|ratio] [--rounds 4] [--seconds 10]
+    python -m ops.bench.ab --base REF --instructions [--traced ratio] [--requests 2000]
 
 Each other commit is checked out into a temporary `git worktree` (a DIR is taken as it is: another
 copy of the project, for example one with a layer cut out) and its sidecar started from there
@@ -22,7 +23,17 @@ its CPU cost per request while the machine's drift hits all of them alike: the m
 per-round ratios to the floor repeats within about one per cent from run to run, where
 throughput measured one after another on a shared VM moves by tens of per cent. The sidecars
 log at `info` (as the benchmark's throughput phase); `--traced all` exports every span to the
-fake upstream (an OTLP sink), `--traced ratio` 10% of traces.
+fake upstream (an OTLP sink), `--traced ratio` 10% of traces, `--traced unsampled` configures
+the export and samples nothing.
+
+`--instructions` counts instead of timing: each target runs alone under valgrind's callgrind
+(with its cache simulation), takes `--requests` requests four at a time after a warm-up, and
+the table shows the instructions it executed per request (every thread) and its simulated
+first-level cache misses. Counts repeat within about half a per cent from run to run, where
+time on a shared VM moves by several per cent: it settles effects of a per cent or two that
+timing cannot, and says nothing about what a real CPU's caches and the machine add to them.
+Under callgrind a process runs some 50 times slower, so the span exporter's 200 ms flush
+is stretched to 10 s to send about as often per request as at full speed.
 """
 
 from __future__ import annotations
@@ -173,7 +184,103 @@ TRACED_ENV = {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
+    "unsampled": {"OTEL_SERVICE_NAME": "fusion-router-bench", "OTEL_TRACES_SAMPLER": "always_off"},
 }
+CALLGRIND_SLOWDOWN = 50  # about how much slower a process runs under callgrind
+WARM_UP_REQUESTS = 300
+
+
+def callgrind_totals(path: Path) -> dict[str, int]:
+    """The event totals (`Ir`, `I1mr`, ...) of every callgrind dump `path` names (the dump
+    files `path`, `path.1`, ...), summed."""
+    totals: dict[str, int] = {}
+    for dump in sorted(path.parent.glob(f"{path.name}*")):
+        events: list[str] = []
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("totals:") and events:
+                for event, count in zip(events, line.split()[1:], strict=False):
+                    totals[event] = totals.get(event, 0) + int(count)
+                break
+    return totals
+
+
+async def _callgrind_control(proc: Proc, action: str) -> None:
+    """`callgrind_control ACTION` for the callgrind run of `proc`."""
+    control = await asyncio.create_subprocess_exec(
+        "callgrind_control", action, str(proc.process.pid), stdout=subprocess.DEVNULL
+    )
+    if await control.wait() != 0:
+        raise SystemExit(f"ops.bench.ab: callgrind_control {action} failed")
+
+
+async def _counted_requests(
+    argv: Sequence[str], name: str, logdir: Path, env: dict[str, str], requests: int
+) -> tuple[int, dict[str, int]]:
+    """The sidecar `argv` under callgrind, instrumented only for `requests` requests (after a
+    warm-up): how many answered, and the events counted."""
+    out = logdir / f"callgrind.{name}"
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--cache-sim=yes"]
+    command += [f"--callgrind-out-file={out}", *argv]
+    proc = spawn(name, command, logdir, None, env=env).wait(300)
+    try:
+        await _wait_ready(proc, "/readyz", 300)
+        payload = client.body(MODEL)
+        await client.closed_loop(proc.chat_url, payload, 4, 600, max_requests=WARM_UP_REQUESTS)
+        await _callgrind_control(proc, "--instr=on")
+        sample = await client.closed_loop(proc.chat_url, payload, 4, 3600, max_requests=requests)
+        await _callgrind_control(proc, "--instr=off")
+        await _callgrind_control(proc, "--dump")
+    finally:
+        proc.stop()
+    if sample.errors:
+        raise SystemExit(f"ops.bench.ab: {name} answered {sample.errors} requests with errors")
+    return sample.requests, callgrind_totals(out)
+
+
+async def run_instructions(
+    bases: Sequence[tuple[str, str, Path | None]], requests: int, traced: str
+) -> str:
+    """The instructions-per-request table (markdown) of `bases` and this tree."""
+    counted: dict[str, tuple[int, dict[str, int]]] = {}
+    with ExitStack() as stack:
+        _cores, logdir, dead_port, trees = _prepared(stack, bases)
+        up = spawn("upstream", [PY, "-m", "ops.bench.upstream", "--latency-ms", "0"], logdir, None)
+        stack.callback(up.stop)
+        upstream = up.wait()
+        config = logdir / "router.yaml"
+        config.write_text(sidecar_yaml(upstream, upstream, upstream, dead_port, ROOT / "policies"))
+        env = _clean_env(ROUTER_LOG_LEVEL="info", **TRACED_ENV[traced])
+        if traced != "off":
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = upstream.base
+            env["OTEL_BSP_SCHEDULE_DELAY"] = str(200 * CALLGRIND_SLOWDOWN)
+        argv = {name: _sidecar_from(tree, config) for name, tree in trees.items()}
+        argv["this tree"] = [PY, "-m", "router", "serve", "--config", str(config), "--port", "0"]
+        for number, (name, command) in enumerate(argv.items()):
+            counted[name] = await _counted_requests(
+                command, f"target-{number}", logdir, env, requests
+            )
+    first = next(iter(counted))
+    against = ", ".join(f"{name} = {ref}" for name, ref, _ in bases)
+    lines = [
+        f"A/B in instructions under callgrind ({against}; {requests} requests each, 4 in "
+        f"flight, info logs, spans: {traced})",
+        "",
+        f"| target | instructions per request | vs {first} | L1 instruction misses per "
+        "request | L1 data misses per request |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    base_ir = counted[first][1].get("Ir", 0) / max(1, counted[first][0])
+    for name, (answered, totals) in counted.items():
+        per = {event: count / max(1, answered) for event, count in totals.items()}
+        versus = per.get("Ir", 0) / base_ir if base_ir else float("nan")
+        data_misses = per.get("D1mr", 0) + per.get("D1mw", 0)
+        lines.append(
+            f"| {name} | {per.get('Ir', 0):,.0f} | {versus:.3f}x | {per.get('I1mr', 0):,.0f} "
+            f"| {data_misses:,.0f} |"
+        )
+    return "\n".join(lines)
 
 
 async def run_load(
@@ -296,12 +403,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="--load: rounds")
     parser.add_argument("--copies", type=int, default=2, help="--load: processes per target")
     parser.add_argument(
-        "--traced", choices=sorted(TRACED_ENV), default="off", help="--load: spans exported"
+        "--instructions", action="store_true", help="instructions per request, under callgrind"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="--instructions: requests counted"
+    )
+    parser.add_argument(
+        "--traced",
+        choices=sorted(TRACED_ENV),
+        default="off",
+        help="--load, --instructions: spans exported",
     )
     args = parser.parse_args(argv)
     if not args.base and not args.base_tree:
         parser.error("name at least one --base or --base-tree")
     bases = _bases(args.base, args.base_tree)
+    if args.instructions:
+        if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+            parser.error("--instructions needs valgrind (callgrind) on the PATH")
+        if args.load or args.stream or args.pause_ms:
+            parser.error("--instructions counts whole answers: no --load, --stream, --pause-ms")
+        print(asyncio.run(run_instructions(bases, args.requests, args.traced)))
+        return 0
     if args.load:
         if shutil.which("wrk") is None:
             parser.error("--load needs wrk on the PATH")

@@ -454,6 +454,42 @@ def throughput_seconds(s: Settings) -> int:
     return s.wrk_seconds if s.quick else max(5, s.wrk_seconds)
 
 
+SHARE_SLICES = 20  # pairs of 1 s runs for the 10% sampled share (--quick: 2)
+
+
+async def alternating_share(
+    s: Settings, cores: Cores, measured: Sequence[Proc], against: Sequence[Proc]
+) -> tuple[list[float], int]:
+    """`measured`'s requests/s as a share of `against`'s, each alone on the server core: pairs
+    of 1 s runs, `SHARE_SLICES` of them, the order flipping every pair and the copies taking
+    turns every two (each copy in both orders); one ratio per pair. The machine's speed
+    drifts within seconds (a 5 s run's ratio moved from 0.80 to 1.10 in one run): many short
+    pairs each see less of it, and their median holds (`ops/bench/README.md`). Also: how
+    many requests failed."""
+    payload = client.body(MODEL)
+    shares: list[float] = []
+    errors = 0
+    for pair in range(2 if s.quick else SHARE_SLICES):
+        copy = pair // 2
+        runs = [measured[copy % len(measured)], against[copy % len(against)]]
+        rps: list[float] = []
+        for proc in runs if pair % 2 == 0 else runs[::-1]:
+            if s.use_wrk:
+                result = await asyncio.to_thread(
+                    client.run_wrk, proc.chat_url, payload, 128, 1, cores.load
+                )
+                rps.append(result.rps)
+                errors += result.errors
+            else:
+                sample = await client.closed_loop(proc.chat_url, payload, 128, 1.0)
+                rps.append(sample.rps)
+                errors += sample.errors
+        if pair % 2:
+            rps.reverse()
+        shares.append(rps[0] / rps[1] if rps[1] else math.nan)
+    return shares, errors
+
+
 @dataclass(frozen=True)
 class AtOnce:
     """One group's share of a round with every group loaded at once."""
@@ -621,17 +657,26 @@ async def phase_max_throughput(
         versus=paired_ratio("sidecar_telemetry_10"),
         kind="ratio",
     )
-    sampled_share = paired_ratio("sidecar_telemetry_10", against="sidecar")
+    paired_ratio("sidecar_telemetry_10", against="sidecar")  # (the rounds' share: details)
+    pairs, pair_errors = await alternating_share(
+        s, cores, copies["sidecar_telemetry_10"], copies["sidecar"]
+    )
+    if pair_errors:
+        report.notes.append(f"phase 3, alternating pairs: {pair_errors} non-2xx/socket errors")
+    report.details["phase3"]["tel10_sidecar_ratio_per_pair"] = [round(x, 3) for x in pairs]
+    finite = [x for x in pairs if math.isfinite(x)]
+    sampled_share = statistics.median(finite) if finite else math.nan
     report.add(
         3,
-        "128 in flight, 10% of traces sampled: max requests/s as a share of the untraced "
-        "sidecar's, each alone on the core (median of rounds)",
+        f"128 in flight, 10% of traces sampled: max requests/s as a share of the untraced "
+        f"sidecar's, each alone on the core ({len(pairs)} alternating pairs of 1 s runs, "
+        "median)",
         "req/s",
         sidecar=t10.rps,
         versus=sampled_share,
         kind="ratio",
         target="within 10% of untraced (>= 0.90)",
-        passed=sampled_share >= 0.9 and t10.errors == 0 and c.errors == 0,
+        passed=sampled_share >= 0.9 and len(finite) == len(pairs) and not pair_errors,
     )
     # The same share with both sidecars' copies loaded at once on the server core: steadier
     # (its rounds mostly agree within 2-3%, where one after the other they move by up to a
