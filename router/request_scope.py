@@ -50,7 +50,7 @@ from router.errors import (
 from router.policy_view import PolicyView
 from router.routing import AttemptLog
 from router.state import Services, Settings
-from router.tracing import request_span
+from router.tracing import REQUEST_SPANNED, request_span
 from router.types import Usage
 from router.wire_out import OPENAI_CHAT
 
@@ -198,6 +198,7 @@ def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteF
         span = request_span(telemetry, request.headers, request.method, route, request_id)
         if span is None:  # not sampled, and no traceparent: no span at all
             return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
+        REQUEST_SPANNED.set(True)  # (this request's context only)
         with span as current:
             return await _handle(request, handler, scope, flags, started, current)
 

@@ -79,7 +79,7 @@ from router.protocol_support import (
 )
 from router.providers.base import EmbeddingProvider, Provider, unexpected
 from router.retry import Cooldowns, RetryBudget, RetryPolicy, full_jitter
-from router.tracing import current_event
+from router.tracing import REQUEST_SPANNED, current_event
 from router.types import (
     ChatRequest,
     Completion,
@@ -812,7 +812,11 @@ class Router:
     ) -> tuple[Answer, Permit | None]:
         """One upstream call, in its CLIENT span when spans are exported."""
         provider = self._providers[model.provider]
-        if not self._tracing or not trace.get_current_span().is_recording():
+        if (
+            not self._tracing
+            or not REQUEST_SPANNED.get()
+            or not trace.get_current_span().is_recording()
+        ):
             # nothing exports CLIENT spans, or this request is not sampled: no span at all
             return await self._call(job, model, remaining, provider, None)
         attributes: dict[str, str | int] = {

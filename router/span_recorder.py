@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
@@ -32,7 +32,7 @@ from router.sampling import SamplingRule
 from router.span_shipping import Compact
 
 _UNSET, _OK = StatusCode.UNSET.value, StatusCode.OK.value
-_SAMPLED_ROOT = TraceFlags(TraceFlags.RANDOM_TRACE_ID | TraceFlags.SAMPLED)
+_SAMPLED_ROOT = TraceFlags.RANDOM_TRACE_ID | TraceFlags.SAMPLED
 
 
 def _cleaned(attributes: Attributes) -> dict[str, Any]:
@@ -50,28 +50,36 @@ class RecordedSpan(trace.Span):
         "_context",
         "_end",
         "_events",
+        "_flags",
         "_kind",
         "_links",
         "_name",
         "_on_end",
         "_parent",
+        "_span_id",
         "_start",
+        "_state",
         "_status_code",
         "_status_description",
+        "_trace_id",
     )
 
     def __init__(
         self,
         name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
+        ids: tuple[int, int, int, TraceState | None],
+        parent: tuple[int, bool, int] | None,
         kind: SpanKind,
         attributes: dict[str, Any],
         links: Sequence[Link],
         start: int,
         on_end: Callable[[Compact], None],
     ) -> None:
-        self._name, self._context, self._parent = name, context, parent
+        """`ids`: trace id, span id, trace flags and trace state (None: the empty one);
+        `parent`: the parent's span id, whether it is remote, and its trace flags."""
+        self._name, self._parent = name, parent
+        self._trace_id, self._span_id, self._flags, self._state = ids
+        self._context: SpanContext | None = None  # built when first asked for
         self._kind = kind.value
         self._attributes = attributes
         self._links = tuple(links)
@@ -82,7 +90,21 @@ class RecordedSpan(trace.Span):
         self._on_end = on_end
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self._trace_id, self._span_id, False, TraceFlags(self._flags), self._state
+            )
+        return context
+
+    def child_ids(self) -> tuple[int, int, TraceState | None]:
+        """What a child takes from this span: its trace id, the random-trace-id flag (the
+        only flag a child inherits; sampled is decided anew) and trace state."""
+        return self._trace_id, self._flags & TraceFlags.RANDOM_TRACE_ID, self._state
+
+    def as_parent(self) -> tuple[int, bool, int]:
+        """This span as a child's parent (`compact`'s parent field): a local span."""
+        return self._span_id, False, self._flags
 
     def is_recording(self) -> bool:
         return not self._end
@@ -149,14 +171,14 @@ class RecordedSpan(trace.Span):
 
     def compact(self) -> Compact:
         """This span as `span_shipping.compact` flattens an SDK span."""
-        context, parent, state = self._context, self._parent, self._context.trace_state
+        state = self._state
         return (
             self._name,
-            context.trace_id,
-            context.span_id,
-            int(context.trace_flags),
-            "" if state is DEFAULT_TRACE_STATE else state.to_header(),
-            (parent.span_id, parent.is_remote, int(parent.trace_flags)) if parent else None,
+            self._trace_id,
+            self._span_id,
+            self._flags,
+            "" if state is None or state is DEFAULT_TRACE_STATE else state.to_header(),
+            self._parent,
             self._kind,
             self._start,
             self._end,
@@ -198,13 +220,20 @@ class SpanRecorder(trace.Tracer):
 
     def __init__(self, rule: SamplingRule, on_end: Callable[[Compact], None]) -> None:
         self._sampled, self._on_end = rule.decider().sampled, on_end
+        self._root_bound = rule.bound  # a root is sampled when its id's low 64 bits are below
 
     def sampled_root(self) -> int | None:
         """A new trace id if a root span in it is sampled, else None: the decision
         `start_span` makes for a span without a parent, made before building anything (pass
-        the id on as `trace_id`)."""
-        trace_id = _trace_id()
-        return trace_id if self._sampled(None, trace_id) else None
+        the id on as `trace_id`). The low 64 bits, which alone decide, are drawn first and
+        the high ones only for a sampled root: an unsampled request costs one small draw."""
+        low = random.getrandbits(64)
+        if low >= self._root_bound:
+            return None
+        trace_id = random.getrandbits(64) << 64 | low
+        while not trace_id:  # (an all-zero id is invalid: draw the high bits again)
+            trace_id = random.getrandbits(64) << 64
+        return trace_id
 
     def start_span(
         self,
@@ -220,28 +249,36 @@ class SpanRecorder(trace.Tracer):
     ) -> trace.Span:
         """The API's `start_span`; `trace_id` (from `sampled_root`, so decided already) makes
         a sampled root in that trace, whatever `context` holds."""
+        parent: tuple[int, bool, int] | None = None
+        ids: tuple[int, int, int, TraceState | None]
         if trace_id is not None:
-            span_context, parent = SpanContext(trace_id, _span_id(), False, _SAMPLED_ROOT), None
+            ids = (trace_id, _span_id(), _SAMPLED_ROOT, None)
         else:
-            current = trace.get_current_span(context).get_span_context()
-            if current.is_valid:
-                trace_id, state = current.trace_id, current.trace_state
-                flags = TraceFlags.RANDOM_TRACE_ID if current.trace_flags.random_trace_id else 0
-                sampled = self._sampled(current, trace_id)
+            current_span = trace.get_current_span(context)
+            if isinstance(current_span, RecordedSpan):
+                # ours, read directly. Sampled, so its child is too: a parent-based rule
+                # follows it, and a ratio alone decides by the trace id it decided by
+                trace_id, flags, state = current_span.child_ids()
+                sampled = True
+                parent = current_span.as_parent()
             else:
-                trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
-                sampled = self._sampled(None, trace_id)
+                current = current_span.get_span_context()
+                if current.is_valid:
+                    trace_id, state = current.trace_id, current.trace_state
+                    flags = TraceFlags.RANDOM_TRACE_ID if current.trace_flags.random_trace_id else 0
+                    sampled = self._sampled(current, trace_id)
+                    parent = (current.span_id, current.is_remote, int(current.trace_flags))
+                else:
+                    trace_id, state, flags = _trace_id(), None, TraceFlags.RANDOM_TRACE_ID
+                    sampled = self._sampled(None, trace_id)
             if not sampled:
                 return trace.NonRecordingSpan(
                     SpanContext(trace_id, _span_id(), False, TraceFlags(flags), state)
                 )
-            span_context = SpanContext(
-                trace_id, _span_id(), False, TraceFlags(flags | TraceFlags.SAMPLED), state
-            )
-            parent = current if current.is_valid else None
+            ids = (trace_id, _span_id(), flags | TraceFlags.SAMPLED, state)
         return RecordedSpan(
             name,
-            span_context,
+            ids,
             parent,
             kind,
             _cleaned(attributes),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
     from router.span_recorder import SpanRecorder
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+# True in a request's context (each request runs in a task of its own, on a copy of its
+# connection's) once `request_span` gave it a span: every span of ours is made under that one,
+# so where this is False there is no current span to look up, and code on the path of every
+# request (a CLIENT span per upstream attempt) skips asking the OpenTelemetry context.
+REQUEST_SPANNED: ContextVar[bool] = ContextVar("fusion_router_request_spanned", default=False)
 
 
 @dataclass

@@ -90,6 +90,44 @@ def test_the_recorder_gives_a_child_what_the_sdk_tracer_gives(
     lean_span.end()
 
 
+@pytest.mark.parametrize("environ", NAMES, ids=lambda e: "-".join(e.values()) or "unset")
+@settings(max_examples=40, deadline=None)
+@given(parent=parents().filter(lambda p: p is not None))
+def test_a_grandchild_under_a_recorded_span_is_what_the_sdk_gives(
+    environ: dict[str, str], parent: SpanContext
+) -> None:
+    """Under a span the recorder itself recorded (read directly, not through its context):
+    the same trace id, flags, trace state, recording and parent as the SDK's tracer gives a
+    child of its own recorded span, under the same remote parent."""
+    remote = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    ended: list[Any] = []
+    sdk = TracerProvider(sampler=sampler_from(environ)).get_tracer("t")
+    lean = SpanRecorder(sampling_rule(environ), ended.append)
+    sdk_child, lean_child = sdk.start_span("c", remote), lean.start_span("c", remote)
+    if not sdk_child.is_recording():  # (the child is then not a recorded span: nothing new)
+        assert not lean_child.is_recording()
+        return
+    sdk_grandchild = sdk.start_span("g", trace.set_span_in_context(sdk_child))
+    lean_grandchild = lean.start_span("g", trace.set_span_in_context(lean_child))
+    want, got = sdk_grandchild.get_span_context(), lean_grandchild.get_span_context()
+    assert (got.trace_id, got.trace_flags, got.trace_state, got.is_remote) == (
+        want.trace_id,
+        want.trace_flags,
+        want.trace_state,
+        want.is_remote,
+    )
+    assert lean_grandchild.is_recording() == sdk_grandchild.is_recording()
+    for span in (sdk_grandchild, lean_grandchild, sdk_child, lean_child):
+        span.end()
+    flattened = {item[0]: item for item in ended}  # (what the recorder exports)
+    assert flattened["c"][4] == parent.trace_state.to_header()
+    if "g" in flattened:
+        sdk_flags = int(sdk_child.get_span_context().trace_flags)
+        lean_id = lean_child.get_span_context().span_id
+        assert flattened["g"][5] == (lean_id, False, sdk_flags)
+        assert flattened["g"][4] == flattened["c"][4]
+
+
 def test_roots_are_sampled_at_the_ratio() -> None:
     """Without a parent, the share of recorded roots follows the ratio (10%: 1000 roots give
     between 6% and 14% unless four standard deviations off)."""
@@ -105,6 +143,28 @@ def test_roots_are_sampled_at_the_ratio() -> None:
         recorded += span.is_recording()
         span.end()
     assert 60 <= recorded <= 140
+
+
+@pytest.mark.parametrize("ratio", ["0.0", "0.1", "0.5", "1.0"])
+def test_a_decided_root_is_one_the_rule_samples_at_the_ratio(ratio: str) -> None:
+    """`sampled_root` draws the deciding low 64 bits first: every id it gives is nonzero and
+    one the rule (and so the SDK) samples as a root, and it gives one for about `ratio` of
+    its calls (10%: 2000 draws give 140-260 unless four standard deviations off), the high
+    bits varying."""
+    environ = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio}
+    rule, sdk = sampling_rule(environ), sampler_from(environ)
+    recorder = SpanRecorder(rule, lambda _s: None)
+    ids = [recorder.sampled_root() for _ in range(2000)]
+    sampled = [trace_id for trace_id in ids if trace_id is not None]
+    for trace_id in sampled[:50]:
+        assert 0 < trace_id < 1 << 128
+        assert rule.decider().sampled(None, trace_id)
+        assert sdk.should_sample(None, trace_id, "span").decision.is_sampled()  # type: ignore[no-untyped-call]
+    expected = 2000 * float(ratio)
+    spread = 4 * (2000 * float(ratio) * (1 - float(ratio))) ** 0.5
+    assert expected - spread <= len(sampled) <= expected + spread
+    if len(sampled) > 1:
+        assert len({trace_id >> 64 for trace_id in sampled}) > 1
 
 
 @pytest.mark.parametrize("ratio", ["0.1", "0.5", "0.3333"])
