@@ -810,7 +810,9 @@ class Router:
     async def _attempt(
         self, job: _Job | _EmbedJob, model: CatalogModel, remaining: float, number: int
     ) -> tuple[Answer, Permit | None]:
-        """One upstream call, in its CLIENT span when spans are exported."""
+        """One upstream call, in its CLIENT span when spans are exported and the request is
+        sampled: one whose `request_scope` gave it a span (`tracing.REQUEST_SPANNED`; a
+        router driven outside a request makes no CLIENT span)."""
         provider = self._providers[model.provider]
         if (
             not self._tracing

@@ -143,7 +143,8 @@ def test_ab_instructions_counts_each_copy_under_callgrind() -> None:
     assert rows["base"][1] == "1.000x"
     for name in ("base", "this tree"):
         instructions, versus, i_misses, d_misses = rows[name]
-        assert 100_000 < float(instructions.replace(",", "")) < 100_000_000, rows[name]
+        # (a request is about a million; counting from start-up would read tens of millions)
+        assert 100_000 < float(instructions.replace(",", "")) < 10_000_000, rows[name]
         assert 0.5 < float(versus.removesuffix("x")) < 2, rows[name]
         assert float(i_misses.replace(",", "")) > 0
         assert float(d_misses.replace(",", "")) > 0

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import statistics
 import subprocess
@@ -194,7 +195,10 @@ def callgrind_totals(path: Path) -> dict[str, int]:
     """The event totals (`Ir`, `I1mr`, ...) of every callgrind dump `path` names (the dump
     files `path`, `path.1`, ...), summed."""
     totals: dict[str, int] = {}
-    for dump in sorted(path.parent.glob(f"{path.name}*")):
+    dumps = [
+        f for f in path.parent.iterdir() if re.fullmatch(rf"{re.escape(path.name)}(\.\d+)?", f.name)
+    ]
+    for dump in sorted(dumps):
         events: list[str] = []
         for line in dump.read_text(errors="replace").splitlines():
             if line.startswith("events:"):
