@@ -66,6 +66,18 @@ def test_the_rule_decides_as_the_sdk_sampler(
     assert result.trace_state == (parent.trace_state if parent else None)
 
 
+def _assert_alike(lean_span: trace.Span, sdk_span: trace.Span) -> None:
+    """The same trace id, flags, trace state, remoteness and recording."""
+    want, got = sdk_span.get_span_context(), lean_span.get_span_context()
+    assert (got.trace_id, got.trace_flags, got.trace_state, got.is_remote) == (
+        want.trace_id,
+        want.trace_flags,
+        want.trace_state,
+        want.is_remote,
+    )
+    assert lean_span.is_recording() == sdk_span.is_recording()
+
+
 @pytest.mark.parametrize("environ", NAMES, ids=lambda e: "-".join(e.values()) or "unset")
 @settings(max_examples=60, deadline=None)
 @given(parent=parents().filter(lambda p: p is not None))
@@ -78,14 +90,7 @@ def test_the_recorder_gives_a_child_what_the_sdk_tracer_gives(
         TracerProvider(sampler=sampler_from(environ)).get_tracer("t").start_span("x", context)
     )
     lean_span = SpanRecorder(sampling_rule(environ), lambda _s: None).start_span("x", context)
-    want, got = sdk_span.get_span_context(), lean_span.get_span_context()
-    assert (got.trace_id, got.trace_flags, got.trace_state, got.is_remote) == (
-        want.trace_id,
-        want.trace_flags,
-        want.trace_state,
-        want.is_remote,
-    )
-    assert lean_span.is_recording() == sdk_span.is_recording()
+    _assert_alike(lean_span, sdk_span)
     sdk_span.end()
     lean_span.end()
 
@@ -109,14 +114,7 @@ def test_a_grandchild_under_a_recorded_span_is_what_the_sdk_gives(
         return
     sdk_grandchild = sdk.start_span("g", trace.set_span_in_context(sdk_child))
     lean_grandchild = lean.start_span("g", trace.set_span_in_context(lean_child))
-    want, got = sdk_grandchild.get_span_context(), lean_grandchild.get_span_context()
-    assert (got.trace_id, got.trace_flags, got.trace_state, got.is_remote) == (
-        want.trace_id,
-        want.trace_flags,
-        want.trace_state,
-        want.is_remote,
-    )
-    assert lean_grandchild.is_recording() == sdk_grandchild.is_recording()
+    _assert_alike(lean_grandchild, sdk_grandchild)
     for span in (sdk_grandchild, lean_grandchild, sdk_child, lean_child):
         span.end()
     flattened = {item[0]: item for item in ended}  # (what the recorder exports)
