@@ -193,10 +193,10 @@ def scoped(services: Services, handler: ScopedHandler, route: str, flags: RouteF
         # context (which binds nothing), so this binding needs no clearing and ends with it
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        if not telemetry.exporting and "traceparent" not in request.headers:
-            return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
-        span = request_span(telemetry, request.headers, request.method, route, request_id)
-        if span is None:  # not sampled, and no traceparent: no span at all
+        span = None  # untraced, or not sampled and no traceparent: no span at all
+        if telemetry.exporting or "traceparent" in request.headers:
+            span = request_span(telemetry, request.headers, request.method, route, request_id)
+        if span is None:
             return await _handle(request, handler, scope, flags, started, INVALID_SPAN)
         REQUEST_SPANNED.set(True)  # (this request's context only)
         with span as current:

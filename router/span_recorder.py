@@ -7,9 +7,10 @@ sets is already a plain `str`, `int`, `float`, `bool` or a tuple of them, and ea
 on one task of the event loop, so `RecordedSpan` keeps a plain dict and list. It is the API's
 `Span` (so `trace.get_current_span`, `use_span`, log correlation and propagation work as
 before); sampling decides as the SDK's sampler does (`router.sampling`), ids are drawn as the
-SDK draws them (an unsampled root's only its deciding low 64 bits), exceptions and statuses are recorded by the SDK's rules, and an ended span is
-shipped as `span_shipping.compact` would flatten the SDK's (`tests/test_span_recorder.py` records the
-same requests both ways and compares every span).
+SDK draws them (an unsampled root's only its deciding low 64 bits), exceptions and statuses
+are recorded by the SDK's rules, and an ended span is shipped as `span_shipping.compact` would
+flatten the SDK's (`tests/test_span_recorder.py` records the same requests both ways and
+compares every span).
 """
 
 from __future__ import annotations
